@@ -1,0 +1,133 @@
+/**
+ * An aggregate: a category of streams, its Schema-typed events and a pure
+ * fold `(state, event) => state`.
+ *
+ * @since 0.1.0
+ */
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import type * as ParseResult from "effect/ParseResult"
+import * as Schema from "effect/Schema"
+import * as EventCodec from "./EventCodec.js"
+import { type EventDecodeError, StreamCorrupt } from "./EventStoreError.js"
+import type { RecordedEvent } from "./RecordedEvent.js"
+
+/**
+ * Opt-in snapshots: the state's Schema, a snapshot version (bump it when the
+ * state's shape changes; older snapshots are then ignored) and how often to
+ * write one.
+ *
+ * @example
+ * { schema: AccountState, version: 1, every: 100 }
+ * @since 0.1.0
+ * @category models
+ */
+export interface SnapshotDefinition<S> {
+  readonly version: number
+  /** Write a snapshot when the saved version crossed a multiple of `every`. */
+  readonly every: number
+  readonly decode: (stored: unknown) => Effect.Effect<S, ParseResult.ParseError>
+  readonly encode: (state: S) => Effect.Effect<unknown, ParseResult.ParseError>
+}
+
+/**
+ * Snapshot options as given to {@link make}: the state's Schema, the
+ * snapshot version and the policy.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface SnapshotOptions<S, I> {
+  readonly schema: Schema.Schema<S, I>
+  readonly version: number
+  readonly every: number
+}
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export interface Aggregate<S, E> {
+  readonly category: string
+  readonly codec: EventCodec.EventCodec<E>
+  readonly initial: S
+  readonly apply: (state: S, event: E) => S
+  readonly snapshot: Option.Option<SnapshotDefinition<S>>
+}
+
+/**
+ * Defines an aggregate.
+ *
+ * @example
+ * const Account = Aggregate.make({
+ *   category: "account",
+ *   events: Schema.Union(Opened, Deposited),
+ *   initial: { owner: "", balance: 0 },
+ *   apply: (state, event) => event._tag === "Opened" ? { ...state, owner: event.owner } : { ...state, balance: state.balance + event.amount }
+ * })
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = <U extends EventCodec.EventUnion, S, SI = S>(options: {
+  readonly category: string
+  readonly events: U
+  readonly initial: S
+  readonly apply: (state: S, event: Schema.Schema.Type<U>) => S
+  readonly definitions?: { readonly [tag: string]: EventCodec.EventDefinition }
+  readonly snapshot?: SnapshotOptions<S, SI>
+}): Aggregate<S, Schema.Schema.Type<U>> => ({
+  category: options.category,
+  codec: EventCodec.make(options.category, options.events, options.definitions),
+  initial: options.initial,
+  apply: options.apply,
+  snapshot: Option.map(Option.fromNullable(options.snapshot), (snapshot) => ({
+    version: snapshot.version,
+    every: snapshot.every,
+    decode: Schema.decodeUnknown(snapshot.schema),
+    encode: Schema.encode(snapshot.schema)
+  }))
+})
+
+/**
+ * Folds events into a state, purely.
+ *
+ * @since 0.1.0
+ */
+export const fold = <S, E>(aggregate: Aggregate<S, E>, state: S, events: Iterable<E>): S => {
+  let current = state
+  for (const event of events) current = aggregate.apply(current, event)
+  return current
+}
+
+/**
+ * A fold in progress over stored events: the state and the last version.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Folded<S> {
+  readonly state: S
+  readonly version: number
+}
+
+/**
+ * Folds one stored event into a state, after checking it is the next version
+ * of its stream and decoding (and upcasting) it. Every load goes through it.
+ *
+ * @since 0.1.0
+ */
+export const applyRecorded =
+  <S, E>(aggregate: Aggregate<S, E>) =>
+  (acc: Folded<S>, recorded: RecordedEvent): Effect.Effect<Folded<S>, EventDecodeError | StreamCorrupt> =>
+    recorded.streamVersion !== acc.version + 1
+      ? Effect.fail(
+          new StreamCorrupt({
+            streamId: recorded.streamId,
+            expectedVersion: acc.version + 1,
+            foundVersion: recorded.streamVersion
+          })
+        )
+      : Effect.map(aggregate.codec.decode(recorded), (event) => ({
+          state: aggregate.apply(acc.state, event),
+          version: recorded.streamVersion
+        }))

@@ -1,0 +1,218 @@
+/**
+ * The one path between typed events and stored rows, used by every reader
+ * and writer: loads, snapshots, subscriptions, projections and sagas.
+ *
+ * An aggregate's events are a `Schema.Union` of `Schema.TaggedStruct`s. Each
+ * is stored under a stable `event_type` (by default
+ * `<category>.<tag in kebab-case>`) with a schema version. Data is stored
+ * without its `_tag`, so renaming a tag only needs the old `type` kept.
+ * Older versions are upcast to the current shape on read; writers always
+ * write the current version.
+ *
+ * @since 0.1.0
+ */
+import * as Effect from "effect/Effect"
+import * as ParseResult from "effect/ParseResult"
+import * as Schema from "effect/Schema"
+import * as SchemaAST from "effect/SchemaAST"
+import { EventDecodeError, InvalidInput } from "./EventStoreError.js"
+import type { JsonObject, NewEvent, RecordedEvent } from "./RecordedEvent.js"
+
+/**
+ * One upcasting step, from version `n` to `n + 1` of an event's stored data:
+ * a pure function, or a Schema whose decode turns the old encoded shape into
+ * the new encoded shape.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Upcaster = ((data: JsonObject) => JsonObject) | Schema.Schema.AnyNoContext
+
+/**
+ * How one event (by tag) is stored and evolved.
+ *
+ * @example
+ * { type: "account.deposited", version: 2, upcasters: [(v1) => ({ ...v1, currency: "EUR" })], formerTypes: ["account.money-added"] }
+ * @since 0.1.0
+ * @category models
+ */
+export interface EventDefinition {
+  /** The stored `event_type`; defaults to `<category>.<kebab-tag>`. */
+  readonly type?: string
+  /** Stored types that older code wrote for this event (renames). */
+  readonly formerTypes?: ReadonlyArray<string>
+  /** The current schema version (default 1). */
+  readonly version?: number
+  /** `upcasters[i]` turns version `i + 1` into version `i + 2`. */
+  readonly upcasters?: ReadonlyArray<Upcaster>
+}
+
+/**
+ * Any tagged struct schema: the members of an event union.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type TaggedMember = Schema.Schema.AnyNoContext & { readonly fields: { readonly _tag: unknown } }
+
+/**
+ * A union of tagged structs: an aggregate's events.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type EventUnion = Schema.Union<ReadonlyArray<TaggedMember>> | TaggedMember
+
+/**
+ * The codec for one event union.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface EventCodec<E> {
+  readonly schema: Schema.Schema<E, unknown>
+  /** Stored type of each tag. */
+  readonly types: ReadonlyMap<string, { readonly type: string; readonly version: number }>
+  /** Every stored type (current and former) this codec decodes. */
+  readonly knownTypes: ReadonlyArray<string>
+  /** Encodes a typed event; an event failing its Schema is `InvalidInput`. */
+  readonly encode: (event: E) => Effect.Effect<NewEvent, InvalidInput>
+  /** Upcasts and decodes a stored event. */
+  readonly decode: (recorded: RecordedEvent) => Effect.Effect<E, EventDecodeError>
+  /** Does this codec know a stored type? */
+  readonly handles: (eventType: string) => boolean
+}
+
+/**
+ * `MoneyDeposited` → `money-deposited`.
+ *
+ * @since 0.1.0
+ */
+export const kebabCase = (tag: string): string =>
+  tag
+    .replace(/([a-z0-9])([A-Z])/g, "$1-$2")
+    .replace(/([A-Z])([A-Z][a-z])/g, "$1-$2")
+    .replace(/[_\s]+/g, "-")
+    .toLowerCase()
+
+const tagOf = (member: Schema.Schema.AnyNoContext): string => {
+  for (const property of SchemaAST.getPropertySignatures(member.ast)) {
+    if (property.name === "_tag" && SchemaAST.isLiteral(property.type) && typeof property.type.literal === "string") {
+      return property.type.literal
+    }
+  }
+  return String(member.ast)
+}
+
+const membersOf = (events: EventUnion): ReadonlyArray<Schema.Schema.AnyNoContext> =>
+  "members" in events ? events.members : [events]
+
+interface Entry {
+  readonly tag: string
+  readonly version: number
+  readonly upcasters: ReadonlyArray<Upcaster>
+  readonly decode: (u: unknown) => Effect.Effect<unknown, ParseResult.ParseError>
+}
+
+const upcastStep = (step: Upcaster, data: JsonObject): Effect.Effect<JsonObject, string> =>
+  Schema.isSchema(step)
+    ? Schema.decodeUnknown(step)(data).pipe(
+        Effect.flatMap((out) =>
+          typeof out === "object" && out !== null && !Array.isArray(out)
+            ? Effect.succeed(out as JsonObject)
+            : Effect.fail("upcaster did not produce an object")
+        ),
+        Effect.mapError((e) => (typeof e === "string" ? e : ParseResult.TreeFormatter.formatErrorSync(e)))
+      )
+    : Effect.try({ try: () => step(data), catch: (e) => `upcaster threw: ${String(e)}` })
+
+/**
+ * Builds the codec of an event union.
+ *
+ * @example
+ * const codec = EventCodec.make("account", AccountEvent, { MoneyDeposited: { version: 2, upcasters: [toV2] } })
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = <U extends EventUnion>(
+  category: string,
+  events: U,
+  definitions: { readonly [tag: string]: EventDefinition } = {}
+): EventCodec<Schema.Schema.Type<U>> => {
+  type E = Schema.Schema.Type<U>
+  const byType = new Map<string, Entry>()
+  const types = new Map<string, { type: string; version: number }>()
+  const encodeUnion = Schema.encodeUnknown(events as Schema.Schema<E, unknown>)
+  for (const member of membersOf(events)) {
+    const tag = tagOf(member)
+    const definition = definitions[tag] ?? {}
+    const type = definition.type ?? `${category}.${kebabCase(tag)}`
+    const version = definition.version ?? 1
+    const entry: Entry = {
+      tag,
+      version,
+      upcasters: definition.upcasters ?? [],
+      decode: Schema.decodeUnknown(member)
+    }
+    types.set(tag, { type, version })
+    byType.set(type, entry)
+    for (const former of definition.formerTypes ?? []) byType.set(former, entry)
+  }
+
+  const encode = (event: E): Effect.Effect<NewEvent, InvalidInput> =>
+    encodeUnion(event).pipe(
+      Effect.mapError(
+        (e) => new InvalidInput({ field: "event", reason: ParseResult.TreeFormatter.formatErrorSync(e) })
+      ),
+      Effect.flatMap((encoded) => {
+        const { _tag, ...data } = encoded as { readonly _tag: string } & JsonObject
+        const info = types.get(_tag)
+        return info === undefined
+          ? Effect.fail(new InvalidInput({ field: "event", reason: `unknown event tag ${_tag}` }))
+          : Effect.succeed<NewEvent>({ eventType: info.type, schemaVersion: info.version, data })
+      })
+    )
+
+  const decode = (recorded: RecordedEvent): Effect.Effect<E, EventDecodeError> => {
+    const fail = (issue: string) =>
+      new EventDecodeError({
+        streamId: recorded.streamId,
+        streamVersion: recorded.streamVersion,
+        globalPosition: recorded.globalPosition,
+        eventType: recorded.eventType,
+        schemaVersion: recorded.schemaVersion,
+        issue
+      })
+    const entry = byType.get(recorded.eventType)
+    if (entry === undefined) return Effect.fail(fail("unknown event type"))
+    if (!Number.isInteger(recorded.schemaVersion) || recorded.schemaVersion < 1) {
+      return Effect.fail(fail(`invalid schema version ${recorded.schemaVersion}`))
+    }
+    if (recorded.schemaVersion > entry.version) {
+      return Effect.fail(fail(`schema version ${recorded.schemaVersion} is newer than this code knows (${entry.version})`))
+    }
+    const steps = entry.upcasters.slice(recorded.schemaVersion - 1, entry.version - 1)
+    if (steps.length !== entry.version - recorded.schemaVersion) {
+      return Effect.fail(
+        fail(`no upcaster chain from version ${recorded.schemaVersion} to ${entry.version}`)
+      )
+    }
+    return Effect.reduce(steps, recorded.data, (data, step) => upcastStep(step, data)).pipe(
+      Effect.mapError(fail),
+      Effect.flatMap((data) =>
+        entry.decode({ ...data, _tag: entry.tag }).pipe(
+          Effect.mapError((e) => fail(ParseResult.TreeFormatter.formatErrorSync(e)))
+        )
+      )
+    ) as Effect.Effect<E, EventDecodeError>
+  }
+
+  return {
+    schema: events as Schema.Schema<E, unknown>,
+    types,
+    knownTypes: [...byType.keys()],
+    encode,
+    decode,
+    handles: (eventType) => byType.has(eventType)
+  }
+}

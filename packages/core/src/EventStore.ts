@@ -1,0 +1,693 @@
+/**
+ * The `EventStore` service: append, read, load, save, transactions and
+ * snapshots. One tag, two layers (`PgEventStore.layer` from `@mire/pg` and
+ * `InMemoryEventStore.layer`), and accessor functions so a program can write
+ * `EventStore.save(root)`.
+ *
+ * A store layer supplies only the {@link Storage} primitives; everything
+ * else (validation, encoding, the fold, version checks, snapshots) is built
+ * once here by {@link make}, so both stores behave the same.
+ *
+ * @since 0.1.0
+ */
+import * as Chunk from "effect/Chunk"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Metric from "effect/Metric"
+import * as Option from "effect/Option"
+import * as Stream from "effect/Stream"
+import * as Aggregate from "./Aggregate.js"
+import * as AggregateRoot from "./AggregateRoot.js"
+import type { ConcurrencyConflict, EventDecodeError, StoreError, StreamCorrupt } from "./EventStoreError.js"
+import { InvalidInput } from "./EventStoreError.js"
+import * as ExpectedVersion from "./ExpectedVersion.js"
+import * as Metrics from "./Metrics.js"
+import type { CommittedEvents, EventMetadata, JsonObject, NewEvent, RecordedEvent } from "./RecordedEvent.js"
+import * as Snapshot from "./Snapshot.js"
+import * as StreamId from "./StreamId.js"
+
+/**
+ * Read direction.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Direction = "forward" | "backward"
+
+/**
+ * Options for reading one stream: `from` is a stream version (inclusive; the
+ * default is the start going forward, the end going backward), `limit` caps
+ * the number of events, `pageSize` the rows fetched per round trip.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ReadStreamOptions {
+  readonly from?: number
+  readonly direction?: Direction
+  readonly limit?: number
+  readonly pageSize?: number
+}
+
+/**
+ * Options for reading a category or the whole log, by global position
+ * (`from` inclusive). This order is insertion order, not commit order: use a
+ * subscription to follow the log as it grows.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ReadLogOptions {
+  readonly from?: bigint
+  readonly direction?: Direction
+  readonly limit?: number
+  readonly pageSize?: number
+}
+
+/**
+ * One stream's part of a batched append.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface AppendRequest {
+  readonly streamId: string
+  readonly category: string
+  readonly expected: ExpectedVersion.ExpectedVersion
+  readonly events: ReadonlyArray<NewEvent>
+}
+
+/**
+ * An event ready for storage: validated, with its id and metadata fixed.
+ *
+ * @since 0.1.0
+ * @category storage
+ */
+export interface StorableEvent {
+  readonly eventId: string
+  readonly eventType: string
+  readonly schemaVersion: number
+  readonly data: JsonObject
+  readonly metadata: EventMetadata
+}
+
+/**
+ * A validated append request, as a storage primitive receives it.
+ *
+ * @since 0.1.0
+ * @category storage
+ */
+export interface StorableAppend {
+  readonly streamId: string
+  readonly category: string
+  readonly expected: ExpectedVersion.ExpectedVersion
+  readonly events: ReadonlyArray<StorableEvent>
+}
+
+/**
+ * The primitives a store layer supplies. Inputs arrive validated.
+ *
+ * @since 0.1.0
+ * @category storage
+ */
+export interface Storage {
+  /** Appends all requests atomically (all or nothing), checking each expectation. */
+  readonly append: (
+    requests: ReadonlyArray<StorableAppend>
+  ) => Effect.Effect<ReadonlyArray<CommittedEvents>, ConcurrencyConflict | StoreError>
+  /** Up to `limit` events of a stream from version `from` (inclusive) in `direction`. */
+  readonly readStreamPage: (
+    streamId: string,
+    from: number,
+    direction: Direction,
+    limit: number
+  ) => Effect.Effect<ReadonlyArray<RecordedEvent>, StoreError>
+  /** Up to `limit` events by global position from `from` (inclusive), optionally of some categories. */
+  readonly readLogPage: (
+    categories: ReadonlyArray<string> | undefined,
+    from: bigint,
+    direction: Direction,
+    limit: number
+  ) => Effect.Effect<ReadonlyArray<RecordedEvent>, StoreError>
+  /** The stream's version (0 when it does not exist). */
+  readonly streamVersion: (streamId: string) => Effect.Effect<number, StoreError>
+  /** Locks the stream until the ambient transaction ends; returns its version (0: no stream, no lock). */
+  readonly lockStream: (streamId: string) => Effect.Effect<number, StoreError>
+  /** Runs an effect in one transaction (nested calls join it, as a savepoint on Postgres). */
+  readonly transaction: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E | StoreError, R>
+  /** Is the current fiber inside a transaction? */
+  readonly inTransaction: Effect.Effect<boolean>
+  /** The current transaction's id (assigning one if it has none yet). */
+  readonly currentTransactionId: Effect.Effect<bigint, StoreError>
+  readonly readSnapshot: (streamId: string) => Effect.Effect<Option.Option<Snapshot.StoredSnapshot>, StoreError>
+  readonly writeSnapshot: (snapshot: Snapshot.StoredSnapshot) => Effect.Effect<void, StoreError>
+}
+
+/**
+ * The errors a load can fail with.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type LoadError = InvalidInput | EventDecodeError | StreamCorrupt | StoreError
+
+/**
+ * The errors an append or save can fail with.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type AppendError = ConcurrencyConflict | InvalidInput | StoreError
+
+/**
+ * An aggregate root of any aggregate, for heterogeneous batches.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+// biome-ignore lint/suspicious/noExplicitAny: roots are invariant in state and event; a batch mixes aggregates
+export type AnyRoot = AggregateRoot.AggregateRoot<any, any>
+
+/**
+ * The event store service.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface EventStore {
+  /** Appends encoded events to one stream, checking `expected`. */
+  readonly append: (
+    streamId: string,
+    category: string,
+    expected: ExpectedVersion.ExpectedVersion,
+    events: ReadonlyArray<NewEvent>
+  ) => Effect.Effect<CommittedEvents, AppendError>
+  /** Appends to several streams in one transaction; one conflict writes nothing and names its stream. */
+  readonly appendMany: (
+    requests: ReadonlyArray<AppendRequest>
+  ) => Effect.Effect<ReadonlyArray<CommittedEvents>, AppendError>
+  readonly readStream: (
+    streamId: string,
+    options?: ReadStreamOptions
+  ) => Stream.Stream<RecordedEvent, InvalidInput | StoreError>
+  readonly readCategory: (
+    category: string,
+    options?: ReadLogOptions
+  ) => Stream.Stream<RecordedEvent, InvalidInput | StoreError>
+  readonly readAll: (options?: ReadLogOptions) => Stream.Stream<RecordedEvent, InvalidInput | StoreError>
+  readonly streamVersion: (streamId: string) => Effect.Effect<number, InvalidInput | StoreError>
+  /** Replays an aggregate; `None` when its stream does not exist. */
+  readonly load: <S, E>(
+    aggregate: Aggregate.Aggregate<S, E>,
+    id: string
+  ) => Effect.Effect<Option.Option<AggregateRoot.AggregateRoot<S, E>>, LoadError>
+  /** Replays an aggregate, or a new root at version 0. */
+  readonly loadOrDefault: <S, E>(
+    aggregate: Aggregate.Aggregate<S, E>,
+    id: string
+  ) => Effect.Effect<AggregateRoot.AggregateRoot<S, E>, LoadError>
+  /**
+   * Inside {@link transaction}: locks the stream's row until the transaction
+   * ends, then loads it. A missing stream takes no lock (there is no row yet).
+   */
+  readonly loadForUpdate: <S, E>(
+    aggregate: Aggregate.Aggregate<S, E>,
+    id: string
+  ) => Effect.Effect<Option.Option<AggregateRoot.AggregateRoot<S, E>>, LoadError>
+  /** Saves the pending events; returns the root with `pending` cleared and `version` advanced. */
+  readonly save: <S, E>(root: AggregateRoot.AggregateRoot<S, E>) => Effect.Effect<AggregateRoot.AggregateRoot<S, E>, AppendError>
+  /** Saves several roots in one transaction, all or nothing. */
+  readonly saveMany: <const Roots extends ReadonlyArray<AnyRoot>>(roots: Roots) => Effect.Effect<Roots, AppendError>
+  /** Loads from the newest valid snapshot plus the events after it. */
+  readonly loadSnapshotted: <S, E>(
+    aggregate: Aggregate.Aggregate<S, E>,
+    id: string
+  ) => Effect.Effect<Option.Option<AggregateRoot.AggregateRoot<S, E>>, LoadError>
+  /** Saves, then writes a snapshot when the aggregate's policy says so. */
+  readonly saveSnapshotting: <S, E>(
+    root: AggregateRoot.AggregateRoot<S, E>
+  ) => Effect.Effect<AggregateRoot.AggregateRoot<S, E>, AppendError>
+  /**
+   * Runs `effect` in one transaction: every store call and every `sql`
+   * statement inside it. Commits on success; rolls back on failure, defect
+   * or interruption.
+   */
+  readonly transaction: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E | StoreError, R>
+  /** The current transaction's id (inside {@link transaction}; assigns one if needed). */
+  readonly currentTransactionId: Effect.Effect<bigint, StoreError>
+}
+
+/**
+ * The `EventStore` tag.
+ *
+ * @since 0.1.0
+ * @category tags
+ */
+export const EventStore: Context.Tag<EventStore, EventStore> = Context.GenericTag<EventStore>("@mire/core/EventStore")
+
+const positiveInt = (field: string, value: number | undefined): Effect.Effect<void, InvalidInput> =>
+  value === undefined || (Number.isSafeInteger(value) && value > 0)
+    ? Effect.void
+    : Effect.fail(new InvalidInput({ field, reason: `${value} is not a positive integer` }))
+
+const nonNegativeInt = (field: string, value: number | undefined): Effect.Effect<void, InvalidInput> =>
+  value === undefined || (Number.isSafeInteger(value) && value >= 0)
+    ? Effect.void
+    : Effect.fail(new InvalidInput({ field, reason: `${value} is not a non-negative integer` }))
+
+const isJsonObject = (u: unknown): u is JsonObject => typeof u === "object" && u !== null && !Array.isArray(u)
+
+const validateEvent = (event: NewEvent, index: number): Effect.Effect<StorableEvent, InvalidInput> =>
+  Effect.gen(function* () {
+    if (typeof event.eventType !== "string" || event.eventType.length === 0 || event.eventType.length > 255) {
+      return yield* new InvalidInput({ field: `events[${index}].eventType`, reason: "must be 1-255 characters" })
+    }
+    if (!Number.isSafeInteger(event.schemaVersion) || event.schemaVersion < 1) {
+      return yield* new InvalidInput({
+        field: `events[${index}].schemaVersion`,
+        reason: `${event.schemaVersion} is not a positive integer`
+      })
+    }
+    if (!isJsonObject(event.data)) {
+      return yield* new InvalidInput({ field: `events[${index}].data`, reason: "must be a JSON object" })
+    }
+    const eventId = event.eventId ?? crypto.randomUUID()
+    if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(eventId)) {
+      return yield* new InvalidInput({ field: `events[${index}].eventId`, reason: "must be a UUID" })
+    }
+    return {
+      eventId,
+      eventType: event.eventType,
+      schemaVersion: event.schemaVersion,
+      data: event.data,
+      metadata: event.metadata ?? {}
+    }
+  })
+
+const validateRequest = (request: AppendRequest): Effect.Effect<StorableAppend, InvalidInput> =>
+  Effect.gen(function* () {
+    yield* StreamId.validate(request.streamId)
+    yield* StreamId.validateCategory(request.category)
+    const expected = yield* ExpectedVersion.validate(request.expected)
+    if (!Array.isArray(request.events) || request.events.length === 0) {
+      return yield* new InvalidInput({ field: "events", reason: "an append needs at least one event" })
+    }
+    const events = yield* Effect.forEach(request.events, validateEvent)
+    return { streamId: request.streamId, category: request.category, expected, events }
+  })
+
+const defaultPageSize = 1000
+
+const paged = <C>(
+  start: C,
+  limit: number | undefined,
+  pageSize: number,
+  fetch: (cursor: C, size: number) => Effect.Effect<ReadonlyArray<RecordedEvent>, StoreError>,
+  next: (last: RecordedEvent) => C
+): Stream.Stream<RecordedEvent, StoreError> =>
+  Stream.paginateChunkEffect({ cursor: start, remaining: limit ?? Number.POSITIVE_INFINITY }, (state) => {
+    const size = Math.min(pageSize, state.remaining)
+    return fetch(state.cursor, size).pipe(
+      Effect.map((rows) => {
+        const last = rows[rows.length - 1]
+        const remaining = state.remaining - rows.length
+        return [
+          Chunk.unsafeFromArray(rows),
+          last === undefined || rows.length < size || remaining <= 0
+            ? Option.none()
+            : Option.some({ cursor: next(last), remaining })
+        ] as const
+      })
+    )
+  })
+
+/**
+ * Builds the full `EventStore` from a store's {@link Storage} primitives.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (storage: Storage): EventStore => {
+  const appendMany = Effect.fn("EventStore.appendMany")(function* (requests: ReadonlyArray<AppendRequest>) {
+    if (requests.length === 0) return []
+    const validated = yield* Effect.forEach(requests, validateRequest)
+    const streams = new Set(validated.map((r) => r.streamId))
+    if (streams.size !== validated.length) {
+      return yield* new InvalidInput({ field: "requests", reason: "each stream may appear once per batch" })
+    }
+    const eventCount = validated.reduce((n, r) => n + r.events.length, 0)
+    yield* Effect.annotateCurrentSpan({
+      "mire.stream_count": validated.length,
+      "mire.event_count": eventCount,
+      "mire.stream_id": validated[0]?.streamId
+    })
+    yield* Metric.increment(Metrics.appends)
+    return yield* storage.append(validated).pipe(
+      Effect.tap(() => Metric.incrementBy(Metrics.eventsAppended, eventCount)),
+      Effect.tapErrorTag("ConcurrencyConflict", () => Metric.increment(Metrics.conflicts))
+    )
+  })
+
+  const append = (
+    streamId: string,
+    category: string,
+    expected: ExpectedVersion.ExpectedVersion,
+    events: ReadonlyArray<NewEvent>
+  ): Effect.Effect<CommittedEvents, AppendError> =>
+    Effect.map(appendMany([{ streamId, category, expected, events }]), (committed) => committed[0]!)
+
+  const readStream = (
+    streamId: string,
+    options: ReadStreamOptions = {}
+  ): Stream.Stream<RecordedEvent, InvalidInput | StoreError> => {
+    const direction = options.direction ?? "forward"
+    const validate = Effect.all([
+      StreamId.validate(streamId),
+      nonNegativeInt("from", options.from),
+      positiveInt("limit", options.limit),
+      positiveInt("pageSize", options.pageSize)
+    ])
+    const from = options.from ?? (direction === "forward" ? 1 : Number.MAX_SAFE_INTEGER)
+    const step = direction === "forward" ? 1 : -1
+    return Stream.unwrap(
+      Effect.as(
+        validate,
+        paged(
+          from,
+          options.limit,
+          options.pageSize ?? defaultPageSize,
+          (cursor, size) => storage.readStreamPage(streamId, cursor, direction, size),
+          (last) => last.streamVersion + step
+        )
+      )
+    ).pipe(Stream.withSpan("EventStore.readStream", { attributes: { "mire.stream_id": streamId } }))
+  }
+
+  const readLog = (
+    categories: ReadonlyArray<string> | undefined,
+    options: ReadLogOptions = {}
+  ): Stream.Stream<RecordedEvent, InvalidInput | StoreError> => {
+    const direction = options.direction ?? "forward"
+    const validate = Effect.all([
+      Effect.forEach(categories ?? [], StreamId.validateCategory),
+      options.from === undefined || (typeof options.from === "bigint" && options.from >= 0n)
+        ? Effect.void
+        : Effect.fail(new InvalidInput({ field: "from", reason: "must be a non-negative bigint" })),
+      positiveInt("limit", options.limit),
+      positiveInt("pageSize", options.pageSize)
+    ])
+    const from = options.from ?? (direction === "forward" ? 0n : 9223372036854775807n)
+    const step = direction === "forward" ? 1n : -1n
+    return Stream.unwrap(
+      Effect.as(
+        validate,
+        paged(
+          from,
+          options.limit,
+          options.pageSize ?? defaultPageSize,
+          (cursor, size) => storage.readLogPage(categories, cursor, direction, size),
+          (last) => last.globalPosition + step
+        )
+      )
+    ).pipe(Stream.withSpan("EventStore.readLog", { attributes: { "mire.categories": categories?.join(",") ?? "*" } }))
+  }
+
+  const replay = <S, E>(
+    aggregate: Aggregate.Aggregate<S, E>,
+    streamId: string,
+    start: Aggregate.Folded<S>
+  ): Effect.Effect<Aggregate.Folded<S>, LoadError> =>
+    Stream.runFoldEffect(readStream(streamId, { from: start.version + 1 }), start, Aggregate.applyRecorded(aggregate))
+
+  const rootOf = <S, E>(aggregate: Aggregate.Aggregate<S, E>, id: string, folded: Aggregate.Folded<S>) =>
+    folded.version === 0 ? Option.none() : Option.some(AggregateRoot.make(aggregate, id, folded.state, folded.version))
+
+  const timed = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+    Effect.timed(effect).pipe(
+      Effect.tap(([duration]) => Metric.update(Metrics.loadDuration, Duration.toMillis(duration))),
+      Effect.map(([, a]) => a)
+    )
+
+  const load = Effect.fn("EventStore.load")(function* <S, E>(aggregate: Aggregate.Aggregate<S, E>, id: string) {
+    const streamId = yield* StreamId.forAggregate(aggregate.category, id)
+    yield* Effect.annotateCurrentSpan("mire.stream_id", streamId)
+    const folded = yield* timed(replay(aggregate, streamId, { state: aggregate.initial, version: 0 }))
+    yield* Effect.annotateCurrentSpan("mire.version", folded.version)
+    return rootOf(aggregate, id, folded)
+  })
+
+  const loadOrDefault = <S, E>(aggregate: Aggregate.Aggregate<S, E>, id: string) =>
+    Effect.map(load(aggregate, id), Option.getOrElse(() => AggregateRoot.make(aggregate, id)))
+
+  const loadForUpdate = Effect.fn("EventStore.loadForUpdate")(function* <S, E>(
+    aggregate: Aggregate.Aggregate<S, E>,
+    id: string
+  ) {
+    const streamId = yield* StreamId.forAggregate(aggregate.category, id)
+    if (!(yield* storage.inTransaction)) {
+      return yield* new InvalidInput({
+        field: "loadForUpdate",
+        reason: "must run inside EventStore.transaction (a lock outside a transaction ends at once)"
+      })
+    }
+    yield* storage.lockStream(streamId)
+    return yield* load(aggregate, id)
+  })
+
+  const encodePending = <S, E>(root: AggregateRoot.AggregateRoot<S, E>) =>
+    Effect.forEach(root.pending, (event) =>
+      Effect.map(root.aggregate.codec.encode(event), (encoded): NewEvent => ({ ...encoded, metadata: root.metadata }))
+    )
+
+  const requestOf = <S, E>(root: AggregateRoot.AggregateRoot<S, E>) =>
+    Effect.map(
+      encodePending(root),
+      (events): AppendRequest => ({
+        streamId: root.streamId,
+        category: root.aggregate.category,
+        expected: ExpectedVersion.Exact(root.version),
+        events
+      })
+    )
+
+  const saved = <S, E>(root: AggregateRoot.AggregateRoot<S, E>): AggregateRoot.AggregateRoot<S, E> => ({
+    ...root,
+    version: AggregateRoot.nextVersion(root),
+    pending: []
+  })
+
+  const save = Effect.fn("EventStore.save")(function* <S, E>(root: AggregateRoot.AggregateRoot<S, E>) {
+    yield* Effect.annotateCurrentSpan({ "mire.stream_id": root.streamId, "mire.event_count": root.pending.length })
+    if (root.pending.length === 0) return root
+    yield* StreamId.forAggregate(root.aggregate.category, root.id)
+    const request = yield* requestOf(root)
+    yield* appendMany([request])
+    return saved(root)
+  })
+
+  const saveMany = Effect.fn("EventStore.saveMany")(function* <const Roots extends ReadonlyArray<AnyRoot>>(
+    roots: Roots
+  ) {
+    const dirty = roots.filter((root) => root.pending.length > 0)
+    yield* Effect.forEach(dirty, (root) => StreamId.forAggregate(root.aggregate.category, root.id))
+    const requests = yield* Effect.forEach(dirty, requestOf)
+    yield* appendMany(requests)
+    return roots.map((root) => (root.pending.length > 0 ? saved(root) : root)) as unknown as Roots
+  })
+
+  const loadSnapshotted = Effect.fn("EventStore.loadSnapshotted")(function* <S, E>(
+    aggregate: Aggregate.Aggregate<S, E>,
+    id: string
+  ) {
+    if (Option.isNone(aggregate.snapshot)) return yield* load(aggregate, id)
+    const definition = aggregate.snapshot.value
+    const streamId = yield* StreamId.forAggregate(aggregate.category, id)
+    yield* Effect.annotateCurrentSpan("mire.stream_id", streamId)
+    const stored = yield* storage.readSnapshot(streamId)
+    if (Option.isNone(stored)) {
+      yield* Metric.increment(Metrics.snapshotMisses)
+      return yield* load(aggregate, id)
+    }
+    const snapshot = stored.value
+    const invalid = (rejection: Snapshot.Rejection, detail: string) =>
+      Effect.logWarning(`ignoring snapshot of ${streamId}: ${rejection} (${detail}); replaying in full`).pipe(
+        Effect.zipRight(Metric.increment(Metric.tagged(Metrics.snapshotInvalidations, "reason", rejection))),
+        Effect.zipRight(load(aggregate, id))
+      )
+    const decoded = yield* Effect.either(Snapshot.decode(definition, snapshot))
+    if (decoded._tag === "Left") return yield* invalid(decoded.left.rejection, decoded.left.detail)
+    // The event at the snapshot's version must exist, or the snapshot claims a version the stream doesn't have.
+    const anchor = yield* Stream.runHead(readStream(streamId, { from: snapshot.streamVersion, limit: 1 }))
+    if (Option.isNone(anchor) || anchor.value.streamVersion !== snapshot.streamVersion) {
+      return yield* invalid("beyond-stream", `snapshot at v${snapshot.streamVersion}`)
+    }
+    yield* Metric.increment(Metrics.snapshotHits)
+    const folded = yield* timed(
+      replay(aggregate, streamId, { state: decoded.right, version: snapshot.streamVersion })
+    )
+    return rootOf(aggregate, id, folded)
+  })
+
+  const saveSnapshotting = Effect.fn("EventStore.saveSnapshotting")(function* <S, E>(
+    root: AggregateRoot.AggregateRoot<S, E>
+  ) {
+    const next = yield* save(root)
+    const definition = root.aggregate.snapshot
+    if (Option.isSome(definition) && Snapshot.isDue(definition.value, root.version, next.version)) {
+      // A snapshot is a cache: writing it after the save keeps the append short, and a failed
+      // snapshot write must not fail a save that already committed.
+      yield* Snapshot.encode(definition.value, next.streamId, next.version, next.state).pipe(
+        Effect.flatMap(
+          Option.match({
+            onNone: () => Effect.logWarning(`state of ${next.streamId} fails its snapshot Schema; no snapshot`),
+            onSome: (snapshot) =>
+              Effect.zipRight(storage.writeSnapshot(snapshot), Metric.increment(Metrics.snapshotWrites))
+          })
+        ),
+        Effect.catchAll((error) => Effect.logWarning(`snapshot write for ${next.streamId} failed`, error))
+      )
+    }
+    return next
+  })
+
+  return {
+    append,
+    appendMany,
+    readStream,
+    readCategory: (category, options) => readLog([category], options),
+    readAll: (options) => readLog(undefined, options),
+    streamVersion: (streamId) => Effect.flatMap(StreamId.validate(streamId), storage.streamVersion),
+    load,
+    loadOrDefault,
+    loadForUpdate,
+    save,
+    saveMany,
+    loadSnapshotted,
+    saveSnapshotting,
+    transaction: (effect) => storage.transaction(effect).pipe(Effect.withSpan("EventStore.transaction")),
+    currentTransactionId: storage.currentTransactionId
+  }
+}
+
+/**
+ * Appends encoded events to one stream.
+ *
+ * @example
+ * EventStore.append("account-1", "account", ExpectedVersion.NoStream, [event])
+ * @since 0.1.0
+ * @category accessors
+ */
+export const append = (
+  streamId: string,
+  category: string,
+  expected: ExpectedVersion.ExpectedVersion,
+  events: ReadonlyArray<NewEvent>
+): Effect.Effect<CommittedEvents, AppendError, EventStore> =>
+  Effect.flatMap(EventStore, (store) => store.append(streamId, category, expected, events))
+
+/** @since 0.1.0 @category accessors */
+export const appendMany = (
+  requests: ReadonlyArray<AppendRequest>
+): Effect.Effect<ReadonlyArray<CommittedEvents>, AppendError, EventStore> =>
+  Effect.flatMap(EventStore, (store) => store.appendMany(requests))
+
+/** @since 0.1.0 @category accessors */
+export const readStream = (
+  streamId: string,
+  options?: ReadStreamOptions
+): Stream.Stream<RecordedEvent, InvalidInput | StoreError, EventStore> =>
+  Stream.unwrap(Effect.map(EventStore, (store) => store.readStream(streamId, options)))
+
+/** @since 0.1.0 @category accessors */
+export const readCategory = (
+  category: string,
+  options?: ReadLogOptions
+): Stream.Stream<RecordedEvent, InvalidInput | StoreError, EventStore> =>
+  Stream.unwrap(Effect.map(EventStore, (store) => store.readCategory(category, options)))
+
+/** @since 0.1.0 @category accessors */
+export const readAll = (options?: ReadLogOptions): Stream.Stream<RecordedEvent, InvalidInput | StoreError, EventStore> =>
+  Stream.unwrap(Effect.map(EventStore, (store) => store.readAll(options)))
+
+/** @since 0.1.0 @category accessors */
+export const streamVersion = (streamId: string): Effect.Effect<number, InvalidInput | StoreError, EventStore> =>
+  Effect.flatMap(EventStore, (store) => store.streamVersion(streamId))
+
+/**
+ * @example
+ * const account = yield* EventStore.load(Account, "42") // Option<AggregateRoot>
+ * @since 0.1.0
+ * @category accessors
+ */
+export const load = <S, E>(
+  aggregate: Aggregate.Aggregate<S, E>,
+  id: string
+): Effect.Effect<Option.Option<AggregateRoot.AggregateRoot<S, E>>, LoadError, EventStore> =>
+  Effect.flatMap(EventStore, (store) => store.load(aggregate, id))
+
+/** @since 0.1.0 @category accessors */
+export const loadOrDefault = <S, E>(
+  aggregate: Aggregate.Aggregate<S, E>,
+  id: string
+): Effect.Effect<AggregateRoot.AggregateRoot<S, E>, LoadError, EventStore> =>
+  Effect.flatMap(EventStore, (store) => store.loadOrDefault(aggregate, id))
+
+/** @since 0.1.0 @category accessors */
+export const loadForUpdate = <S, E>(
+  aggregate: Aggregate.Aggregate<S, E>,
+  id: string
+): Effect.Effect<Option.Option<AggregateRoot.AggregateRoot<S, E>>, LoadError, EventStore> =>
+  Effect.flatMap(EventStore, (store) => store.loadForUpdate(aggregate, id))
+
+/**
+ * @example
+ * const saved = yield* EventStore.save(AggregateRoot.record(root, Deposited.make({ amount: 10 })))
+ * @since 0.1.0
+ * @category accessors
+ */
+export const save = <S, E>(
+  root: AggregateRoot.AggregateRoot<S, E>
+): Effect.Effect<AggregateRoot.AggregateRoot<S, E>, AppendError, EventStore> =>
+  Effect.flatMap(EventStore, (store) => store.save(root))
+
+/** @since 0.1.0 @category accessors */
+export const saveMany = <const Roots extends ReadonlyArray<AnyRoot>>(
+  roots: Roots
+): Effect.Effect<Roots, AppendError, EventStore> => Effect.flatMap(EventStore, (store) => store.saveMany(roots))
+
+/** @since 0.1.0 @category accessors */
+export const loadSnapshotted = <S, E>(
+  aggregate: Aggregate.Aggregate<S, E>,
+  id: string
+): Effect.Effect<Option.Option<AggregateRoot.AggregateRoot<S, E>>, LoadError, EventStore> =>
+  Effect.flatMap(EventStore, (store) => store.loadSnapshotted(aggregate, id))
+
+/** @since 0.1.0 @category accessors */
+export const saveSnapshotting = <S, E>(
+  root: AggregateRoot.AggregateRoot<S, E>
+): Effect.Effect<AggregateRoot.AggregateRoot<S, E>, AppendError, EventStore> =>
+  Effect.flatMap(EventStore, (store) => store.saveSnapshotting(root))
+
+/**
+ * Runs `effect` in one transaction. An escape hatch for read-before-write
+ * across aggregates: a long transaction on a hot stream blocks its writers
+ * and holds back every subscription (the xmin horizon) until it ends.
+ *
+ * @example
+ * EventStore.transaction(Effect.gen(function* () {
+ *   const from = yield* EventStore.loadForUpdate(Account, "a")
+ *   // ... decide, record, save
+ * }))
+ * @since 0.1.0
+ * @category accessors
+ */
+export const transaction = <A, E, R>(
+  effect: Effect.Effect<A, E, R>
+): Effect.Effect<A, E | StoreError, R | EventStore> => Effect.flatMap(EventStore, (store) => store.transaction(effect))
+
+/** @since 0.1.0 @category accessors */
+export const currentTransactionId: Effect.Effect<bigint, StoreError, EventStore> = Effect.flatMap(
+  EventStore,
+  (store) => store.currentTransactionId
+)

@@ -1,0 +1,142 @@
+/**
+ * The typed errors of mire. Every public operation names the ones it can fail
+ * with; driver errors never leak (they become {@link StoreError}).
+ *
+ * @since 0.1.0
+ */
+import * as Schema from "effect/Schema"
+
+/**
+ * An append lost an optimistic-concurrency race, or its expected version was
+ * wrong. `actual` is the stream's real current version (`null` when the stream
+ * does not exist).
+ *
+ * @example
+ * EventStore.save(root).pipe(Effect.catchTag("ConcurrencyConflict", (e) => Console.log(e.actual)))
+ * @since 0.1.0
+ * @category errors
+ */
+export class ConcurrencyConflict extends Schema.TaggedError<ConcurrencyConflict>()("ConcurrencyConflict", {
+  streamId: Schema.String,
+  expected: Schema.String,
+  actual: Schema.NullOr(Schema.Number)
+}) {
+  override get message(): string {
+    return `concurrency conflict on ${this.streamId}: expected ${this.expected}, actual ${
+      this.actual === null ? "no stream" : `v${this.actual}`
+    }`
+  }
+}
+
+/**
+ * A stored event could not be decoded: its type is unknown, its schema
+ * version is newer than the code or has no upcaster chain, or its data fails
+ * the event Schema.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class EventDecodeError extends Schema.TaggedError<EventDecodeError>()("EventDecodeError", {
+  streamId: Schema.String,
+  streamVersion: Schema.Number,
+  globalPosition: Schema.BigIntFromSelf,
+  eventType: Schema.String,
+  schemaVersion: Schema.Number,
+  issue: Schema.String
+}) {
+  override get message(): string {
+    return `cannot decode ${this.eventType}@${this.schemaVersion} at ${this.streamId} v${this.streamVersion} (position ${this.globalPosition}): ${this.issue}`
+  }
+}
+
+/**
+ * A loaded stream's versions are not `1..n` without gaps, so folding it would
+ * produce a wrong state. mire refuses to fold.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class StreamCorrupt extends Schema.TaggedError<StreamCorrupt>()("StreamCorrupt", {
+  streamId: Schema.String,
+  expectedVersion: Schema.Number,
+  foundVersion: Schema.Number
+}) {
+  override get message(): string {
+    return `stream ${this.streamId} is corrupt: expected v${this.expectedVersion}, found v${this.foundVersion}`
+  }
+}
+
+/**
+ * Bad input, refused before anything is written: an invalid stream id or
+ * category, a bad expected version or limit, an event that fails its Schema.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class InvalidInput extends Schema.TaggedError<InvalidInput>()("InvalidInput", {
+  field: Schema.String,
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `invalid ${this.field}: ${this.reason}`
+  }
+}
+
+/**
+ * Coarse classification of storage failures, so callers can react (retry a
+ * serialization failure, back off on a lock timeout) without SQL codes.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export const StoreErrorKind = Schema.Literal(
+  "Connection",
+  "Timeout",
+  "LockNotAvailable",
+  "SerializationFailure",
+  "Deadlock",
+  "Other"
+)
+
+/**
+ * @since 0.1.0
+ * @category errors
+ */
+export type StoreErrorKind = typeof StoreErrorKind.Type
+
+/**
+ * The storage failed. `kind` is the coarse class; `cause` keeps the driver's
+ * error for logs.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class StoreError extends Schema.TaggedError<StoreError>()("StoreError", {
+  kind: StoreErrorKind,
+  operation: Schema.String,
+  cause: Schema.Defect
+}) {
+  override get message(): string {
+    const detail = this.cause instanceof Error ? this.cause.message : String(this.cause)
+    return `${this.operation} failed (${this.kind}): ${detail}`
+  }
+}
+
+/**
+ * A subscription was about to deliver an event at or below the version it
+ * already delivered for that stream (for example after a checkpoint written
+ * past a held event). Delivery stops instead of regressing a read model.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class OrderingViolation extends Schema.TaggedError<OrderingViolation>()("OrderingViolation", {
+  subscriptionId: Schema.String,
+  streamId: Schema.String,
+  version: Schema.Number,
+  lastDelivered: Schema.Number
+}) {
+  override get message(): string {
+    return `subscription ${this.subscriptionId}: ${this.streamId} v${this.version} arrived after v${this.lastDelivered} was delivered`
+  }
+}

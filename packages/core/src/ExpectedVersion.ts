@@ -1,0 +1,82 @@
+/**
+ * What an append expects of its stream: the optimistic-concurrency check.
+ *
+ * @since 0.1.0
+ */
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import { InvalidInput } from "./EventStoreError.js"
+
+/**
+ * - `Any`: no check.
+ * - `NoStream`: the stream must not exist yet.
+ * - `StreamExists`: the stream must exist (any version).
+ * - `Exact(version)`: the stream must be at exactly `version`
+ *   (`Exact(0)` means "no events yet", like `NoStream`).
+ *
+ * @example
+ * EventStore.append("account-1", "account", ExpectedVersion.Exact({ version: 3 }), events)
+ * @since 0.1.0
+ * @category models
+ */
+export type ExpectedVersion = Data.TaggedEnum<{
+  Any: {}
+  NoStream: {}
+  StreamExists: {}
+  Exact: { readonly version: number }
+}>
+
+const ctor = Data.taggedEnum<ExpectedVersion>()
+
+/** @since 0.1.0 @category constructors */
+export const Any: ExpectedVersion = ctor.Any()
+/** @since 0.1.0 @category constructors */
+export const NoStream: ExpectedVersion = ctor.NoStream()
+/** @since 0.1.0 @category constructors */
+export const StreamExists: ExpectedVersion = ctor.StreamExists()
+/**
+ * @example
+ * ExpectedVersion.Exact(3)
+ * @since 0.1.0
+ * @category constructors
+ */
+export const Exact = (version: number): ExpectedVersion => ctor.Exact({ version })
+
+/**
+ * Renders an expectation for messages and errors, e.g. `exact(3)`.
+ *
+ * @since 0.1.0
+ */
+export const format = (expected: ExpectedVersion): string =>
+  ctor.$match(expected, {
+    Any: () => "any",
+    NoStream: () => "no-stream",
+    StreamExists: () => "stream-exists",
+    Exact: ({ version }) => `exact(${version})`
+  })
+
+/**
+ * Refuses an `Exact` version that is not a non-negative safe integer.
+ *
+ * @since 0.1.0
+ */
+export const validate = (expected: ExpectedVersion): Effect.Effect<ExpectedVersion, InvalidInput> =>
+  expected._tag === "Exact" && !(Number.isSafeInteger(expected.version) && expected.version >= 0)
+    ? Effect.fail(
+        new InvalidInput({ field: "expectedVersion", reason: `${expected.version} is not a non-negative integer` })
+      )
+    : Effect.succeed(expected)
+
+/**
+ * Does a stream at `current` (0 = no stream) satisfy the expectation? Both
+ * stores decide with this one function.
+ *
+ * @since 0.1.0
+ */
+export const matches = (expected: ExpectedVersion, current: number): boolean =>
+  ctor.$match(expected, {
+    Any: () => true,
+    NoStream: () => current === 0,
+    StreamExists: () => current > 0,
+    Exact: ({ version }) => version === current
+  })

@@ -1,0 +1,470 @@
+/**
+ * The in-memory event store: the same `EventStore` contract as the Postgres
+ * store, in process. It models what the contract depends on: transactions
+ * with isolation and all-or-nothing commits, stream locks, transaction ids
+ * assigned at a transaction's first write, and the xmin horizon (the oldest
+ * transaction still open), so subscriptions hold back exactly as on
+ * Postgres.
+ *
+ * State is mutated only inside synchronous steps, so it is correct under
+ * any number of concurrent fibers.
+ *
+ * @since 0.1.0
+ */
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as FiberRef from "effect/FiberRef"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as PubSub from "effect/PubSub"
+import * as EventStore from "./EventStore.js"
+import { ConcurrencyConflict } from "./EventStoreError.js"
+import * as ExpectedVersion from "./ExpectedVersion.js"
+import type { CommittedEvents, RecordedEvent } from "./RecordedEvent.js"
+import type { StoredSnapshot } from "./Snapshot.js"
+
+interface StreamState {
+  readonly category: string
+  version: number
+  events: Array<RecordedEvent>
+}
+
+/**
+ * An open in-memory transaction.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Transaction {
+  readonly id: number
+  xid: bigint | undefined
+  staged: Map<string, StreamState>
+  stagedSnapshots: Map<string, StoredSnapshot>
+  /** Events this transaction wrote, in write order. */
+  readonly written: Array<RecordedEvent>
+  readonly locks: Set<string>
+  readonly onCommit: Array<() => void>
+}
+
+const cursorOrder = (a: RecordedEvent, b: RecordedEvent): number =>
+  a.transactionId < b.transactionId
+    ? -1
+    : a.transactionId > b.transactionId
+      ? 1
+      : a.globalPosition < b.globalPosition
+        ? -1
+        : a.globalPosition > b.globalPosition
+          ? 1
+          : 0
+
+const positionOrder = (a: RecordedEvent, b: RecordedEvent): number =>
+  a.globalPosition < b.globalPosition ? -1 : a.globalPosition > b.globalPosition ? 1 : 0
+
+/** First index whose element is not less than `probe` (array sorted by `order`). */
+const lowerBound = <A>(array: ReadonlyArray<A>, probe: A, order: (a: A, b: A) => number): number => {
+  let lo = 0
+  let hi = array.length
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1
+    if (order(array[mid]!, probe) < 0) lo = mid + 1
+    else hi = mid
+  }
+  return lo
+}
+
+const insertSorted = <A>(array: Array<A>, item: A, order: (a: A, b: A) => number): void => {
+  let i = array.length
+  while (i > 0 && order(array[i - 1]!, item) > 0) i--
+  array.splice(i, 0, item)
+}
+
+/**
+ * The shared state of an in-memory store, for the other in-memory services
+ * (subscriptions, leases, sagas) and for tests that must write raw rows.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface InMemoryStore {
+  readonly streams: Map<string, StreamState>
+  /** Committed events by global position. */
+  readonly log: Array<RecordedEvent>
+  /** Committed events by `(transactionId, globalPosition)`. */
+  readonly byCursor: Array<RecordedEvent>
+  readonly snapshots: Map<string, StoredSnapshot>
+  /** Transaction ids of open transactions that have one. */
+  readonly inflight: Set<bigint>
+  /** The oldest transaction id still open (or the next to assign): the xmin horizon. */
+  readonly xmin: () => bigint
+  /** The ambient transaction, if any. */
+  readonly currentTransaction: FiberRef.FiberRef<Option.Option<Transaction>>
+  /** Runs `effect` in a transaction (joining the ambient one). */
+  readonly transaction: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+  /** Committed appends, for subscriptions' wake-ups. */
+  readonly commits: PubSub.PubSub<ReadonlyArray<string>>
+  /** Writes a stored event as-is (tests: legacy or corrupt rows). */
+  readonly unsafeInsert: (event: Omit<RecordedEvent, "globalPosition" | "transactionId" | "recordedAt">) => Effect.Effect<RecordedEvent>
+  /** Replaces a stored event's data (tests: a row that no longer decodes). */
+  readonly unsafeUpdate: (streamId: string, streamVersion: number, patch: Partial<Pick<RecordedEvent, "data" | "eventType" | "schemaVersion">>) => Effect.Effect<void>
+  /** Deletes a stored event (tests: a gap in versions). */
+  readonly unsafeDelete: (streamId: string, streamVersion: number) => Effect.Effect<void>
+  /** Replaces a stored snapshot (tests: a stale or lying snapshot). */
+  readonly unsafeWriteSnapshot: (snapshot: StoredSnapshot) => Effect.Effect<void>
+}
+
+/**
+ * The tag of the in-memory store's state.
+ *
+ * @since 0.1.0
+ * @category tags
+ */
+export class InMemory extends Context.Tag("@mire/core/InMemoryEventStore")<InMemory, InMemoryStore>() {}
+
+const makeState = Effect.gen(function* () {
+  const streams = new Map<string, StreamState>()
+  const log: Array<RecordedEvent> = []
+  const byCursor: Array<RecordedEvent> = []
+  const snapshots = new Map<string, StoredSnapshot>()
+  const inflight = new Set<bigint>()
+  const locks = new Map<string, { owner: number; waiters: Array<Deferred.Deferred<void>> }>()
+  const commits = yield* PubSub.sliding<ReadonlyArray<string>>(1024)
+  const currentTransaction = FiberRef.unsafeMake<Option.Option<Transaction>>(Option.none())
+  let nextXid = 3n
+  let nextPosition = 1n
+  let nextTxId = 1
+
+  const xmin = (): bigint => {
+    let min = nextXid
+    for (const xid of inflight) if (xid < min) min = xid
+    return min
+  }
+
+  const assignXid = (tx: Transaction): bigint => {
+    if (tx.xid === undefined) {
+      tx.xid = nextXid++
+      inflight.add(tx.xid)
+    }
+    return tx.xid
+  }
+
+  const release = (tx: Transaction): Effect.Effect<void> =>
+    Effect.forEach(
+      tx.locks,
+      (streamId) => {
+        const lock = locks.get(streamId)
+        if (lock === undefined || lock.owner !== tx.id) return Effect.void
+        locks.delete(streamId)
+        return Effect.forEach(lock.waiters, (waiter) => Deferred.succeed(waiter, undefined), { discard: true })
+      },
+      { discard: true }
+    )
+
+  const lock = (tx: Transaction, streamId: string): Effect.Effect<void> =>
+    Effect.suspend(() => {
+      const held = locks.get(streamId)
+      if (held === undefined) {
+        locks.set(streamId, { owner: tx.id, waiters: [] })
+        tx.locks.add(streamId)
+        return Effect.void
+      }
+      if (held.owner === tx.id) return Effect.void
+      return Effect.flatMap(Deferred.make<void>(), (waiter) => {
+        held.waiters.push(waiter)
+        return Effect.zipRight(Deferred.await(waiter), lock(tx, streamId))
+      })
+    })
+
+  const commit = (tx: Transaction): Effect.Effect<void> =>
+    Effect.suspend(() => {
+      const categories = new Set<string>()
+      for (const [streamId, staged] of tx.staged) {
+        const committed = streams.get(streamId)
+        if (committed === undefined) streams.set(streamId, staged)
+        else {
+          committed.version = staged.version
+          committed.events = staged.events
+        }
+      }
+      for (const event of tx.written) {
+        insertSorted(log, event, positionOrder)
+        insertSorted(byCursor, event, cursorOrder)
+        categories.add(event.category)
+      }
+      for (const [streamId, snapshot] of tx.stagedSnapshots) snapshots.set(streamId, snapshot)
+      if (tx.xid !== undefined) inflight.delete(tx.xid)
+      for (const f of tx.onCommit) f()
+      return Effect.zipRight(
+        release(tx),
+        categories.size > 0 ? PubSub.publish(commits, [...categories]) : Effect.void
+      )
+    })
+
+  const rollback = (tx: Transaction): Effect.Effect<void> =>
+    Effect.suspend(() => {
+      if (tx.xid !== undefined) inflight.delete(tx.xid)
+      return release(tx)
+    })
+
+  const transaction = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+    Effect.flatMap(FiberRef.get(currentTransaction), (ambient) => {
+      if (Option.isSome(ambient)) {
+        // A nested transaction is a savepoint: its writes are undone if it fails.
+        const tx = ambient.value
+        const saved = new Map([...tx.staged].map(([k, v]) => [k, { ...v, events: [...v.events] }]))
+        const savedSnapshots = new Map(tx.stagedSnapshots)
+        const written = tx.written.length
+        return Effect.onExit(effect, (exit) =>
+          Exit.isSuccess(exit)
+            ? Effect.void
+            : Effect.sync(() => {
+                tx.staged = saved
+                tx.stagedSnapshots = savedSnapshots
+                tx.written.length = written
+              })
+        )
+      }
+      return Effect.uninterruptibleMask((restore) => {
+        const tx: Transaction = {
+          id: nextTxId++,
+          xid: undefined,
+          staged: new Map(),
+          stagedSnapshots: new Map(),
+          written: [],
+          locks: new Set(),
+          onCommit: []
+        }
+        return Effect.locally(restore(effect), currentTransaction, Option.some(tx)).pipe(
+          Effect.exit,
+          Effect.flatMap((exit) => Effect.zipRight(Exit.isSuccess(exit) ? commit(tx) : rollback(tx), exit))
+        )
+      })
+    })
+
+  const inTransaction = <A, E, R>(f: (tx: Transaction) => Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+    transaction(
+      Effect.flatMap(FiberRef.get(currentTransaction), (tx) => f(Option.getOrThrow(tx)))
+    )
+
+  const visible = (tx: Option.Option<Transaction>, streamId: string): StreamState | undefined =>
+    (Option.isSome(tx) ? tx.value.staged.get(streamId) : undefined) ?? streams.get(streamId)
+
+  const append = (
+    requests: ReadonlyArray<EventStore.StorableAppend>
+  ): Effect.Effect<ReadonlyArray<CommittedEvents>, ConcurrencyConflict> =>
+    inTransaction((tx) =>
+      Effect.zipRight(
+        Effect.forEach(requests, (request) => lock(tx, request.streamId), { discard: true }),
+        Effect.flatMap(Clock.currentTimeMillis, (now) =>
+          Effect.suspend(() => {
+            for (const request of requests) {
+              const current = visible(Option.some(tx), request.streamId)?.version ?? 0
+              if (!ExpectedVersion.matches(request.expected, current)) {
+                return Effect.fail(
+                  new ConcurrencyConflict({
+                    streamId: request.streamId,
+                    expected: ExpectedVersion.format(request.expected),
+                    actual: current === 0 ? null : current
+                  })
+                )
+              }
+            }
+            const xid = assignXid(tx)
+            const recordedAt = new Date(now)
+            const committed = requests.map((request): CommittedEvents => {
+              const base = visible(Option.some(tx), request.streamId)
+              const staged: StreamState = {
+                category: base?.category ?? request.category,
+                version: base?.version ?? 0,
+                events: [...(base?.events ?? [])]
+              }
+              const firstVersion = staged.version + 1
+              const firstPosition = nextPosition
+              for (const event of request.events) {
+                staged.version++
+                const recorded: RecordedEvent = {
+                  eventId: event.eventId,
+                  streamId: request.streamId,
+                  category: request.category,
+                  streamVersion: staged.version,
+                  globalPosition: nextPosition++,
+                  transactionId: xid,
+                  eventType: event.eventType,
+                  schemaVersion: event.schemaVersion,
+                  data: event.data,
+                  metadata: event.metadata,
+                  recordedAt
+                }
+                staged.events.push(recorded)
+                tx.written.push(recorded)
+              }
+              tx.staged.set(request.streamId, staged)
+              return {
+                streamId: request.streamId,
+                firstVersion,
+                lastVersion: staged.version,
+                firstPosition,
+                lastPosition: nextPosition - 1n,
+                transactionId: xid
+              }
+            })
+            return Effect.succeed(committed)
+          })
+        )
+      )
+    )
+
+  const readStreamPage = (streamId: string, from: number, direction: EventStore.Direction, limit: number) =>
+    Effect.map(FiberRef.get(currentTransaction), (tx) => {
+      const events = visible(tx, streamId)?.events ?? []
+      const probe = { streamVersion: from } as RecordedEvent
+      const byVersion = (a: RecordedEvent, b: RecordedEvent) => a.streamVersion - b.streamVersion
+      if (direction === "forward") {
+        const start = lowerBound(events, probe, byVersion)
+        return events.slice(start, start + limit)
+      }
+      const end = lowerBound(events, { streamVersion: from + 1 } as RecordedEvent, byVersion)
+      return events.slice(Math.max(0, end - limit), end).reverse()
+    })
+
+  const readLogPage = (
+    categories: ReadonlyArray<string> | undefined,
+    from: bigint,
+    direction: EventStore.Direction,
+    limit: number
+  ) =>
+    Effect.map(FiberRef.get(currentTransaction), (tx) => {
+      let source: ReadonlyArray<RecordedEvent> = log
+      if (Option.isSome(tx) && tx.value.written.length > 0) {
+        source = [...log, ...tx.value.written].sort(positionOrder)
+      }
+      const wanted = categories === undefined ? undefined : new Set(categories)
+      const out: Array<RecordedEvent> = []
+      const probe = { globalPosition: from } as RecordedEvent
+      if (direction === "forward") {
+        for (let i = lowerBound(source, probe, positionOrder); i < source.length && out.length < limit; i++) {
+          const e = source[i]!
+          if (wanted === undefined || wanted.has(e.category)) out.push(e)
+        }
+      } else {
+        const end = lowerBound(source, { globalPosition: from + 1n } as RecordedEvent, positionOrder)
+        for (let i = end - 1; i >= 0 && out.length < limit; i--) {
+          const e = source[i]!
+          if (wanted === undefined || wanted.has(e.category)) out.push(e)
+        }
+      }
+      return out
+    })
+
+  const store: InMemoryStore = {
+    streams,
+    log,
+    byCursor,
+    snapshots,
+    inflight,
+    xmin,
+    currentTransaction,
+    transaction,
+    commits,
+    unsafeInsert: (event) =>
+      inTransaction((tx) =>
+        Effect.map(Clock.currentTimeMillis, (now) => {
+          const xid = assignXid(tx)
+          const base = visible(Option.some(tx), event.streamId)
+          const recorded: RecordedEvent = { ...event, globalPosition: nextPosition++, transactionId: xid, recordedAt: new Date(now) }
+          const events = [...(base?.events ?? []), recorded].sort((a, b) => a.streamVersion - b.streamVersion)
+          tx.written.push(recorded)
+          tx.staged.set(event.streamId, {
+            category: event.category,
+            version: Math.max(base?.version ?? 0, event.streamVersion),
+            events
+          })
+          return recorded
+        })
+      ),
+    unsafeUpdate: (streamId, streamVersion, patch) =>
+      Effect.sync(() => {
+        const replace = (array: Array<RecordedEvent>) => {
+          const i = array.findIndex((e) => e.streamId === streamId && e.streamVersion === streamVersion)
+          if (i >= 0) array[i] = { ...array[i]!, ...patch }
+        }
+        const stream = streams.get(streamId)
+        if (stream !== undefined) replace(stream.events)
+        replace(log)
+        replace(byCursor)
+      }),
+    unsafeDelete: (streamId, streamVersion) =>
+      Effect.sync(() => {
+        const remove = (array: Array<RecordedEvent>) => {
+          const i = array.findIndex((e) => e.streamId === streamId && e.streamVersion === streamVersion)
+          if (i >= 0) array.splice(i, 1)
+        }
+        const stream = streams.get(streamId)
+        if (stream !== undefined) remove(stream.events)
+        remove(log)
+        remove(byCursor)
+      }),
+    unsafeWriteSnapshot: (snapshot) => Effect.sync(() => void snapshots.set(snapshot.streamId, snapshot))
+  }
+
+  const storage: EventStore.Storage = {
+    append,
+    readStreamPage,
+    readLogPage,
+    streamVersion: (streamId) => Effect.map(FiberRef.get(currentTransaction), (tx) => visible(tx, streamId)?.version ?? 0),
+    lockStream: (streamId) =>
+      inTransaction((tx) => {
+        const version = visible(Option.some(tx), streamId)?.version ?? 0
+        return version === 0 ? Effect.succeed(0) : Effect.as(lock(tx, streamId), version)
+      }),
+    transaction,
+    inTransaction: Effect.map(FiberRef.get(currentTransaction), Option.isSome),
+    currentTransactionId: inTransaction((tx) => Effect.sync(() => assignXid(tx))),
+    readSnapshot: (streamId) =>
+      Effect.map(FiberRef.get(currentTransaction), (tx) =>
+        Option.fromNullable(
+          (Option.isSome(tx) ? tx.value.stagedSnapshots.get(streamId) : undefined) ?? snapshots.get(streamId)
+        )
+      ),
+    writeSnapshot: (snapshot) =>
+      inTransaction((tx) =>
+        Effect.sync(() => {
+          const existing = tx.stagedSnapshots.get(snapshot.streamId) ?? snapshots.get(snapshot.streamId)
+          if (
+            existing === undefined ||
+            existing.snapshotVersion !== snapshot.snapshotVersion ||
+            existing.streamVersion < snapshot.streamVersion
+          ) {
+            tx.stagedSnapshots.set(snapshot.streamId, snapshot)
+          }
+        })
+      )
+  }
+  return { store, storage }
+})
+
+/**
+ * Builds an in-memory `EventStore` and its state.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make: Effect.Effect<{ readonly eventStore: EventStore.EventStore; readonly inMemory: InMemoryStore }> =
+  Effect.map(makeState, ({ store, storage }) => ({ eventStore: EventStore.make(storage), inMemory: store }))
+
+/**
+ * The in-memory `EventStore` layer (plus its state, for the other in-memory
+ * services).
+ *
+ * @example
+ * program.pipe(Effect.provide(InMemoryEventStore.layer))
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer: Layer.Layer<EventStore.EventStore | InMemory> = Layer.effectContext(
+  Effect.map(make, ({ eventStore, inMemory }) =>
+    Context.make(EventStore.EventStore, eventStore).pipe(Context.add(InMemory, inMemory))
+  )
+)

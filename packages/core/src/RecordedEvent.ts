@@ -1,0 +1,94 @@
+/**
+ * Events as the store sees them: what goes in ({@link NewEvent}), what comes
+ * back ({@link RecordedEvent}) and what an append returns
+ * ({@link CommittedEvents}).
+ *
+ * @since 0.1.0
+ */
+import * as Schema from "effect/Schema"
+
+/**
+ * A JSON object, the stored shape of event data and custom metadata.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const JsonObject = Schema.Record({ key: Schema.String, value: Schema.Unknown })
+
+/** @since 0.1.0 @category models */
+export type JsonObject = typeof JsonObject.Type
+
+/**
+ * Metadata stored with every event. `eventId` is always set (a UUID); the
+ * rest is optional. `custom` holds the caller's own JSON.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const EventMetadata = Schema.Struct({
+  correlationId: Schema.optional(Schema.String),
+  causationId: Schema.optional(Schema.String),
+  custom: Schema.optional(JsonObject)
+})
+
+/** @since 0.1.0 @category models */
+export type EventMetadata = typeof EventMetadata.Type
+
+/**
+ * An event to append, already encoded: its stored type, schema version and
+ * JSON data. Build one from a typed event with `EventCodec.encode`.
+ *
+ * @example
+ * const e: NewEvent = { eventType: "account.opened", schemaVersion: 1, data: { owner: "Ada" } }
+ * @since 0.1.0
+ * @category models
+ */
+export interface NewEvent {
+  readonly eventType: string
+  readonly schemaVersion: number
+  readonly data: JsonObject
+  readonly eventId?: string | undefined
+  readonly metadata?: EventMetadata | undefined
+}
+
+/**
+ * An event as stored in the log. `globalPosition` is unique and increasing
+ * in insertion order (it may have gaps); `transactionId` is the writing
+ * transaction's id, which with `globalPosition` forms the commit-safe cursor
+ * subscriptions follow.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const RecordedEvent = Schema.Struct({
+  eventId: Schema.String,
+  streamId: Schema.String,
+  category: Schema.String,
+  streamVersion: Schema.Number,
+  globalPosition: Schema.BigIntFromSelf,
+  transactionId: Schema.BigIntFromSelf,
+  eventType: Schema.String,
+  schemaVersion: Schema.Number,
+  data: JsonObject,
+  metadata: EventMetadata,
+  recordedAt: Schema.DateFromSelf
+})
+
+/** @since 0.1.0 @category models */
+export interface RecordedEvent extends Schema.Schema.Type<typeof RecordedEvent> {}
+
+/**
+ * What one stream's append wrote: the version range, the global positions
+ * of its events and the transaction id.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface CommittedEvents {
+  readonly streamId: string
+  readonly firstVersion: number
+  readonly lastVersion: number
+  readonly firstPosition: bigint
+  readonly lastPosition: bigint
+  readonly transactionId: bigint
+}

@@ -1,0 +1,28 @@
+/**
+ * @mire/core: event sourcing for Effect.
+ *
+ * @since 0.1.0
+ */
+
+/** @since 0.1.0 */
+export * as Aggregate from "./Aggregate.js"
+/** @since 0.1.0 */
+export * as AggregateRoot from "./AggregateRoot.js"
+/** @since 0.1.0 */
+export * as EventCodec from "./EventCodec.js"
+/** @since 0.1.0 */
+export * as EventStore from "./EventStore.js"
+/** @since 0.1.0 */
+export * as EventStoreError from "./EventStoreError.js"
+/** @since 0.1.0 */
+export * as ExpectedVersion from "./ExpectedVersion.js"
+/** @since 0.1.0 */
+export * as InMemoryEventStore from "./InMemoryEventStore.js"
+/** @since 0.1.0 */
+export * as Metrics from "./Metrics.js"
+/** @since 0.1.0 */
+export * as RecordedEvent from "./RecordedEvent.js"
+/** @since 0.1.0 */
+export * as Snapshot from "./Snapshot.js"
+/** @since 0.1.0 */
+export * as StreamId from "./StreamId.js"

@@ -1,0 +1,4 @@
+import { eventStoreSuite } from "./conformance/eventStoreSuite.js"
+import { memoryLayer } from "./memoryRaw.js"
+
+eventStoreSuite("in-memory", memoryLayer)

@@ -1,0 +1,288 @@
+/**
+ * The PostgreSQL event store: the `EventStore` service over `@effect/sql`'s
+ * `SqlClient`.
+ *
+ * - An append is one statement per batch: a compare-and-set on the stream
+ *   rows and an `unnest` insert of every event, so a version conflict is
+ *   seen at statement time (never at COMMIT) and a losing writer writes
+ *   nothing.
+ * - It notifies `mire_events` inside the appending transaction, so waiting
+ *   subscriptions wake when it commits.
+ * - Transactions are ambient: inside `EventStore.transaction` every store
+ *   call and every `sql` statement of the program share one connection.
+ *
+ * @since 0.1.0
+ */
+import * as SqlClient from "@effect/sql/SqlClient"
+import type * as SqlError from "@effect/sql/SqlError"
+import * as EventStore from "@mire/core/EventStore"
+import { ConcurrencyConflict, type StoreError } from "@mire/core/EventStoreError"
+import * as ExpectedVersion from "@mire/core/ExpectedVersion"
+import type { CommittedEvents } from "@mire/core/RecordedEvent"
+import type { StoredSnapshot } from "@mire/core/Snapshot"
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import { refail } from "./internal/errors.js"
+import { decodeEventRows, eventColumns } from "./internal/rows.js"
+
+/**
+ * The channel appends notify on (payload: the category).
+ *
+ * @since 0.1.0
+ */
+export const channel = "mire_events"
+
+const kindOf = (expected: ExpectedVersion.ExpectedVersion): string =>
+  expected._tag === "Any"
+    ? "any"
+    : expected._tag === "NoStream" || (expected._tag === "Exact" && expected.version === 0)
+      ? "none"
+      : expected._tag === "StreamExists"
+        ? "exists"
+        : "exact"
+
+class UserFailure<E> extends Data.TaggedClass("UserFailure")<{ readonly error: E }> {}
+
+/**
+ * The storage primitives over a `SqlClient`.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.SqlClient> = Effect.gen(function* () {
+  const sql = (yield* SqlClient.SqlClient).withoutTransforms()
+  const columns = sql.literal(eventColumns)
+
+  const inTransaction = Effect.map(Effect.serviceOption(SqlClient.TransactionConnection), Option.isSome)
+
+  const transaction = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | StoreError, R> =>
+    sql.withTransaction(Effect.mapError(effect, (error) => new UserFailure({ error }))).pipe(
+      Effect.catchAll(
+        (e): Effect.Effect<never, E | SqlError.SqlError> =>
+          e instanceof UserFailure ? Effect.fail(e.error as E) : Effect.fail(e as SqlError.SqlError)
+      ),
+      refail("transaction")
+    ) as Effect.Effect<A, E | StoreError, R>
+
+  interface CasRow {
+    readonly stream_id: string
+    readonly first_version: number
+    readonly last_version: number
+    readonly first_position: string
+    readonly last_position: string
+    readonly transaction_id: string
+  }
+
+  const appendStatement = (requests: ReadonlyArray<EventStore.StorableAppend>) => {
+    const events = requests.flatMap((request) => request.events.map((event, i) => ({ request, event, i })))
+    return sql<CasRow>`
+      WITH input AS (
+        SELECT * FROM unnest(
+          ${requests.map((r) => r.streamId)}::text[],
+          ${requests.map((r) => r.category)}::text[],
+          ${requests.map((r) => kindOf(r.expected))}::text[],
+          ${requests.map((r) => (r.expected._tag === "Exact" ? r.expected.version : 0))}::int8[],
+          ${requests.map((r) => r.events.length)}::int8[]
+        ) AS t(stream_id, category, kind, expected, n)
+      ),
+      upd AS (
+        UPDATE es_streams s SET version = s.version + i.n
+        FROM input i
+        WHERE s.stream_id = i.stream_id
+          AND (i.kind IN ('any', 'exists') OR (i.kind = 'exact' AND s.version = i.expected))
+        RETURNING s.stream_id, s.version
+      ),
+      ins AS (
+        INSERT INTO es_streams (stream_id, category, version)
+        SELECT i.stream_id, i.category, i.n FROM input i WHERE i.kind IN ('any', 'none')
+        ON CONFLICT (stream_id) DO NOTHING
+        RETURNING stream_id, version
+      ),
+      cas AS (SELECT stream_id, version FROM upd UNION ALL SELECT stream_id, version FROM ins),
+      ev AS (
+        INSERT INTO es_events (event_id, stream_id, stream_version, category, event_type, schema_version, data, metadata)
+        SELECT e.event_id, e.stream_id, c.version - i.n + e.idx, i.category, e.event_type, e.schema_version, e.data, e.metadata
+        FROM unnest(
+          ${events.map((e) => e.event.eventId)}::uuid[],
+          ${events.map((e) => e.request.streamId)}::text[],
+          ${events.map((e) => e.i + 1)}::int8[],
+          ${events.map((e) => e.event.eventType)}::text[],
+          ${events.map((e) => e.event.schemaVersion)}::int4[],
+          ${events.map((e) => JSON.stringify(e.event.data))}::jsonb[],
+          ${events.map((e) => JSON.stringify(e.event.metadata))}::jsonb[]
+        ) WITH ORDINALITY AS e(event_id, stream_id, idx, event_type, schema_version, data, metadata, ord)
+        JOIN cas c ON c.stream_id = e.stream_id
+        JOIN input i ON i.stream_id = e.stream_id
+        ORDER BY e.ord
+        RETURNING stream_id, stream_version, global_position, transaction_id, category
+      )
+      SELECT stream_id,
+             min(stream_version)::float8 AS first_version,
+             max(stream_version)::float8 AS last_version,
+             min(global_position)::text AS first_position,
+             max(global_position)::text AS last_position,
+             max(transaction_id::text) AS transaction_id,
+             (SELECT count(pg_notify(${channel}, d.category)) FROM (SELECT DISTINCT category FROM ev) d) AS notified
+      FROM ev GROUP BY stream_id`
+  }
+
+  const conflictFor = (requests: ReadonlyArray<EventStore.StorableAppend>, written: ReadonlySet<string>) =>
+    Effect.gen(function* () {
+      const failed = requests.filter((r) => !written.has(r.streamId))
+      const rows = yield* sql<{ stream_id: string; version: number }>`
+        SELECT stream_id, version::float8 AS version FROM es_streams WHERE stream_id = ANY(${failed.map((r) => r.streamId)})`
+      const versions = new Map(rows.map((row) => [row.stream_id, row.version]))
+      const first = failed[0]!
+      const actual = versions.get(first.streamId) ?? 0
+      return new ConcurrencyConflict({
+        streamId: first.streamId,
+        expected: ExpectedVersion.format(first.expected),
+        actual: actual === 0 ? null : actual
+      })
+    })
+
+  const appendOnce = (requests: ReadonlyArray<EventStore.StorableAppend>) =>
+    Effect.gen(function* () {
+      const rows = yield* appendStatement(requests)
+      const byStream = new Map(rows.map((row) => [row.stream_id, row]))
+      if (byStream.size < requests.length) return yield* Effect.flatMap(conflictFor(requests, new Set(byStream.keys())), Effect.fail)
+      return requests.map((request): CommittedEvents => {
+        const row = byStream.get(request.streamId)!
+        return {
+          streamId: row.stream_id,
+          firstVersion: row.first_version,
+          lastVersion: row.last_version,
+          firstPosition: BigInt(row.first_position),
+          lastPosition: BigInt(row.last_position),
+          transactionId: BigInt(row.transaction_id)
+        }
+      })
+    })
+
+  const append = (
+    requests: ReadonlyArray<EventStore.StorableAppend>
+  ): Effect.Effect<ReadonlyArray<CommittedEvents>, ConcurrencyConflict | StoreError> => {
+    // One statement is atomic on its own; several streams need a transaction
+    // (a savepoint when nested) so that one conflict undoes the others.
+    const once = requests.length === 1 ? appendOnce(requests) : transaction(appendOnce(requests))
+    return once.pipe(
+      // `Any` can lose the race to create a stream (the insert sees the row only after our
+      // snapshot); it has no expectation to violate, so it tries again.
+      Effect.retry({
+        times: 3,
+        while: (e) =>
+          e._tag === "ConcurrencyConflict" &&
+          requests.some((r) => r.streamId === e.streamId && r.expected._tag === "Any")
+      }),
+      refail("append")
+    )
+  }
+
+  const readStreamPage = (streamId: string, from: number, direction: EventStore.Direction, limit: number) =>
+    (direction === "forward"
+      ? sql`SELECT ${columns} FROM es_events WHERE stream_id = ${streamId} AND stream_version >= ${from}
+            ORDER BY stream_version LIMIT ${limit}`
+      : sql`SELECT ${columns} FROM es_events WHERE stream_id = ${streamId} AND stream_version <= ${from}
+            ORDER BY stream_version DESC LIMIT ${limit}`
+    ).pipe(refail("readStream"), Effect.flatMap(decodeEventRows))
+
+  const readLogPage = (
+    categories: ReadonlyArray<string> | undefined,
+    from: bigint,
+    direction: EventStore.Direction,
+    limit: number
+  ) => {
+    const filter = categories === undefined ? sql`TRUE` : sql`category = ANY(${categories})`
+    return (direction === "forward"
+      ? sql`SELECT ${columns} FROM es_events WHERE ${filter} AND global_position >= ${from}
+            ORDER BY global_position LIMIT ${limit}`
+      : sql`SELECT ${columns} FROM es_events WHERE ${filter} AND global_position <= ${from}
+            ORDER BY global_position DESC LIMIT ${limit}`
+    ).pipe(refail("readLog"), Effect.flatMap(decodeEventRows))
+  }
+
+  const streamVersion = (streamId: string) =>
+    sql<{ version: number }>`SELECT version::float8 AS version FROM es_streams WHERE stream_id = ${streamId}`.pipe(
+      Effect.map((rows) => rows[0]?.version ?? 0),
+      refail("streamVersion")
+    )
+
+  const lockStream = (streamId: string) =>
+    sql<{ version: number }>`SELECT version::float8 AS version FROM es_streams WHERE stream_id = ${streamId} FOR UPDATE`.pipe(
+      Effect.map((rows) => rows[0]?.version ?? 0),
+      refail("lockStream")
+    )
+
+  const currentTransactionId = sql<{ xid: string }>`SELECT pg_current_xact_id()::text AS xid`.pipe(
+    Effect.map((rows) => BigInt(rows[0]!.xid)),
+    refail("currentTransactionId")
+  )
+
+  const readSnapshot = (streamId: string) =>
+    sql<{ stream_version: number; snapshot_version: number; state: unknown }>`
+      SELECT stream_version::float8 AS stream_version, snapshot_version, state
+      FROM es_snapshots WHERE stream_id = ${streamId}`.pipe(
+      Effect.map((rows) =>
+        Option.map(
+          Option.fromNullable(rows[0]),
+          (row): StoredSnapshot => ({
+            streamId,
+            streamVersion: row.stream_version,
+            snapshotVersion: row.snapshot_version,
+            state: row.state
+          })
+        )
+      ),
+      refail("readSnapshot")
+    )
+
+  const writeSnapshot = (snapshot: StoredSnapshot) =>
+    sql`
+      INSERT INTO es_snapshots (stream_id, stream_version, snapshot_version, state)
+      VALUES (${snapshot.streamId}, ${snapshot.streamVersion}, ${snapshot.snapshotVersion}, ${JSON.stringify(snapshot.state)}::jsonb)
+      ON CONFLICT (stream_id) DO UPDATE
+        SET stream_version = excluded.stream_version, snapshot_version = excluded.snapshot_version,
+            state = excluded.state, created_at = now()
+        WHERE es_snapshots.snapshot_version <> excluded.snapshot_version
+           OR es_snapshots.stream_version < excluded.stream_version`.pipe(Effect.asVoid, refail("writeSnapshot"))
+
+  return {
+    append,
+    readStreamPage,
+    readLogPage,
+    streamVersion,
+    lockStream,
+    transaction,
+    inTransaction,
+    currentTransactionId,
+    readSnapshot,
+    writeSnapshot
+  }
+})
+
+/**
+ * Builds the PostgreSQL `EventStore`.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make: Effect.Effect<EventStore.EventStore, never, SqlClient.SqlClient> = Effect.map(
+  makeStorage,
+  EventStore.make
+)
+
+/**
+ * The PostgreSQL `EventStore` layer. Run {@link PgMigrations.migrate} once
+ * at startup (or use `layerMigrated`).
+ *
+ * @example
+ * program.pipe(Effect.provide(PgEventStore.layer), Effect.provide(PgClient.layer({ url })))
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer: Layer.Layer<EventStore.EventStore, never, SqlClient.SqlClient> = Layer.effect(
+  EventStore.EventStore,
+  make
+)

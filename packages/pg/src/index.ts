@@ -1,0 +1,10 @@
+/**
+ * @mire/pg: the PostgreSQL store for @mire/core.
+ *
+ * @since 0.1.0
+ */
+
+/** @since 0.1.0 */
+export * as PgEventStore from "./PgEventStore.js"
+/** @since 0.1.0 */
+export * as PgMigrations from "./PgMigrations.js"
