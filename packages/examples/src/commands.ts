@@ -1,0 +1,184 @@
+/**
+ * # Pattern: Commands & validation (`commands`)
+ *
+ * **Why this pattern exists.** An event records something that happened; it
+ * is never refused once it is in the log. So the business rules ("can't
+ * overdraft", "can't operate on a closed account", "amounts are positive")
+ * run *before* recording: a command looks at the current state and either
+ * returns the events to record or fails with a typed domain error.
+ *
+ * Commands here are pure functions `(state, input) => Effect<events, error>`
+ * whose errors are `Data.TaggedError`s, so the compiler lists every way a
+ * command can be refused and `Effect.catchTag` handles each by name. The
+ * handler around them is always the same: load → decide → record → save. A
+ * refused command writes nothing.
+ *
+ * Run: `npm run example -- commands`
+ *
+ * @since 0.1.0
+ */
+import { Aggregate, AggregateRoot, EventStore } from "@mire/core"
+import { Console, Data, Effect, Either, Schema } from "effect"
+
+/** @since 0.1.0 @category events */
+export const Opened = Schema.TaggedStruct("Opened", { owner: Schema.String })
+/** @since 0.1.0 @category events */
+export const Deposited = Schema.TaggedStruct("Deposited", { amount: Schema.Int.pipe(Schema.positive()) })
+/** @since 0.1.0 @category events */
+export const Withdrawn = Schema.TaggedStruct("Withdrawn", { amount: Schema.Int.pipe(Schema.positive()) })
+/** @since 0.1.0 @category events */
+export const Closed = Schema.TaggedStruct("Closed", {})
+/** @since 0.1.0 @category events */
+export const CheckingEvent = Schema.Union(Opened, Deposited, Withdrawn, Closed)
+/** @since 0.1.0 @category events */
+export type CheckingEvent = typeof CheckingEvent.Type
+
+/** @since 0.1.0 @category models */
+export interface Checking {
+  readonly status: "new" | "open" | "closed"
+  readonly owner: string
+  readonly balance: number
+}
+
+const initial: Checking = { status: "new", owner: "", balance: 0 }
+
+/** @since 0.1.0 @category aggregates */
+export const Checking = Aggregate.make({
+  category: "checking",
+  events: CheckingEvent,
+  initial,
+  apply: (state, event): Checking => {
+    switch (event._tag) {
+      case "Opened":
+        return { ...state, status: "open", owner: event.owner }
+      case "Deposited":
+        return { ...state, balance: state.balance + event.amount }
+      case "Withdrawn":
+        return { ...state, balance: state.balance - event.amount }
+      case "Closed":
+        return { ...state, status: "closed" }
+    }
+  }
+})
+
+/** The amount is not a positive whole number of dollars. @since 0.1.0 @category errors */
+export class InvalidAmount extends Data.TaggedError("InvalidAmount")<{ readonly amount: number }> {
+  override get message(): string {
+    return `amount must be a positive whole number, got ${this.amount}`
+  }
+}
+
+/** The account was already opened. @since 0.1.0 @category errors */
+export class AlreadyOpen extends Data.TaggedError("AlreadyOpen")<{ readonly owner: string }> {
+  override get message(): string {
+    return `account is already open (owner ${this.owner})`
+  }
+}
+
+/** The account was never opened or is closed. @since 0.1.0 @category errors */
+export class AccountNotOpen extends Data.TaggedError("AccountNotOpen")<{ readonly status: "new" | "closed" }> {
+  override get message(): string {
+    return this.status === "closed" ? "account is closed" : "account is not open"
+  }
+}
+
+/** A withdrawal larger than the balance. @since 0.1.0 @category errors */
+export class InsufficientFunds extends Data.TaggedError("InsufficientFunds")<{
+  readonly balance: number
+  readonly requested: number
+}> {
+  override get message(): string {
+    return `insufficient funds: balance $${this.balance}, requested $${this.requested}`
+  }
+}
+
+const positive = (amount: number): Effect.Effect<number, InvalidAmount> =>
+  Number.isSafeInteger(amount) && amount > 0 ? Effect.succeed(amount) : Effect.fail(new InvalidAmount({ amount }))
+
+const mustBeOpen = (state: Checking): Effect.Effect<void, AccountNotOpen> =>
+  state.status === "open" ? Effect.void : Effect.fail(new AccountNotOpen({ status: state.status }))
+
+/**
+ * The commands: each decides, from the state alone, which events to record.
+ *
+ * @since 0.1.0
+ * @category commands
+ */
+export const open = (state: Checking, owner: string): Effect.Effect<ReadonlyArray<CheckingEvent>, AlreadyOpen> =>
+  state.status === "new" ? Effect.succeed([Opened.make({ owner })]) : Effect.fail(new AlreadyOpen({ owner: state.owner }))
+
+/** @since 0.1.0 @category commands */
+export const deposit = (
+  state: Checking,
+  amount: number
+): Effect.Effect<ReadonlyArray<CheckingEvent>, AccountNotOpen | InvalidAmount> =>
+  Effect.zipRight(mustBeOpen(state), Effect.map(positive(amount), (amount) => [Deposited.make({ amount })]))
+
+/** @since 0.1.0 @category commands */
+export const withdraw = (
+  state: Checking,
+  amount: number
+): Effect.Effect<ReadonlyArray<CheckingEvent>, AccountNotOpen | InvalidAmount | InsufficientFunds> =>
+  Effect.gen(function* () {
+    yield* mustBeOpen(state)
+    yield* positive(amount)
+    if (amount > state.balance) return yield* new InsufficientFunds({ balance: state.balance, requested: amount })
+    return [Withdrawn.make({ amount })]
+  })
+
+/** @since 0.1.0 @category commands */
+export const close = (state: Checking): Effect.Effect<ReadonlyArray<CheckingEvent>, AccountNotOpen> =>
+  Effect.as(mustBeOpen(state), [Closed.make({})])
+
+/**
+ * Runs a command against an account: load → decide → record → save.
+ *
+ * @since 0.1.0
+ * @category handlers
+ */
+export const handle = <E>(id: string, command: (state: Checking) => Effect.Effect<ReadonlyArray<CheckingEvent>, E>) =>
+  Effect.gen(function* () {
+    const root = yield* EventStore.loadOrDefault(Checking, id)
+    const events = yield* command(root.state)
+    return yield* EventStore.save(AggregateRoot.record(root, ...events))
+  })
+
+/**
+ * Opens an account, moves money, and shows each refused command leaving the
+ * log untouched.
+ *
+ * @since 0.1.0
+ */
+export const program = Effect.gen(function* () {
+  const id = crypto.randomUUID()
+  const attempt = <E extends { readonly message: string }, R>(
+    label: string,
+    command: Effect.Effect<AggregateRoot.AggregateRoot<Checking, CheckingEvent>, E, R>
+  ) =>
+    Effect.flatMap(Effect.either(command), (result) =>
+      Either.match(result, {
+        onLeft: (error) => Console.log(`${label}: refused (${error.message})`),
+        onRight: (root) => Console.log(`${label}: ok, balance $${root.state.balance}, version ${root.version}`)
+      })
+    )
+
+  yield* attempt("deposit $10 before opening", handle(id, (s) => deposit(s, 10)))
+  yield* attempt("open for Ada", handle(id, (s) => open(s, "Ada")))
+  yield* attempt("open again", handle(id, (s) => open(s, "Bob")))
+  yield* attempt("deposit $100", handle(id, (s) => deposit(s, 100)))
+  yield* attempt("deposit -$5", handle(id, (s) => deposit(s, -5)))
+  yield* attempt("withdraw $30", handle(id, (s) => withdraw(s, 30)))
+  yield* attempt("withdraw $500", handle(id, (s) => withdraw(s, 500)))
+  yield* attempt("close", handle(id, close))
+  yield* attempt("deposit $5 after closing", handle(id, (s) => deposit(s, 5)))
+
+  // A caller can also react to one refusal by name; the other errors stay typed.
+  yield* handle(id, (s) => withdraw(s, 1)).pipe(
+    Effect.catchTag("AccountNotOpen", (e) => Console.log(`withdraw $1: caught AccountNotOpen (${e.status})`))
+  )
+
+  const final = yield* EventStore.loadOrDefault(Checking, id)
+  yield* Console.log(
+    `final: ${final.state.status}, balance $${final.state.balance}, ${final.version} events in the log (only accepted commands)`
+  )
+})
