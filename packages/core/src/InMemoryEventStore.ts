@@ -20,11 +20,25 @@ import * as FiberRef from "effect/FiberRef"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as PubSub from "effect/PubSub"
+import * as Cursor from "./Cursor.js"
 import * as EventStore from "./EventStore.js"
 import { ConcurrencyConflict } from "./EventStoreError.js"
 import * as ExpectedVersion from "./ExpectedVersion.js"
 import type { CommittedEvents, RecordedEvent } from "./RecordedEvent.js"
 import type { StoredSnapshot } from "./Snapshot.js"
+
+/**
+ * A subscription's row: its checkpoint and, for projections, its lease.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface SubscriptionRow {
+  cursor: Cursor.Cursor
+  workerId: string | undefined
+  fenceToken: bigint
+  leasedUntil: number
+}
 
 interface StreamState {
   readonly category: string
@@ -95,8 +109,10 @@ export interface InMemoryStore {
   /** Committed events by `(transactionId, globalPosition)`. */
   readonly byCursor: Array<RecordedEvent>
   readonly snapshots: Map<string, StoredSnapshot>
-  /** Transaction ids of open transactions that have one. */
-  readonly inflight: Set<bigint>
+  /** Open transactions that have an id, with the time they got it. */
+  readonly inflight: Map<bigint, number>
+  /** Subscription rows: checkpoint and lease. */
+  readonly subscriptions: Map<string, SubscriptionRow>
   /** The oldest transaction id still open (or the next to assign): the xmin horizon. */
   readonly xmin: () => bigint
   /** The ambient transaction, if any. */
@@ -128,7 +144,8 @@ const makeState = Effect.gen(function* () {
   const log: Array<RecordedEvent> = []
   const byCursor: Array<RecordedEvent> = []
   const snapshots = new Map<string, StoredSnapshot>()
-  const inflight = new Set<bigint>()
+  const inflight = new Map<bigint, number>()
+  const subscriptions = new Map<string, SubscriptionRow>()
   const locks = new Map<string, { owner: number; waiters: Array<Deferred.Deferred<void>> }>()
   const commits = yield* PubSub.sliding<ReadonlyArray<string>>(1024)
   const currentTransaction = FiberRef.unsafeMake<Option.Option<Transaction>>(Option.none())
@@ -138,14 +155,14 @@ const makeState = Effect.gen(function* () {
 
   const xmin = (): bigint => {
     let min = nextXid
-    for (const xid of inflight) if (xid < min) min = xid
+    for (const xid of inflight.keys()) if (xid < min) min = xid
     return min
   }
 
   const assignXid = (tx: Transaction): bigint => {
     if (tx.xid === undefined) {
       tx.xid = nextXid++
-      inflight.add(tx.xid)
+      inflight.set(tx.xid, Date.now())
     }
     return tx.xid
   }
@@ -364,6 +381,7 @@ const makeState = Effect.gen(function* () {
     byCursor,
     snapshots,
     inflight,
+    subscriptions,
     xmin,
     currentTransaction,
     transaction,

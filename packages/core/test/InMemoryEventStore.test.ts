@@ -1,8 +1,12 @@
+import * as Layer from "effect/Layer"
+import * as InMemorySubscriptionStore from "../src/InMemorySubscriptionStore.js"
 import { eventStoreSuite } from "./conformance/eventStoreSuite.js"
 import { snapshotSuite } from "./conformance/snapshotSuite.js"
+import { subscriptionSuite } from "./conformance/subscriptionSuite.js"
 import { transactionSuite } from "./conformance/transactionSuite.js"
 import { memoryLayer } from "./memoryRaw.js"
 
 eventStoreSuite("in-memory", memoryLayer)
 transactionSuite("in-memory", memoryLayer)
 snapshotSuite("in-memory", memoryLayer)
+subscriptionSuite("in-memory", InMemorySubscriptionStore.layer.pipe(Layer.provideMerge(memoryLayer)))

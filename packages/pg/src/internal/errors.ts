@@ -1,7 +1,6 @@
 import type { StoreErrorKind } from "@mire/core/EventStoreError"
 import { StoreError } from "@mire/core/EventStoreError"
 import * as SqlError from "@effect/sql/SqlError"
-import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Predicate from "effect/Predicate"
@@ -48,7 +47,3 @@ export const refail =
         Predicate.isTagged(defect, "SqlError") ? Option.some(Effect.fail(toStoreError(operation)(defect))) : Option.none()
       )
     ) as Effect.Effect<A, Exclude<E, SqlError.SqlError> | StoreError, R>
-
-/** Turns a cause's defect into a `StoreError` (used where a driver throws). */
-export const fromCause = (operation: string) => (cause: Cause.Cause<unknown>): StoreError =>
-  toStoreError(operation)(Cause.squash(cause))

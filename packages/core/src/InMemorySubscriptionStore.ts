@@ -1,0 +1,114 @@
+/**
+ * The in-memory `SubscriptionStore`: polls the in-memory log behind its
+ * modelled xmin horizon, exactly as the Postgres store polls behind
+ * `pg_snapshot_xmin`.
+ *
+ * @since 0.1.0
+ */
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Stream from "effect/Stream"
+import * as Cursor from "./Cursor.js"
+import * as InMemoryEventStore from "./InMemoryEventStore.js"
+import type { RecordedEvent } from "./RecordedEvent.js"
+import * as Subscription from "./Subscription.js"
+
+const matches = (filter: Subscription.Filter) => {
+  const wanted = filter.categories === undefined ? undefined : new Set(filter.categories)
+  return (event: RecordedEvent) => wanted === undefined || wanted.has(event.category)
+}
+
+const firstAfter = (events: ReadonlyArray<RecordedEvent>, after: Cursor.Cursor): number => {
+  let lo = 0
+  let hi = events.length
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1
+    if (Cursor.order(Cursor.of(events[mid]!), after) <= 0) lo = mid + 1
+    else hi = mid
+  }
+  return lo
+}
+
+/**
+ * Builds the store over an in-memory event store's state.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (mem: InMemoryEventStore.InMemoryStore): Subscription.SubscriptionStore => ({
+  poll: (filter, after, limit) =>
+    Effect.sync(() => {
+      const horizon = mem.xmin()
+      const wanted = matches(filter)
+      const out: Array<RecordedEvent> = []
+      for (let i = firstAfter(mem.byCursor, after); i < mem.byCursor.length && out.length < limit; i++) {
+        const event = mem.byCursor[i]!
+        if (event.transactionId >= horizon) break
+        if (wanted(event)) out.push(event)
+      }
+      return out
+    }),
+  baseline: (streamIds, upTo) =>
+    Effect.sync(() => {
+      const result = new Map<string, number>()
+      for (const streamId of streamIds) {
+        const events = mem.streams.get(streamId)?.events ?? []
+        for (let i = events.length - 1; i >= 0; i--) {
+          if (Cursor.order(Cursor.of(events[i]!), upTo) <= 0) {
+            result.set(streamId, events[i]!.streamVersion)
+            break
+          }
+        }
+      }
+      return result
+    }),
+  readCheckpoint: (subscriptionId) =>
+    Effect.sync(() => Option.map(Option.fromNullable(mem.subscriptions.get(subscriptionId)), (row) => row.cursor)),
+  writeCheckpoint: (subscriptionId, cursor, fence) =>
+    Effect.sync(() => {
+      const row = mem.subscriptions.get(subscriptionId)
+      if (row === undefined) {
+        if (Option.isSome(fence)) return false
+        mem.subscriptions.set(subscriptionId, { cursor, workerId: undefined, fenceToken: 0n, leasedUntil: 0 })
+        return true
+      }
+      if (Option.isSome(fence) && (row.workerId !== fence.value.workerId || row.fenceToken !== fence.value.fenceToken)) {
+        return false
+      }
+      row.cursor = cursor
+      return true
+    }),
+  wakeups: Stream.fromPubSub(mem.commits).pipe(Stream.flattenIterables),
+  lag: (filter, after) =>
+    Effect.sync(() => {
+      const wanted = matches(filter)
+      const now = Date.now()
+      let events = 0
+      let oldest = Number.POSITIVE_INFINITY
+      for (let i = firstAfter(mem.byCursor, after); i < mem.byCursor.length; i++) {
+        const event = mem.byCursor[i]!
+        if (!wanted(event)) continue
+        events++
+        oldest = Math.min(oldest, event.recordedAt.getTime())
+      }
+      let oldestTransaction = now
+      for (const since of mem.inflight.values()) oldestTransaction = Math.min(oldestTransaction, since)
+      return {
+        events,
+        ageMillis: events === 0 ? 0 : Math.max(0, now - oldest),
+        oldestTransactionMillis: now - oldestTransaction
+      }
+    })
+})
+
+/**
+ * The in-memory `SubscriptionStore` layer.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer: Layer.Layer<Subscription.SubscriptionStoreTag, never, InMemoryEventStore.InMemory> = Layer.effect(
+  Subscription.SubscriptionStoreTag,
+  Effect.map(InMemoryEventStore.InMemory, make)
+)

@@ -1,0 +1,92 @@
+/**
+ * Test helpers: transactions held open on their own fiber (their own
+ * connection on Postgres), driven step by step, to build the seeds' xid
+ * schedules through the public API.
+ */
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import * as Queue from "effect/Queue"
+import * as EventStore from "../../src/EventStore.js"
+import type { RecordedEvent } from "../../src/RecordedEvent.js"
+import type * as Subscription from "../../src/Subscription.js"
+
+type Command = { readonly _tag: "Run"; readonly run: Effect.Effect<void> } | { readonly _tag: "End"; readonly commit: boolean }
+
+/** An open transaction that already holds its transaction id. */
+export interface OpenScope {
+  readonly run: <A, E>(effect: Effect.Effect<A, E, EventStore.EventStore>) => Effect.Effect<A, E>
+  readonly commit: Effect.Effect<void>
+  readonly rollback: Effect.Effect<void>
+}
+
+/** Begins a transaction and forces its transaction id now (`SELECT pg_current_xact_id()`). */
+export const begin: Effect.Effect<OpenScope, never, EventStore.EventStore> = Effect.gen(function* () {
+  const context = yield* Effect.context<EventStore.EventStore>()
+  const commands = yield* Queue.unbounded<Command>()
+  const ready = yield* Deferred.make<void>()
+  const fiber = yield* Effect.forkDaemon(
+    EventStore.transaction(
+      Effect.gen(function* () {
+        yield* EventStore.currentTransactionId
+        yield* Deferred.succeed(ready, undefined)
+        for (;;) {
+          const command = yield* Queue.take(commands)
+          if (command._tag === "End") {
+            if (command.commit) return
+            return yield* Effect.fail("rollback" as const)
+          }
+          yield* command.run
+        }
+      })
+    )
+  )
+  yield* Deferred.await(ready)
+  const end = (commit: boolean) =>
+    Effect.zipRight(Queue.offer(commands, { _tag: "End", commit }), Effect.asVoid(Fiber.await(fiber)))
+  return {
+    run: <A, E>(effect: Effect.Effect<A, E, EventStore.EventStore>) =>
+      Effect.gen(function* () {
+        const done = yield* Deferred.make<A, E>()
+        yield* Queue.offer(commands, {
+          _tag: "Run",
+          run: Effect.flatMap(Effect.exit(Effect.provide(effect, context)), (exit) => Deferred.done(done, exit))
+        })
+        return yield* Deferred.await(done)
+      }),
+    commit: end(true),
+    rollback: end(false)
+  }
+})
+
+/** Polls until `pred` holds over everything delivered, or dies at the deadline. */
+export const collectUntil = (
+  sub: Subscription.Subscription,
+  pred: (got: ReadonlyArray<RecordedEvent>) => boolean,
+  deadlineMillis = 15_000
+) =>
+  Effect.gen(function* () {
+    const got: Array<RecordedEvent> = []
+    const start = Date.now()
+    for (;;) {
+      got.push(...(yield* sub.poll))
+      if (pred(got)) return got
+      if (Date.now() - start > deadlineMillis) {
+        return yield* Effect.die(
+          new Error(`timed out waiting for deliveries; got ${JSON.stringify(got.map((e) => [e.streamId, e.streamVersion]))}`)
+        )
+      }
+      yield* Effect.sleep("25 millis")
+    }
+  })
+
+/** Each stream's versions appear strictly increasing. */
+export const perStreamOrdered = (events: ReadonlyArray<RecordedEvent>): boolean => {
+  const last = new Map<string, number>()
+  for (const e of events) {
+    const prev = last.get(e.streamId)
+    if (prev !== undefined && e.streamVersion <= prev) return false
+    last.set(e.streamId, e.streamVersion)
+  }
+  return true
+}
