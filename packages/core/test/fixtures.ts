@@ -73,3 +73,13 @@ export interface RawLog {
 }
 
 export class Raw extends Context.Tag("test/Raw")<Raw, RawLog>() {}
+
+/** A read model that commits with the transaction it is written in (for transactional handlers). */
+export interface TxReadModelService {
+  /** Records a row inside the ambient transaction. */
+  readonly insert: (key: string) => Effect.Effect<void>
+  /** Every committed row (duplicates included). */
+  readonly rows: (prefix: string) => Effect.Effect<ReadonlyArray<string>>
+}
+
+export class TxReadModel extends Context.Tag("test/TxReadModel")<TxReadModel, TxReadModelService>() {}

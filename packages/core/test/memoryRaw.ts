@@ -2,7 +2,7 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as InMemoryEventStore from "../src/InMemoryEventStore.js"
 import type { JsonObject } from "../src/RecordedEvent.js"
-import { Raw } from "./fixtures.js"
+import { Raw, TxReadModel } from "./fixtures.js"
 
 /** Raw row access for the in-memory store. */
 export const memoryRaw = Layer.effect(
@@ -35,3 +35,15 @@ export const memoryRaw = Layer.effect(
 
 /** The in-memory store with raw access. */
 export const memoryLayer = memoryRaw.pipe(Layer.provideMerge(InMemoryEventStore.layer))
+
+/** A transactional read model over in-memory transactions (rows appear when the transaction commits). */
+export const memoryReadModel = Layer.effect(
+  TxReadModel,
+  Effect.map(InMemoryEventStore.InMemory, (mem) => {
+    const rows: Array<string> = []
+    return TxReadModel.of({
+      insert: (key) => mem.onCommit(() => rows.push(key)),
+      rows: (prefix) => Effect.sync(() => rows.filter((r) => r.startsWith(prefix)))
+    })
+  })
+)

@@ -14,18 +14,17 @@
  * @since 0.1.0
  */
 import * as SqlClient from "@effect/sql/SqlClient"
-import type * as SqlError from "@effect/sql/SqlError"
 import * as EventStore from "@mire/core/EventStore"
 import { ConcurrencyConflict, type StoreError } from "@mire/core/EventStoreError"
 import * as ExpectedVersion from "@mire/core/ExpectedVersion"
 import type { CommittedEvents } from "@mire/core/RecordedEvent"
 import type { StoredSnapshot } from "@mire/core/Snapshot"
-import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import { refail } from "./internal/errors.js"
 import { decodeEventRows, eventColumns } from "./internal/rows.js"
+import { transaction as transactionWith } from "./internal/transaction.js"
 
 /**
  * The channel appends notify on (payload: the category).
@@ -43,8 +42,6 @@ const kindOf = (expected: ExpectedVersion.ExpectedVersion): string =>
         ? "exists"
         : "exact"
 
-class UserFailure<E> extends Data.TaggedClass("UserFailure")<{ readonly error: E }> {}
-
 /**
  * The storage primitives over a `SqlClient`.
  *
@@ -57,14 +54,7 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
 
   const inTransaction = Effect.map(Effect.serviceOption(SqlClient.TransactionConnection), Option.isSome)
 
-  const transaction = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E | StoreError, R> =>
-    sql.withTransaction(Effect.mapError(effect, (error) => new UserFailure({ error }))).pipe(
-      Effect.catchAll(
-        (e): Effect.Effect<never, E | SqlError.SqlError> =>
-          e instanceof UserFailure ? Effect.fail(e.error as E) : Effect.fail(e as SqlError.SqlError)
-      ),
-      refail("transaction")
-    ) as Effect.Effect<A, E | StoreError, R>
+  const transaction = transactionWith(sql)
 
   interface CasRow {
     readonly stream_id: string
@@ -246,7 +236,12 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
         SET stream_version = excluded.stream_version, snapshot_version = excluded.snapshot_version,
             state = excluded.state, created_at = now()
         WHERE es_snapshots.snapshot_version <> excluded.snapshot_version
-           OR es_snapshots.stream_version < excluded.stream_version`.pipe(Effect.asVoid, refail("writeSnapshot"))
+           OR es_snapshots.stream_version < excluded.stream_version`.pipe(
+      Effect.asVoid,
+      // A savepoint inside a scope: a failed snapshot write must not abort the caller's transaction.
+      (write) => Effect.flatMap(inTransaction, (nested) => (nested ? transaction(write) : write)),
+      refail("writeSnapshot")
+    )
 
   return {
     append,

@@ -8,7 +8,7 @@ import { subscriptionSuite } from "../../core/test/conformance/subscriptionSuite
 import * as PgSubscriptionStore from "../src/PgSubscriptionStore.js"
 import { storeLayer } from "./utils.js"
 
-const layerPg = PgSubscriptionStore.layer.pipe(Layer.provideMerge(storeLayer({ maxConnections: 120 })))
+const layerPg = PgSubscriptionStore.layer.pipe(Layer.provideMerge(storeLayer({ maxConnections: 60 })))
 
 subscriptionSuite("postgres", layerPg)
 

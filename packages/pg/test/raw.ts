@@ -1,7 +1,7 @@
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import { Raw } from "../../core/test/fixtures.js"
+import { Raw, TxReadModel } from "../../core/test/fixtures.js"
 
 /** Raw row access for the Postgres store (plain SQL, as an operator or older code would write). */
 export const pgRaw = Layer.effect(
@@ -39,4 +39,21 @@ export const pgRaw = Layer.effect(
       )
     })
   )
+)
+
+/** A transactional read model in Postgres: a plain table (no unique key, so a duplicate would show). */
+export const pgReadModel = Layer.effect(
+  TxReadModel,
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    yield* sql`CREATE TABLE IF NOT EXISTS tx_read_model (key text NOT NULL)`.pipe(Effect.orDie)
+    return TxReadModel.of({
+      insert: (key) => sql`INSERT INTO tx_read_model (key) VALUES (${key})`.pipe(Effect.orDie, Effect.asVoid),
+      rows: (prefix) =>
+        sql<{ key: string }>`SELECT key FROM tx_read_model WHERE starts_with(key, ${prefix})`.pipe(
+          Effect.map((rows) => rows.map((r) => r.key)),
+          Effect.orDie
+        )
+    })
+  })
 )

@@ -4,7 +4,7 @@
  * mire's migrations applied, dropped when the file's layer closes.
  */
 import * as PgClient from "@effect/sql-pg/PgClient"
-import * as SqlClient from "@effect/sql/SqlClient"
+import type * as SqlClient from "@effect/sql/SqlClient"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -56,7 +56,7 @@ export const database: Layer.Layer<TestDatabase> = Layer.scoped(
 export const clientLayer = (options: { readonly maxConnections?: number } = {}): Layer.Layer<PgClient.PgClient | SqlClient.SqlClient, never, TestDatabase> =>
   Layer.unwrapEffect(
     Effect.map(TestDatabase, ({ url }) =>
-      PgClient.layer({ url: Redacted.make(url), maxConnections: options.maxConnections ?? 80 })
+      PgClient.layer({ url: Redacted.make(url), maxConnections: options.maxConnections ?? 30 })
     )
   ).pipe(Layer.orDie)
 

@@ -12,7 +12,7 @@ import * as AggregateRoot from "../../src/AggregateRoot.js"
 import * as EventStore from "../../src/EventStore.js"
 import * as ExpectedVersion from "../../src/ExpectedVersion.js"
 import type { NewEvent } from "../../src/RecordedEvent.js"
-import { account, Deposited, Opened, Raw, unique, Withdrawn } from "../fixtures.js"
+import { account, Deposited, Opened, Raw, unique, type Withdrawn } from "../fixtures.js"
 
 const ev = (mark: string): NewEvent => ({ eventType: "test.marked", schemaVersion: 1, data: { mark } })
 

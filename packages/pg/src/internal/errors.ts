@@ -1,6 +1,6 @@
 import type { StoreErrorKind } from "@mire/core/EventStoreError"
 import { StoreError } from "@mire/core/EventStoreError"
-import * as SqlError from "@effect/sql/SqlError"
+import type * as SqlError from "@effect/sql/SqlError"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Predicate from "effect/Predicate"

@@ -1,0 +1,26 @@
+/**
+ * Every in-memory service in one layer: the event store, subscriptions and
+ * leases, over one shared in-memory state. Swap it for `PgStore.layer` to
+ * test a program without a database.
+ *
+ * @since 0.1.0
+ */
+import * as Layer from "effect/Layer"
+import type * as EventStore from "./EventStore.js"
+import * as InMemoryEventStore from "./InMemoryEventStore.js"
+import * as InMemoryLeaseStore from "./InMemoryLeaseStore.js"
+import * as InMemorySubscriptionStore from "./InMemorySubscriptionStore.js"
+import type * as Lease from "./Lease.js"
+import type * as Subscription from "./Subscription.js"
+
+/**
+ * @example
+ * program.pipe(Effect.provide(InMemory.layer))
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer: Layer.Layer<
+  EventStore.EventStore | Subscription.SubscriptionStoreTag | Lease.LeaseStoreTag | InMemoryEventStore.InMemory
+> = Layer.mergeAll(InMemorySubscriptionStore.layer, InMemoryLeaseStore.layer).pipe(
+  Layer.provideMerge(InMemoryEventStore.layer)
+)

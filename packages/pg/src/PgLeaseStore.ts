@@ -1,0 +1,104 @@
+/**
+ * The PostgreSQL `LeaseStore`: the lease is the subscription's row in
+ * `es_subscriptions` (no advisory locks). Acquisition is one conditional
+ * upsert that bumps `fence_token`; a fenced commit ends its transaction with
+ * an `UPDATE … WHERE worker_id = $w AND fence_token = $t`, which also orders
+ * it against a concurrent takeover through the row lock.
+ *
+ * @since 0.1.0
+ */
+import * as SqlClient from "@effect/sql/SqlClient"
+import * as Lease from "@mire/core/Lease"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import { refail } from "./internal/errors.js"
+import { transaction } from "./internal/transaction.js"
+
+interface LeaseRow {
+  readonly worker_id: string | null
+  readonly fence_token: string
+  readonly leased_until: Date
+}
+
+const toStatus =
+  (subscriptionId: string) =>
+  (row: LeaseRow): Lease.LeaseStatus => ({
+    subscriptionId,
+    workerId: row.worker_id,
+    fenceToken: BigInt(row.fence_token),
+    leasedUntil: row.leased_until
+  })
+
+/**
+ * Builds the store.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make: Effect.Effect<Lease.LeaseStore, never, SqlClient.SqlClient> = Effect.gen(function* () {
+  const sql = (yield* SqlClient.SqlClient).withoutTransforms()
+  const inTransaction = transaction(sql)
+  const interval = (millis: number) => sql`(${millis} * interval '1 millisecond')`
+
+  return {
+    acquire: (subscriptionId, workerId, ttl) =>
+      sql<LeaseRow>`
+        INSERT INTO es_subscriptions (subscription_id, worker_id, fence_token, leased_until)
+        VALUES (${subscriptionId}, ${workerId}, 1, now() + ${interval(Lease.millis(ttl))})
+        ON CONFLICT (subscription_id) DO UPDATE
+          SET worker_id = excluded.worker_id, fence_token = es_subscriptions.fence_token + 1,
+              leased_until = excluded.leased_until, updated_at = now()
+          WHERE es_subscriptions.worker_id IS NULL OR es_subscriptions.leased_until <= now()
+        RETURNING worker_id, fence_token::text AS fence_token, GREATEST(leased_until, 'epoch') AS leased_until`.pipe(
+        Effect.map((rows) => Option.map(Option.fromNullable(rows[0]), toStatus(subscriptionId))),
+        refail("acquireLease")
+      ),
+    renew: (subscriptionId, fence, ttl) =>
+      sql`
+        UPDATE es_subscriptions SET leased_until = now() + ${interval(Lease.millis(ttl))}
+        WHERE subscription_id = ${subscriptionId} AND worker_id = ${fence.workerId}
+          AND fence_token = ${fence.fenceToken.toString()}::int8
+        RETURNING 1`.pipe(
+        Effect.map((rows) => rows.length > 0),
+        refail("renewLease")
+      ),
+    release: (subscriptionId, fence) =>
+      sql`
+        UPDATE es_subscriptions SET leased_until = '-infinity'
+        WHERE subscription_id = ${subscriptionId} AND worker_id = ${fence.workerId}
+          AND fence_token = ${fence.fenceToken.toString()}::int8`.pipe(Effect.asVoid, refail("releaseLease")),
+    status: (subscriptionId) =>
+      sql<LeaseRow>`
+        SELECT worker_id, fence_token::text AS fence_token, GREATEST(leased_until, 'epoch') AS leased_until
+        FROM es_subscriptions WHERE subscription_id = ${subscriptionId}`.pipe(
+        Effect.map((rows) => Option.map(Option.fromNullable(rows[0]), toStatus(subscriptionId))),
+        refail("leaseStatus")
+      ),
+    commitFenced: (subscriptionId, fence, cursor, effect) =>
+      inTransaction(
+        Effect.flatMap(effect, (a) =>
+          sql`
+            UPDATE es_subscriptions
+              SET last_transaction_id = ${cursor.transactionId.toString()}::xid8, last_position = ${cursor.position},
+                  updated_at = now()
+            WHERE subscription_id = ${subscriptionId} AND worker_id = ${fence.workerId}
+              AND fence_token = ${fence.fenceToken.toString()}::int8
+            RETURNING 1`.pipe(
+            refail("commitFenced"),
+            Effect.flatMap((rows) =>
+              rows.length > 0 ? Effect.succeed(a) : Effect.fail(new Lease.LeaseLost({ subscriptionId, ...fence }))
+            )
+          )
+        )
+      )
+  }
+})
+
+/**
+ * The PostgreSQL `LeaseStore` layer.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer: Layer.Layer<Lease.LeaseStoreTag, never, SqlClient.SqlClient> = Layer.effect(Lease.LeaseStoreTag, make)

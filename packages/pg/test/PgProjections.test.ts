@@ -1,0 +1,7 @@
+import * as Layer from "effect/Layer"
+import { projectionSuite } from "../../core/test/conformance/projectionSuite.js"
+import * as PgStore from "../src/PgStore.js"
+import { pgReadModel } from "./raw.js"
+import { migratedLayer } from "./utils.js"
+
+projectionSuite("postgres", pgReadModel.pipe(Layer.provideMerge(PgStore.layer), Layer.provideMerge(migratedLayer({ maxConnections: 40 }))))
