@@ -12,6 +12,7 @@
  * @since 0.1.0
  */
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import * as SchemaAST from "effect/SchemaAST"
@@ -77,6 +78,8 @@ export interface EventCodec<E> {
   readonly knownTypes: ReadonlyArray<string>
   /** Encodes a typed event; an event failing its Schema is `InvalidInput`. */
   readonly encode: (event: E) => Effect.Effect<NewEvent, InvalidInput>
+  /** Encodes many events in one synchronous pass (the save path). */
+  readonly encodeAll: (events: ReadonlyArray<E>) => Effect.Effect<ReadonlyArray<NewEvent>, InvalidInput>
   /** Upcasts and decodes a stored event. */
   readonly decode: (recorded: RecordedEvent) => Effect.Effect<E, EventDecodeError>
   /** Does this codec know a stored type? */
@@ -142,7 +145,6 @@ export const make = <U extends EventUnion>(
   type E = Schema.Schema.Type<U>
   const byType = new Map<string, Entry>()
   const types = new Map<string, { type: string; version: number }>()
-  const encodeUnion = Schema.encodeUnknown(events as Schema.Schema<E, unknown>)
   for (const member of membersOf(events)) {
     const tag = tagOf(member)
     const definition = definitions[tag] ?? {}
@@ -159,19 +161,35 @@ export const make = <U extends EventUnion>(
     for (const former of definition.formerTypes ?? []) byType.set(former, entry)
   }
 
+  const encodeSync = Schema.encodeUnknownEither(events as Schema.Schema<E, unknown>)
+  const encodeOne = (event: E): NewEvent | InvalidInput => {
+    const result = encodeSync(event)
+    if (Either.isLeft(result)) {
+      return new InvalidInput({ field: "event", reason: ParseResult.TreeFormatter.formatErrorSync(result.left) })
+    }
+    const { _tag, ...data } = result.right as { readonly _tag: string } & JsonObject
+    const info = types.get(_tag)
+    return info === undefined
+      ? new InvalidInput({ field: "event", reason: `unknown event tag ${_tag}` })
+      : { eventType: info.type, schemaVersion: info.version, data }
+  }
+
   const encode = (event: E): Effect.Effect<NewEvent, InvalidInput> =>
-    encodeUnion(event).pipe(
-      Effect.mapError(
-        (e) => new InvalidInput({ field: "event", reason: ParseResult.TreeFormatter.formatErrorSync(e) })
-      ),
-      Effect.flatMap((encoded) => {
-        const { _tag, ...data } = encoded as { readonly _tag: string } & JsonObject
-        const info = types.get(_tag)
-        return info === undefined
-          ? Effect.fail(new InvalidInput({ field: "event", reason: `unknown event tag ${_tag}` }))
-          : Effect.succeed<NewEvent>({ eventType: info.type, schemaVersion: info.version, data })
-      })
-    )
+    Effect.suspend(() => {
+      const encoded = encodeOne(event)
+      return encoded instanceof InvalidInput ? Effect.fail(encoded) : Effect.succeed(encoded)
+    })
+
+  const encodeAll = (all: ReadonlyArray<E>): Effect.Effect<ReadonlyArray<NewEvent>, InvalidInput> =>
+    Effect.suspend(() => {
+      const out: Array<NewEvent> = []
+      for (const event of all) {
+        const encoded = encodeOne(event)
+        if (encoded instanceof InvalidInput) return Effect.fail(encoded)
+        out.push(encoded)
+      }
+      return Effect.succeed(out)
+    })
 
   const decode = (recorded: RecordedEvent): Effect.Effect<E, EventDecodeError> => {
     const fail = (issue: string) =>
@@ -212,6 +230,7 @@ export const make = <U extends EventUnion>(
     types,
     knownTypes: [...byType.keys()],
     encode,
+    encodeAll,
     decode,
     handles: (eventType) => byType.has(eventType)
   }

@@ -258,32 +258,33 @@ const nonNegativeInt = (field: string, value: number | undefined): Effect.Effect
 
 const isJsonObject = (u: unknown): u is JsonObject => typeof u === "object" && u !== null && !Array.isArray(u)
 
-const validateEvent = (event: NewEvent, index: number): Effect.Effect<StorableEvent, InvalidInput> =>
-  Effect.gen(function* () {
-    if (typeof event.eventType !== "string" || event.eventType.length === 0 || event.eventType.length > 255) {
-      return yield* new InvalidInput({ field: `events[${index}].eventType`, reason: "must be 1-255 characters" })
-    }
-    if (!Number.isSafeInteger(event.schemaVersion) || event.schemaVersion < 1) {
-      return yield* new InvalidInput({
-        field: `events[${index}].schemaVersion`,
-        reason: `${event.schemaVersion} is not a positive integer`
-      })
-    }
-    if (!isJsonObject(event.data)) {
-      return yield* new InvalidInput({ field: `events[${index}].data`, reason: "must be a JSON object" })
-    }
-    const eventId = event.eventId ?? crypto.randomUUID()
-    if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i.test(eventId)) {
-      return yield* new InvalidInput({ field: `events[${index}].eventId`, reason: "must be a UUID" })
-    }
-    return {
-      eventId,
-      eventType: event.eventType,
-      schemaVersion: event.schemaVersion,
-      data: event.data,
-      metadata: event.metadata ?? {}
-    }
-  })
+const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
+
+/** Validates one event: the first problem, or the storable event (a plain loop: appends are hot). */
+const validateEvent = (event: NewEvent, index: number): StorableEvent | InvalidInput => {
+  if (typeof event.eventType !== "string" || event.eventType.length === 0 || event.eventType.length > 255) {
+    return new InvalidInput({ field: `events[${index}].eventType`, reason: "must be 1-255 characters" })
+  }
+  if (!Number.isSafeInteger(event.schemaVersion) || event.schemaVersion < 1) {
+    return new InvalidInput({
+      field: `events[${index}].schemaVersion`,
+      reason: `${event.schemaVersion} is not a positive integer`
+    })
+  }
+  if (!isJsonObject(event.data)) {
+    return new InvalidInput({ field: `events[${index}].data`, reason: "must be a JSON object" })
+  }
+  if (event.eventId !== undefined && !uuidPattern.test(event.eventId)) {
+    return new InvalidInput({ field: `events[${index}].eventId`, reason: "must be a UUID" })
+  }
+  return {
+    eventId: event.eventId ?? crypto.randomUUID(),
+    eventType: event.eventType,
+    schemaVersion: event.schemaVersion,
+    data: event.data,
+    metadata: event.metadata ?? {}
+  }
+}
 
 const validateRequest = (request: AppendRequest): Effect.Effect<StorableAppend, InvalidInput> =>
   Effect.gen(function* () {
@@ -293,7 +294,12 @@ const validateRequest = (request: AppendRequest): Effect.Effect<StorableAppend, 
     if (!Array.isArray(request.events) || request.events.length === 0) {
       return yield* new InvalidInput({ field: "events", reason: "an append needs at least one event" })
     }
-    const events = yield* Effect.forEach(request.events, validateEvent)
+    const events: Array<StorableEvent> = []
+    for (let i = 0; i < request.events.length; i++) {
+      const event = validateEvent(request.events[i]!, i)
+      if (event instanceof InvalidInput) return yield* event
+      events.push(event)
+    }
     return { streamId: request.streamId, category: request.category, expected, events }
   })
 
@@ -456,8 +462,8 @@ export const make = (storage: Storage): EventStore => {
   })
 
   const encodePending = <S, E>(root: AggregateRoot.AggregateRoot<S, E>) =>
-    Effect.forEach(root.pending, (event) =>
-      Effect.map(root.aggregate.codec.encode(event), (encoded): NewEvent => ({ ...encoded, metadata: root.metadata }))
+    Effect.map(root.aggregate.codec.encodeAll(root.pending), (events) =>
+      events.map((encoded): NewEvent => ({ ...encoded, metadata: root.metadata }))
     )
 
   const requestOf = <S, E>(root: AggregateRoot.AggregateRoot<S, E>) =>

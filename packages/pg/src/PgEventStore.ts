@@ -2,10 +2,10 @@
  * The PostgreSQL event store: the `EventStore` service over `@effect/sql`'s
  * `SqlClient`.
  *
- * - An append is one statement per batch: a compare-and-set on the stream
- *   rows and an `unnest` insert of every event, so a version conflict is
- *   seen at statement time (never at COMMIT) and a losing writer writes
- *   nothing.
+ * - An append is one statement per batch (`mire_append`, a function so its
+ *   plan is prepared once per session): a compare-and-set on the stream rows
+ *   and an `unnest` insert of every event, so a version conflict is seen at
+ *   statement time (never at COMMIT) and a losing writer writes nothing.
  * - It notifies `mire_events` inside the appending transaction, so waiting
  *   subscriptions wake when it commits.
  * - Transactions are ambient: inside `EventStore.transaction` every store
@@ -66,56 +66,40 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
   }
 
   const appendStatement = (requests: ReadonlyArray<EventStore.StorableAppend>) => {
-    const events = requests.flatMap((request) => request.events.map((event, i) => ({ request, event, i })))
+    const streamIds: Array<string> = []
+    const categories: Array<string> = []
+    const kinds: Array<string> = []
+    const expected: Array<number> = []
+    const counts: Array<number> = []
+    const eventIds: Array<string> = []
+    const eventStreams: Array<string> = []
+    const indexes: Array<number> = []
+    const types: Array<string> = []
+    const schemaVersions: Array<number> = []
+    const data: Array<string> = []
+    const metadata: Array<string> = []
+    for (const request of requests) {
+      streamIds.push(request.streamId)
+      categories.push(request.category)
+      kinds.push(kindOf(request.expected))
+      expected.push(request.expected._tag === "Exact" ? request.expected.version : 0)
+      counts.push(request.events.length)
+      for (let i = 0; i < request.events.length; i++) {
+        const event = request.events[i]!
+        eventIds.push(event.eventId)
+        eventStreams.push(request.streamId)
+        indexes.push(i + 1)
+        types.push(event.eventType)
+        schemaVersions.push(event.schemaVersion)
+        data.push(JSON.stringify(event.data))
+        metadata.push(JSON.stringify(event.metadata))
+      }
+    }
     return sql<CasRow>`
-      WITH input AS (
-        SELECT * FROM unnest(
-          ${requests.map((r) => r.streamId)}::text[],
-          ${requests.map((r) => r.category)}::text[],
-          ${requests.map((r) => kindOf(r.expected))}::text[],
-          ${requests.map((r) => (r.expected._tag === "Exact" ? r.expected.version : 0))}::int8[],
-          ${requests.map((r) => r.events.length)}::int8[]
-        ) AS t(stream_id, category, kind, expected, n)
-      ),
-      upd AS (
-        UPDATE es_streams s SET version = s.version + i.n
-        FROM input i
-        WHERE s.stream_id = i.stream_id
-          AND (i.kind IN ('any', 'exists') OR (i.kind = 'exact' AND s.version = i.expected))
-        RETURNING s.stream_id, s.version
-      ),
-      ins AS (
-        INSERT INTO es_streams (stream_id, category, version)
-        SELECT i.stream_id, i.category, i.n FROM input i WHERE i.kind IN ('any', 'none')
-        ON CONFLICT (stream_id) DO NOTHING
-        RETURNING stream_id, version
-      ),
-      cas AS (SELECT stream_id, version FROM upd UNION ALL SELECT stream_id, version FROM ins),
-      ev AS (
-        INSERT INTO es_events (event_id, stream_id, stream_version, category, event_type, schema_version, data, metadata)
-        SELECT e.event_id, e.stream_id, c.version - i.n + e.idx, i.category, e.event_type, e.schema_version, e.data, e.metadata
-        FROM unnest(
-          ${events.map((e) => e.event.eventId)}::uuid[],
-          ${events.map((e) => e.request.streamId)}::text[],
-          ${events.map((e) => e.i + 1)}::int8[],
-          ${events.map((e) => e.event.eventType)}::text[],
-          ${events.map((e) => e.event.schemaVersion)}::int4[],
-          ${events.map((e) => JSON.stringify(e.event.data))}::jsonb[],
-          ${events.map((e) => JSON.stringify(e.event.metadata))}::jsonb[]
-        ) WITH ORDINALITY AS e(event_id, stream_id, idx, event_type, schema_version, data, metadata, ord)
-        JOIN cas c ON c.stream_id = e.stream_id
-        JOIN input i ON i.stream_id = e.stream_id
-        ORDER BY e.ord
-        RETURNING stream_id, stream_version, global_position, transaction_id, category
-      )
-      SELECT stream_id,
-             min(stream_version)::float8 AS first_version,
-             max(stream_version)::float8 AS last_version,
-             min(global_position)::text AS first_position,
-             max(global_position)::text AS last_position,
-             max(transaction_id::text) AS transaction_id,
-             (SELECT count(pg_notify(${channel}, d.category)) FROM (SELECT DISTINCT category FROM ev) d) AS notified
-      FROM ev GROUP BY stream_id`
+      SELECT * FROM mire_append(
+        ${streamIds}::text[], ${categories}::text[], ${kinds}::text[], ${expected}::int8[], ${counts}::int8[],
+        ${eventIds}::uuid[], ${eventStreams}::text[], ${indexes}::int8[], ${types}::text[],
+        ${schemaVersions}::int4[], ${data}::jsonb[], ${metadata}::jsonb[])`
   }
 
   const conflictFor = (requests: ReadonlyArray<EventStore.StorableAppend>, written: ReadonlySet<string>) =>
