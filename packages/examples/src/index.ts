@@ -4,22 +4,29 @@
  * @since 0.1.0
  */
 import type * as SqlClient from "@effect/sql/SqlClient"
-import type { EventStore } from "@mire/core"
+import type { EventStore, Lease, Subscription } from "@mire/core"
 import type { Effect } from "effect"
 import * as bank_account from "./bank_account.js"
 import * as batched_write from "./batched_write.js"
 import * as commands from "./commands.js"
 import * as concurrency from "./concurrency.js"
+import * as multi_replica from "./multi_replica.js"
+import * as projection from "./projection.js"
 import * as snapshot from "./snapshot.js"
 import * as transaction_scope from "./transaction_scope.js"
 
 /**
- * What every example is: a program over the event store (and, at most, the
- * SQL client) that prints its story.
+ * What every example is: a program over mire's PostgreSQL services (the
+ * event store, subscriptions and leases) and the SQL client that prints its
+ * story.
  *
  * @since 0.1.0
  */
-export type Example = Effect.Effect<void, unknown, EventStore.EventStore | SqlClient.SqlClient>
+export type Example = Effect.Effect<
+  void,
+  unknown,
+  EventStore.EventStore | Subscription.SubscriptionStoreTag | Lease.LeaseStoreTag | SqlClient.SqlClient
+>
 
 /**
  * Each example's `program`, by the name `npm run example` takes.
@@ -30,8 +37,10 @@ export const examples = {
   bank_account: bank_account.program,
   commands: commands.program,
   concurrency: concurrency.program,
+  projection: projection.program,
   snapshot: snapshot.program,
   transaction_scope: transaction_scope.program,
+  multi_replica: multi_replica.program,
   batched_write: batched_write.program
 } as const satisfies Record<string, Example>
 

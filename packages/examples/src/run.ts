@@ -8,7 +8,7 @@
  * @since 0.1.0
  */
 import * as PgClient from "@effect/sql-pg/PgClient"
-import { PgEventStore, PgMigrations } from "@mire/pg"
+import { PgMigrations, PgStore } from "@mire/pg"
 import { Cause, Console, Effect, Exit, Layer, Redacted } from "effect"
 import { startEmbedded } from "../../../test/embeddedPostgres.js"
 import { type Example, type ExampleName, examples, isExample } from "./index.js"
@@ -26,9 +26,9 @@ const serverUrl = Effect.suspend(() => {
   ).pipe(Effect.map((server) => server.url))
 })
 
-/** The migrated Postgres event store on a server URL. */
+/** mire's migrated Postgres services (event store, subscriptions, leases) on a server URL. */
 const storeLayer = (url: string) =>
-  PgEventStore.layer.pipe(
+  PgStore.layer.pipe(
     Layer.provideMerge(Layer.effectDiscard(PgMigrations.migrate())),
     Layer.provideMerge(PgClient.layer({ url: Redacted.make(url) }))
   )

@@ -4,14 +4,17 @@
  */
 import { assert, describe, it, layer } from "@effect/vitest"
 import { InMemoryEventStore } from "@mire/core"
-import { Effect } from "effect"
+import { PgStore } from "@mire/pg"
+import { Effect, Layer } from "effect"
 import type * as Console from "effect/Console"
-import { storeLayer } from "../../pg/test/utils.js"
+import { migratedLayer } from "../../pg/test/utils.js"
 import * as bank_account from "../src/bank_account.js"
 import * as batched_write from "../src/batched_write.js"
 import * as commands from "../src/commands.js"
 import * as concurrency from "../src/concurrency.js"
 import { examples } from "../src/index.js"
+import * as multi_replica from "../src/multi_replica.js"
+import * as projection from "../src/projection.js"
 import * as snapshot from "../src/snapshot.js"
 import * as transaction_scope from "../src/transaction_scope.js"
 
@@ -43,12 +46,17 @@ describe("examples", () => {
       "batched_write",
       "commands",
       "concurrency",
+      "multi_replica",
+      "projection",
       "snapshot",
       "transaction_scope"
     ])
   })
 
-  layer(storeLayer(), { excludeTestServices: true, timeout: "120 seconds" })("on PostgreSQL", (it) => {
+  // Every PostgreSQL service (event store, subscriptions, leases) on a fresh, migrated database.
+  const pgLayer = PgStore.layer.pipe(Layer.provideMerge(migratedLayer()))
+
+  layer(pgLayer, { excludeTestServices: true, timeout: "120 seconds" })("on PostgreSQL", (it) => {
     it.effect("bank_account: open, deposit, load again", () =>
       Effect.gen(function* () {
         const lines = yield* output(bank_account.program)
@@ -103,6 +111,30 @@ describe("examples", () => {
         line(lines, /^record all, then one save +\d+\.\d ms/)
         line(lines, /^saveMany across 10 streams +\d+\.\d ms/)
         line(lines, /^in the log: 3000 events in 12 streams$/)
+      })
+    )
+
+    it.effect("projection: the runner keeps both read models current; a replay changes nothing", () =>
+      Effect.gen(function* () {
+        const lines = yield* output(projection.program)
+        line(lines, /^both projections caught up$/)
+        line(lines, /^ {2}Ada: balance \$120, version 4$/)
+        line(lines, /^ {2}Grace: balance \$75, version 2$/)
+        line(lines, /^ {2}Linus: balance \$0, version 1$/)
+        line(lines, /^account_totals \(transactional, exactly once\): 3 accounts opened, \$225 deposited, \$30 withdrawn$/)
+        line(lines, /^totals agree with account_balances: 3 accounts, \$195 in all$/)
+        line(lines, /^replayed 7 events through the balances handler again: balances unchanged$/)
+      })
+    )
+
+    it.effect("multi_replica: the leader handles 5, is killed, the follower takes over (fence 2) and handles 5", () =>
+      Effect.gen(function* () {
+        const lines = yield* output(multi_replica.program)
+        const [, first] = line(lines, /^lease holder: (replica-[AB]) \(fence_token=1\)$/)
+        const [, next] = line(lines, /^lease holder after failover: (replica-[AB]) \(fence_token=2\)$/)
+        assert.notStrictEqual(next, first)
+        line(lines, /^ {2}total events processed: A=5, B=5 \(sum 10\)$/)
+        line(lines, new RegExp(`^ {2}first 5 on ${first} \\(fence_token=1\\), next 5 on ${next} \\(fence_token=2\\)$`))
       })
     )
   })
