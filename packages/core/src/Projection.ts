@@ -67,31 +67,40 @@ export interface Projection<R = never> {
 }
 
 /**
- * What a projection reads: an aggregate (typed events) or categories (raw).
+ * The options of a projection: its subscription, what it reads (an
+ * aggregate's category with typed events, or categories as raw
+ * `RecordedEvent`s; no categories: the whole log) and its handler.
  *
  * @since 0.1.0
  * @category models
  */
-export type Source<S, E> =
-  | { readonly aggregate: Aggregate.Aggregate<S, E> }
-  | { readonly categories: ReadonlyArray<string> | undefined }
-
-type EventOf<Src> = Src extends { readonly aggregate: Aggregate.Aggregate<infer _S, infer E> } ? E : RecordedEvent
+export interface Constructor {
+  <S, E, Err, R>(options: {
+    readonly subscriptionId: string
+    readonly aggregate: Aggregate.Aggregate<S, E>
+    readonly handle: (event: HandledEvent<E>) => Effect.Effect<void, Err, R>
+  }): Projection<R>
+  <Err, R>(options: {
+    readonly subscriptionId: string
+    readonly categories?: ReadonlyArray<string> | undefined
+    readonly handle: (event: HandledEvent<RecordedEvent>) => Effect.Effect<void, Err, R>
+  }): Projection<R>
+}
 
 const build =
-  (delivery: Delivery) =>
-  <S, E, Src extends Source<S, E>, Err, R>(
-    options: Src & {
-      readonly subscriptionId: string
-      readonly handle: (event: HandledEvent<EventOf<Src>>) => Effect.Effect<void, Err, R>
-    }
-  ): Projection<R> => {
-    const aggregate = "aggregate" in options ? (options.aggregate as Aggregate.Aggregate<S, EventOf<Src>>) : undefined
-    const decode = (recorded: RecordedEvent): Effect.Effect<EventOf<Src>, EventDecodeError> =>
-      aggregate === undefined ? Effect.succeed(recorded as EventOf<Src>) : aggregate.codec.decode(recorded)
+  (delivery: Delivery): Constructor =>
+  <E, Err, R>(options: {
+    readonly subscriptionId: string
+    readonly aggregate?: Aggregate.Aggregate<unknown, E>
+    readonly categories?: ReadonlyArray<string> | undefined
+    readonly handle: (event: HandledEvent<E | RecordedEvent>) => Effect.Effect<void, Err, R>
+  }): Projection<R> => {
+    const aggregate = options.aggregate
+    const decode = (recorded: RecordedEvent): Effect.Effect<E | RecordedEvent, EventDecodeError> =>
+      aggregate === undefined ? Effect.succeed(recorded) : aggregate.codec.decode(recorded)
     return {
       subscriptionId: options.subscriptionId,
-      categories: aggregate === undefined ? (options as { readonly categories?: ReadonlyArray<string> }).categories : [aggregate.category],
+      categories: aggregate === undefined ? options.categories : [aggregate.category],
       delivery,
       process: (recorded) =>
         Effect.flatMap(decode(recorded), (event) =>
