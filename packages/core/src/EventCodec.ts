@@ -71,6 +71,8 @@ export type EventUnion = Schema.Union<ReadonlyArray<TaggedMember>> | TaggedMembe
  * @category models
  */
 export interface EventCodec<E> {
+  /** The category the default type names derive from. */
+  readonly category: string
   readonly schema: Schema.Schema<E, unknown>
   /** Stored type of each tag. */
   readonly types: ReadonlyMap<string, { readonly type: string; readonly version: number }>
@@ -226,6 +228,7 @@ export const make = <U extends EventUnion>(
   }
 
   return {
+    category,
     schema: events as Schema.Schema<E, unknown>,
     types,
     knownTypes: [...byType.keys()],

@@ -121,6 +121,8 @@ export interface InMemoryStore {
   readonly transaction: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
   /** Locks a key until the ambient transaction ends (a row lock). */
   readonly lock: (key: string) => Effect.Effect<void>
+  /** Locks a key unless another transaction holds it (`SKIP LOCKED`); `false` when held. */
+  readonly tryLock: (key: string) => Effect.Effect<boolean>
   /** Runs `f` when the ambient transaction commits (at once outside one): for in-memory read models. */
   readonly onCommit: (f: () => void) => Effect.Effect<void>
   /** Committed appends, for subscriptions' wake-ups. */
@@ -392,6 +394,16 @@ const makeState = Effect.gen(function* () {
     currentTransaction,
     transaction,
     lock: (key) => inTransaction((tx) => lock(tx, key)),
+    tryLock: (key) =>
+      inTransaction((tx) =>
+        Effect.sync(() => {
+          const held = locks.get(key)
+          if (held !== undefined) return held.owner === tx.id
+          locks.set(key, { owner: tx.id, waiters: [] })
+          tx.locks.add(key)
+          return true
+        })
+      ),
     onCommit: (f) =>
       Effect.flatMap(FiberRef.get(currentTransaction), (tx) =>
         Effect.sync(() => (Option.isSome(tx) ? void tx.value.onCommit.push(f) : f()))

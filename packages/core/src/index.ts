@@ -27,6 +27,8 @@ export * as InMemoryEventStore from "./InMemoryEventStore.js"
 /** @since 0.1.0 */
 export * as InMemoryLeaseStore from "./InMemoryLeaseStore.js"
 /** @since 0.1.0 */
+export * as InMemorySagaStore from "./InMemorySagaStore.js"
+/** @since 0.1.0 */
 export * as InMemorySubscriptionStore from "./InMemorySubscriptionStore.js"
 /** @since 0.1.0 */
 export * as Lease from "./Lease.js"
@@ -38,6 +40,12 @@ export * as Projection from "./Projection.js"
 export * as ProjectionRunner from "./ProjectionRunner.js"
 /** @since 0.1.0 */
 export * as RecordedEvent from "./RecordedEvent.js"
+/** @since 0.1.0 */
+export * as Saga from "./Saga.js"
+/** @since 0.1.0 */
+export * as SagaRunner from "./SagaRunner.js"
+/** @since 0.1.0 */
+export * as SagaStore from "./SagaStore.js"
 /** @since 0.1.0 */
 export * as Snapshot from "./Snapshot.js"
 /** @since 0.1.0 */

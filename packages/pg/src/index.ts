@@ -11,6 +11,8 @@ export * as PgLeaseStore from "./PgLeaseStore.js"
 /** @since 0.1.0 */
 export * as PgMigrations from "./PgMigrations.js"
 /** @since 0.1.0 */
+export * as PgSagaStore from "./PgSagaStore.js"
+/** @since 0.1.0 */
 export * as PgStore from "./PgStore.js"
 /** @since 0.1.0 */
 export * as PgSubscriptionStore from "./PgSubscriptionStore.js"

@@ -1,0 +1,139 @@
+/**
+ * The in-memory `SagaStore`: instance rows, history and outbox in process,
+ * written at commit of the ambient in-memory transaction and claimed with
+ * skip-locked row locks, as on Postgres. Time comes from Effect's `Clock`,
+ * so `TestClock` drives timeouts.
+ *
+ * @since 0.1.0
+ */
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as PubSub from "effect/PubSub"
+import * as Stream from "effect/Stream"
+import * as InMemoryEventStore from "./InMemoryEventStore.js"
+import type * as SagaStore from "./SagaStore.js"
+import { SagaStoreTag } from "./SagaStore.js"
+
+const keyOf = (sagaName: string, instanceId: string) => `${sagaName}\u0000${instanceId}`
+
+const isDue = (row: SagaStore.InstanceRow, now: Date): boolean =>
+  ((row.status === "running" || row.status === "compensating") && row.dueAt.getTime() <= now.getTime()) ||
+  (row.status === "waiting" && row.deadline !== null && row.deadline.getTime() <= now.getTime())
+
+/**
+ * Builds the store over an in-memory event store's state.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (mem: InMemoryEventStore.InMemoryStore): Effect.Effect<SagaStore.SagaStore> =>
+  Effect.gen(function* () {
+    const instances = new Map<string, SagaStore.InstanceRow>()
+    const byCorrelation = new Map<string, string>()
+    const history: Array<SagaStore.HistoryEntry> = []
+    const outbox = new Map<string, { row: SagaStore.OutboxRow; published: boolean; nextAttemptAt: number }>()
+    const wakeups = yield* PubSub.sliding<string>(256)
+    let nextOutboxId = 1n
+
+    const claim = (key: string, check: (row: SagaStore.InstanceRow) => boolean) =>
+      Effect.flatMap(mem.tryLock(`saga:${key}`), (locked) =>
+        Effect.sync(() => {
+          const row = instances.get(key)
+          return locked && row !== undefined && check(row) ? Option.some(row) : Option.none()
+        })
+      )
+
+    const store: SagaStore.SagaStore = {
+      insert: (row) => {
+        const key = keyOf(row.sagaName, row.instanceId)
+        return Effect.zipRight(
+          mem.lock(`saga:${key}`),
+          Effect.suspend(() =>
+            instances.has(key)
+              ? Effect.succeed(false)
+              : Effect.as(
+                  mem.onCommit(() => {
+                    if (!instances.has(key)) {
+                      instances.set(key, row)
+                      byCorrelation.set(row.correlationId, key)
+                    }
+                  }),
+                  true
+                )
+          )
+        )
+      },
+      claimDue: (sagaName, now) =>
+        Effect.gen(function* () {
+          const candidates = [...instances.entries()]
+            .filter(([, row]) => row.sagaName === sagaName && isDue(row, now))
+            .sort(([, a], [, b]) => a.dueAt.getTime() - b.dueAt.getTime())
+          for (const [key] of candidates) {
+            const claimed = yield* claim(key, (row) => isDue(row, now))
+            if (Option.isSome(claimed)) return claimed
+          }
+          return Option.none()
+        }),
+      claimWaiting: (correlationId) =>
+        Effect.suspend(() => {
+          const key = byCorrelation.get(correlationId)
+          if (key === undefined) return Effect.succeed(Option.none())
+          return Effect.zipRight(
+            mem.lock(`saga:${key}`),
+            Effect.sync(() => Option.filter(Option.fromNullable(instances.get(key)), (row) => row.status === "waiting"))
+          )
+        }),
+      update: (row) => mem.onCommit(() => void instances.set(keyOf(row.sagaName, row.instanceId), row)),
+      appendHistory: (entry) => mem.onCommit(() => void history.push(entry)),
+      enqueue: (messages) =>
+        mem.onCommit(() => {
+          for (const message of messages) {
+            if (outbox.has(message.idempotencyKey)) continue
+            outbox.set(message.idempotencyKey, {
+              row: { ...message, id: nextOutboxId++, attempts: 0 },
+              published: false,
+              nextAttemptAt: 0
+            })
+          }
+        }),
+      claimOutbox: (now, visibleAt, limit) =>
+        Effect.sync(() => {
+          const claimed: Array<SagaStore.OutboxRow> = []
+          for (const entry of outbox.values()) {
+            if (claimed.length >= limit) break
+            if (entry.published || entry.nextAttemptAt > now.getTime()) continue
+            entry.row = { ...entry.row, attempts: entry.row.attempts + 1 }
+            entry.nextAttemptAt = visibleAt.getTime()
+            claimed.push(entry.row)
+          }
+          return claimed
+        }),
+      markPublished: (id) =>
+        Effect.sync(() => {
+          for (const entry of outbox.values()) if (entry.row.id === id) entry.published = true
+        }),
+      markFailed: (id, retryAt) =>
+        Effect.sync(() => {
+          for (const entry of outbox.values()) if (entry.row.id === id) entry.nextAttemptAt = retryAt.getTime()
+        }),
+      outbox: Effect.sync(() => [...outbox.values()].map((e) => ({ ...e.row, published: e.published }))),
+      list: (sagaName) => Effect.sync(() => [...instances.values()].filter((row) => row.sagaName === sagaName)),
+      history: (sagaName, instanceId) =>
+        Effect.sync(() => history.filter((h) => h.sagaName === sagaName && h.instanceId === instanceId)),
+      notify: (sagaName) => mem.onCommit(() => void wakeups.unsafeOffer(sagaName)),
+      wakeups: Stream.fromPubSub(wakeups)
+    }
+    return store
+  })
+
+/**
+ * The in-memory `SagaStore` layer.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer: Layer.Layer<SagaStoreTag, never, InMemoryEventStore.InMemory> = Layer.effect(
+  SagaStoreTag,
+  Effect.flatMap(InMemoryEventStore.InMemory, make)
+)

@@ -1,0 +1,136 @@
+/**
+ * The storage primitives of sagas: instance rows, their history, and the
+ * outbox. Claims and transitions run inside the event store's ambient
+ * transaction, so a transition commits atomically with the events it emits.
+ *
+ * @since 0.1.0
+ */
+import * as Context from "effect/Context"
+import type * as Effect from "effect/Effect"
+import type * as Option from "effect/Option"
+import type * as Stream from "effect/Stream"
+import type { StoreError } from "./EventStoreError.js"
+import type { JsonObject } from "./RecordedEvent.js"
+
+/**
+ * The status of a saga instance.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Status = "running" | "waiting" | "compensating" | "completed" | "failed"
+
+/**
+ * What a step receives, as stored: the start event, a response, or nothing.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface StoredInput {
+  readonly kind: "start" | "response" | "none"
+  readonly eventType?: string
+  readonly schemaVersion?: number
+  readonly data?: JsonObject
+  readonly isError?: boolean
+}
+
+/**
+ * A saga instance as stored.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface InstanceRow {
+  readonly sagaName: string
+  readonly instanceId: string
+  readonly correlationId: string
+  readonly status: Status
+  /** The step to run (or awaiting); while compensating, the step to compensate. */
+  readonly stepIndex: number
+  readonly state: unknown
+  readonly input: StoredInput | null
+  readonly awaiting: ReadonlyArray<string> | null
+  readonly deadline: Date | null
+  readonly dueAt: Date
+  readonly error: string | null
+  readonly version: number
+  readonly updatedAt: Date
+}
+
+/**
+ * A message for the world outside the database.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface OutboxMessage {
+  readonly idempotencyKey: string
+  readonly topic: string
+  readonly payload: JsonObject
+}
+
+/**
+ * An outbox row.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface OutboxRow extends OutboxMessage {
+  readonly id: bigint
+  readonly attempts: number
+}
+
+/**
+ * One history entry: a step's outcome.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface HistoryEntry {
+  readonly sagaName: string
+  readonly instanceId: string
+  readonly step: string
+  readonly outcome: string
+  readonly workerId: string
+}
+
+/**
+ * @since 0.1.0
+ * @category storage
+ */
+export interface SagaStore {
+  /** Inserts a new instance unless one with its id exists; `true` when inserted. */
+  readonly insert: (row: InstanceRow) => Effect.Effect<boolean, StoreError>
+  /** Inside a transaction: locks and returns one due instance, skipping rows other workers hold. */
+  readonly claimDue: (sagaName: string, now: Date) => Effect.Effect<Option.Option<InstanceRow>, StoreError>
+  /** Inside a transaction: locks the waiting instance with this correlation id. */
+  readonly claimWaiting: (correlationId: string) => Effect.Effect<Option.Option<InstanceRow>, StoreError>
+  /** Writes an instance's new state (inside the claiming transaction). */
+  readonly update: (row: InstanceRow) => Effect.Effect<void, StoreError>
+  readonly appendHistory: (entry: HistoryEntry) => Effect.Effect<void, StoreError>
+  /** Queues outbox messages (a key seen before is ignored). */
+  readonly enqueue: (messages: ReadonlyArray<OutboxMessage>) => Effect.Effect<void, StoreError>
+  /**
+   * Claims up to `limit` pending messages due at `now`: each is hidden from
+   * other publishers until `visibleAt` and its attempt counted, in one short
+   * transaction of its own (publishing happens outside any transaction).
+   */
+  readonly claimOutbox: (now: Date, visibleAt: Date, limit: number) => Effect.Effect<ReadonlyArray<OutboxRow>, StoreError>
+  readonly markPublished: (id: bigint) => Effect.Effect<void, StoreError>
+  readonly markFailed: (id: bigint, retryAt: Date, error: string) => Effect.Effect<void, StoreError>
+  /** Every outbox row (status pages, tests). */
+  readonly outbox: Effect.Effect<ReadonlyArray<OutboxRow & { readonly published: boolean }>, StoreError>
+  readonly list: (sagaName: string) => Effect.Effect<ReadonlyArray<InstanceRow>, StoreError>
+  readonly history: (sagaName: string, instanceId: string) => Effect.Effect<ReadonlyArray<HistoryEntry>, StoreError>
+  /** Wakes waiting workers when the current transaction commits. */
+  readonly notify: (sagaName: string) => Effect.Effect<void, StoreError>
+  readonly wakeups: Stream.Stream<string, StoreError>
+}
+
+/**
+ * The `SagaStore` tag.
+ *
+ * @since 0.1.0
+ * @category tags
+ */
+export class SagaStoreTag extends Context.Tag("@mire/core/SagaStore")<SagaStoreTag, SagaStore>() {}

@@ -1,0 +1,85 @@
+/**
+ * How a spec of the test kit fails: a typed error naming what was expected
+ * and what happened, so `it.effect` reports it like a failed assertion.
+ *
+ * @since 0.1.0
+ */
+import * as Equal from "effect/Equal"
+import * as Schema from "effect/Schema"
+import * as Utils from "effect/Utils"
+
+/**
+ * A spec's expectation did not hold.
+ *
+ * @example
+ * AggregateSpec.given(Account).when(open).then(Opened.make({ owner: "Ada" })).pipe(
+ *   Effect.catchTag("SpecFailure", (e) => Console.log(e.expected, e.actual))
+ * )
+ * @since 0.1.0
+ * @category errors
+ */
+export class SpecFailure extends Schema.TaggedError<SpecFailure>()("SpecFailure", {
+  /** What was checked, e.g. `then: the new events`. */
+  assertion: Schema.String,
+  expected: Schema.String,
+  actual: Schema.String
+}) {
+  override get message(): string {
+    return `${this.assertion}\n  expected: ${this.expected}\n  actual:   ${this.actual}`
+  }
+}
+
+/**
+ * A projection did not catch up with the log in time: its lag (events after
+ * its checkpoint) when the time ran out.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class NotCaughtUp extends Schema.TaggedError<NotCaughtUp>()("NotCaughtUp", {
+  subscriptionId: Schema.String,
+  /** Events after the checkpoint at the deadline (-1: never observed). */
+  lag: Schema.Number,
+  timeout: Schema.String
+}) {
+  override get message(): string {
+    return `projection ${this.subscriptionId} not caught up within ${this.timeout} (${this.lag} event(s) behind)`
+  }
+}
+
+/**
+ * Structural equality, deep through plain objects, arrays and Effect data
+ * types (errors made with `Data.TaggedError` or `Schema.TaggedError`
+ * included).
+ *
+ * @example
+ * SpecFailure.equals({ a: [1, 2] }, { a: [1, 2] }) // true
+ * @since 0.1.0
+ */
+export const equals = (self: unknown, that: unknown): boolean => Utils.structuralRegion(() => Equal.equals(self, that))
+
+/**
+ * A one-line rendering of a value for failure messages (bigints as `1n`,
+ * errors with their `_tag`).
+ *
+ * @example
+ * SpecFailure.show({ position: 1n }) // {"position":"1n"}
+ * @since 0.1.0
+ */
+export const show = (value: unknown): string => {
+  if (value === undefined) return "undefined"
+  try {
+    return (
+      JSON.stringify(value, (_key, v: unknown) => {
+        if (typeof v === "bigint") return `${v}n`
+        if (v instanceof Error) {
+          const tag = (v as { readonly _tag?: unknown })._tag
+          return { ...(tag === undefined ? {} : { _tag: tag }), ...v, message: v.message }
+        }
+        return v
+      }) ?? String(value)
+    )
+  } catch {
+    return String(value)
+  }
+}

@@ -1,0 +1,360 @@
+/**
+ * Sagas, run against every store: order fulfilment (reserve stock → charge
+ * payment → ship), with responders as projections.
+ */
+import { assert, describe, layer } from "@effect/vitest"
+import type * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
+import type * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Schedule from "effect/Schedule"
+import * as Schema from "effect/Schema"
+import * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import * as Aggregate from "../../src/Aggregate.js"
+import * as Cursor from "../../src/Cursor.js"
+import * as EventStore from "../../src/EventStore.js"
+import * as ExpectedVersion from "../../src/ExpectedVersion.js"
+import type * as Lease from "../../src/Lease.js"
+import * as Projection from "../../src/Projection.js"
+import * as ProjectionRunner from "../../src/ProjectionRunner.js"
+import * as Saga from "../../src/Saga.js"
+import * as SagaRunner from "../../src/SagaRunner.js"
+import * as SagaStore from "../../src/SagaStore.js"
+import * as Subscription from "../../src/Subscription.js"
+import { unique } from "../fixtures.js"
+
+type Env = EventStore.EventStore | Subscription.SubscriptionStoreTag | Lease.LeaseStoreTag | SagaStore.SagaStoreTag
+
+const Placed = Schema.TaggedStruct("Placed", { sku: Schema.String, amount: Schema.Number })
+const Reserved = Schema.TaggedStruct("Reserved", { order: Schema.String })
+const Released = Schema.TaggedStruct("Released", { order: Schema.String })
+const ChargeRequested = Schema.TaggedStruct("ChargeRequested", { order: Schema.String, amount: Schema.Number })
+const Charged = Schema.TaggedStruct("Charged", { order: Schema.String })
+const Declined = Schema.TaggedStruct("Declined", { order: Schema.String, reason: Schema.String })
+const Refunded = Schema.TaggedStruct("Refunded", { order: Schema.String })
+const ShipmentRequested = Schema.TaggedStruct("ShipmentRequested", { order: Schema.String })
+const Shipped = Schema.TaggedStruct("Shipped", { order: Schema.String })
+
+const FulfilmentState = Schema.Struct({ order: Schema.String, sku: Schema.String, amount: Schema.Number, charged: Schema.Boolean })
+
+/** A fulfilment world in fresh categories: aggregates, the saga and its responders. */
+export const world = (options: { readonly shipTimeout?: Duration.DurationInput; readonly slowStep?: number } = {}) => {
+  const tag = unique("")
+  const none = { initial: {}, apply: (s: {}) => s }
+  const Order = Aggregate.make({ category: `order${tag}`, events: Placed, ...none })
+  const Stock = Aggregate.make({ category: `stock${tag}`, events: Schema.Union(Reserved, Released), ...none })
+  const Payment = Aggregate.make({
+    category: `payment${tag}`,
+    events: Schema.Union(ChargeRequested, Charged, Declined, Refunded),
+    ...none
+  })
+  const Shipping = Aggregate.make({ category: `shipping${tag}`, events: Schema.Union(ShipmentRequested, Shipped), ...none })
+  const slow = options.slowStep === undefined ? Effect.void : Effect.sleep(`${options.slowStep} millis`)
+
+  const reserve = Saga.step<typeof FulfilmentState.Type, typeof Placed.Type>("reserve-stock", {
+    run: (state) => Effect.zipRight(slow, Effect.map(Saga.emit(Stock, state.sku, Reserved.make({ order: state.order })), (e) => ({ emit: [e] }))),
+    compensate: (state) => Effect.map(Saga.emit(Stock, state.sku, Released.make({ order: state.order })), (e) => ({ emit: [e] }))
+  })
+  const charge = Saga.step<typeof FulfilmentState.Type, typeof Placed.Type>("charge-payment", {
+    run: (state) =>
+      Effect.zipRight(
+        slow,
+        Effect.map(Saga.emit(Payment, state.order, ChargeRequested.make({ order: state.order, amount: state.amount })), (e) => ({
+          emit: [e],
+          state: { ...state, charged: true }
+        }))
+      ),
+    compensate: (state) => Effect.map(Saga.emit(Payment, state.order, Refunded.make({ order: state.order })), (e) => ({ emit: [e] })),
+    awaits: Saga.awaitEvent(Payment, { timeout: "30 seconds", only: ["Charged", "Declined"] })
+  })
+  const ship = Saga.step<typeof FulfilmentState.Type, typeof Placed.Type>("ship", {
+    run: (state, input) =>
+      Effect.zipRight(
+        slow,
+        Effect.map(Saga.emit(Shipping, state.order, ShipmentRequested.make({ order: state.order })), (e) => ({
+          emit: [e],
+          outbox: [{ topic: "shipping.label", payload: { order: state.order, after: input._tag === "Response" ? input.eventType : "none" } }]
+        }))
+      ),
+    awaits: Saga.awaitEvent(Shipping, { timeout: options.shipTimeout ?? "30 seconds", only: ["Shipped"] })
+  })
+  const fulfilment = Saga.make({
+    name: `fulfilment${tag}`,
+    state: FulfilmentState,
+    startOn: {
+      aggregate: Order,
+      start: (event, recorded) =>
+        Option.some({
+          instanceId: recorded.streamId,
+          state: { order: recorded.streamId, sku: event.sku, amount: event.amount, charged: false }
+        })
+    },
+    steps: [reserve, charge, ship]
+  })
+  // The payment service declines amounts over 100; the shipping service ships unless told not to.
+  const paymentService = Projection.atLeastOnce({
+    subscriptionId: `payments${tag}`,
+    aggregate: Payment,
+    handle: ({ event, recorded }) =>
+      event._tag === "ChargeRequested"
+        ? Effect.asVoid(
+            Saga.reply(
+              Payment,
+              event.order,
+              recorded.metadata.correlationId,
+              event.amount > 100
+                ? Either.left(Declined.make({ order: event.order, reason: "limit" }))
+                : Either.right(Charged.make({ order: event.order }))
+            )
+          )
+        : Effect.void
+  })
+  const shippingService = Projection.atLeastOnce({
+    subscriptionId: `shipping${tag}`,
+    aggregate: Shipping,
+    handle: ({ event, recorded }) =>
+      event._tag === "ShipmentRequested" && !event.order.includes("noship")
+        ? Effect.asVoid(Saga.reply(Shipping, event.order, recorded.metadata.correlationId, Either.right(Shipped.make({ order: event.order }))))
+        : Effect.void
+  })
+  const place = (id: string, amount: number) =>
+    EventStore.append(`${Order.category}-${id}`, Order.category, ExpectedVersion.Any, [
+      { eventType: `${Order.category}.placed`, schemaVersion: 1, data: { sku: "sku1", amount } }
+    ])
+  const countEvents = (aggregate: { readonly category: string }, eventType: string) =>
+    EventStore.readCategory(aggregate.category).pipe(
+      Stream.filter((e) => e.eventType === `${aggregate.category}.${eventType}`),
+      Stream.runFold(new Map<string, number>(), (m, e) => {
+        const order = String(e.data.order)
+        m.set(order, (m.get(order) ?? 0) + 1)
+        return m
+      })
+    )
+  return { Order, Stock, Payment, Shipping, fulfilment, paymentService, shippingService, place, countEvents }
+}
+
+const projectionOptions: Omit<ProjectionRunner.Options, "workerId"> = {
+  pollInterval: "50 millis",
+  leaseTtl: "2 seconds",
+  leaseRecheckInterval: "200 millis"
+}
+
+/** A saga worker (and the responders) in a scope of its own. */
+export const startWorker = (
+  w: ReturnType<typeof world>,
+  workerId: string,
+  publisher?: SagaRunner.Publisher<unknown>,
+  timing: { readonly pollInterval: Duration.DurationInput; readonly projections: typeof projectionOptions } = {
+    pollInterval: "200 millis",
+    projections: projectionOptions
+  }
+) =>
+  Effect.gen(function* () {
+    const scope = yield* Scope.make()
+    const runner = yield* SagaRunner.run([w.fulfilment], {
+      workerId,
+      pollInterval: timing.pollInterval,
+      projections: timing.projections,
+      ...(publisher === undefined ? {} : { publisher, publishRetry: Schedule.spaced("20 millis") })
+    }).pipe(Scope.extend(scope))
+    yield* ProjectionRunner.run([w.paymentService, w.shippingService], { ...timing.projections, workerId }).pipe(
+      Scope.extend(scope)
+    )
+    return { runner, stop: Scope.close(scope, Exit.void) }
+  })
+
+const waitFor = <E, R>(check: Effect.Effect<boolean, E, R>, what: string, millis = 30_000) =>
+  Effect.gen(function* () {
+    const deadline = Date.now() + millis
+    while (!(yield* check)) {
+      if (Date.now() > deadline) return yield* Effect.die(new Error(`timed out waiting for ${what}`))
+      yield* Effect.sleep("20 millis")
+    }
+  })
+
+const statuses = (w: ReturnType<typeof world>) =>
+  Effect.map(SagaRunner.status(w.fulfilment), (all) => new Map(all.map((s) => [s.instanceId, s])))
+
+export const sagaSuite = (name: string, storeLayer: Layer.Layer<Env>) =>
+  describe(`sagas: ${name}`, () => {
+    layer(storeLayer, { timeout: "240 seconds", excludeTestServices: true })((it) => {
+      it.effect("happy path: three steps, two awaited responses, completed", () =>
+        Effect.gen(function* () {
+          const store = yield* SagaStore.SagaStoreTag
+          const w = world()
+          const worker = yield* startWorker(w, "w1")
+          yield* w.place("o1", 50)
+          const id = `${w.Order.category}-o1`
+          yield* waitFor(Effect.map(statuses(w), (m) => m.get(id)?.status === "completed"), "completion")
+          const steps = (yield* store.history(w.fulfilment.name, id)).map((h) => `${h.step}:${h.outcome}`)
+          assert.deepStrictEqual(steps, [
+            "reserve-stock:completed",
+            "charge-payment:awaiting",
+            "charge-payment:completed",
+            "ship:awaiting",
+            "ship:completed"
+          ])
+          const [completed] = yield* SagaRunner.status(w.fulfilment, "completed")
+          assert.strictEqual(completed!.instanceId, id)
+          assert.strictEqual(completed!.currentStep, null)
+          const emitted = yield* EventStore.readStream(`${w.Stock.category}-sku1`).pipe(Stream.runCollect)
+          assert.strictEqual([...emitted][0]!.metadata.correlationId, Saga.correlationId(w.fulfilment.name, id))
+          yield* worker.stop
+        }))
+
+      it.effect("an error response compensates the completed steps in reverse order; the instance fails", () =>
+        Effect.gen(function* () {
+          const store = yield* SagaStore.SagaStoreTag
+          const w = world()
+          const worker = yield* startWorker(w, "w1")
+          yield* w.place("big", 500)
+          const id = `${w.Order.category}-big`
+          yield* waitFor(Effect.map(statuses(w), (m) => m.get(id)?.status === "failed"), "failure")
+          const steps = (yield* store.history(w.fulfilment.name, id)).map((h) => `${h.step}:${h.outcome.split(":")[0]}`)
+          assert.deepStrictEqual(steps, [
+            "reserve-stock:completed",
+            "charge-payment:awaiting",
+            "charge-payment:error-response",
+            "reserve-stock:compensated"
+          ])
+          const released = yield* w.countEvents(w.Stock, "released")
+          assert.strictEqual(released.get(id), 1)
+          const status = (yield* statuses(w)).get(id)!
+          assert.match(status.error ?? "", /error response/)
+          yield* worker.stop
+        }))
+
+      it.effect("a timeout compensates in reverse order (a short real timeout)", () =>
+        Effect.gen(function* () {
+          const store = yield* SagaStore.SagaStoreTag
+          const w = world({ shipTimeout: "1 second" })
+          const worker = yield* startWorker(w, "w1")
+          yield* w.place("noship", 10)
+          const id = `${w.Order.category}-noship`
+          yield* waitFor(Effect.map(statuses(w), (m) => m.get(id)?.status === "waiting" && m.get(id)?.currentStep === "ship"), "waiting on ship")
+          yield* waitFor(Effect.map(statuses(w), (m) => m.get(id)?.status === "failed"), "timeout", 15_000)
+          const steps = (yield* store.history(w.fulfilment.name, id)).map((h) => `${h.step}:${h.outcome}`)
+          assert.deepStrictEqual(steps.slice(-3), ["ship:timed-out", "charge-payment:compensated", "reserve-stock:compensated"])
+          assert.strictEqual((yield* w.countEvents(w.Payment, "refunded")).get(id), 1)
+          assert.strictEqual((yield* w.countEvents(w.Stock, "released")).get(id), 1)
+          yield* worker.stop
+        }))
+
+      it.effect("a worker interrupted mid-run, then restarted: every instance completes, no emit duplicated", () =>
+        Effect.gen(function* () {
+          const w = world({ slowStep: 15 })
+          const first = yield* startWorker(w, "w1")
+          const ids = Array.from({ length: 20 }, (_, i) => `i${i}`)
+          yield* Effect.forEach(ids, (id) => w.place(id, 10), { discard: true })
+          yield* waitFor(
+            Effect.map(SagaRunner.status(w.fulfilment, "completed"), (done) => done.length >= 2),
+            "some progress"
+          )
+          yield* first.stop
+          const unfinished = (yield* SagaRunner.status(w.fulfilment)).filter((s) => s.status !== "completed")
+          assert.isAbove(unfinished.length, 0, "the first worker stopped mid-run")
+          const second = yield* startWorker(w, "w2")
+          yield* waitFor(
+            Effect.map(statuses(w), (m) => ids.every((id) => m.get(`${w.Order.category}-${id}`)?.status === "completed")),
+            "all 20 to complete",
+            60_000
+          )
+          for (const [aggregate, type] of [
+            [w.Stock, "reserved"],
+            [w.Payment, "charge-requested"],
+            [w.Shipping, "shipment-requested"]
+          ] as const) {
+            const counts = yield* w.countEvents(aggregate, type)
+            for (const id of ids) assert.strictEqual(counts.get(`${w.Order.category}-${id}`), 1, `${type} of ${id}`)
+          }
+          yield* second.stop
+        }), { timeout: 120_000 })
+
+      it.effect("100 concurrent instances with two workers: all complete, each step once", () =>
+        Effect.gen(function* () {
+          const store = yield* SagaStore.SagaStoreTag
+          const w = world()
+          const a = yield* startWorker(w, "wa")
+          const b = yield* startWorker(w, "wb")
+          const ids = Array.from({ length: 100 }, (_, i) => `c${i}`)
+          yield* Effect.forEach(ids, (id) => w.place(id, 10), { concurrency: 10, discard: true })
+          yield* waitFor(
+            Effect.map(SagaRunner.status(w.fulfilment, "completed"), (done) => done.length === 100),
+            "100 completions",
+            90_000
+          )
+          const workers = new Set<string>()
+          for (const id of ids) {
+            const history = yield* store.history(w.fulfilment.name, `${w.Order.category}-${id}`)
+            const runs = history.filter((h) => h.outcome === "completed" || h.outcome === "awaiting")
+            assert.deepStrictEqual(
+              runs.map((h) => `${h.step}:${h.outcome}`),
+              ["reserve-stock:completed", "charge-payment:awaiting", "charge-payment:completed", "ship:awaiting", "ship:completed"]
+            )
+            for (const h of history) workers.add(h.workerId)
+          }
+          assert.deepStrictEqual([...workers].sort(), ["wa", "wb"])
+          yield* a.stop
+          yield* b.stop
+        }), { timeout: 150_000 })
+
+      it.effect("the same start event delivered twice yields one instance", () =>
+        Effect.gen(function* () {
+          const subscriptions = yield* Subscription.SubscriptionStoreTag
+          const w = world()
+          const worker = yield* startWorker(w, "w1")
+          yield* w.place("dup", 10)
+          const id = `${w.Order.category}-dup`
+          yield* waitFor(Effect.map(statuses(w), (m) => m.get(id)?.status === "completed"), "completion")
+          // Redeliver: rewind the start subscription to the beginning, and place the order again.
+          yield* subscriptions.writeCheckpoint(`saga-start:${w.fulfilment.name}`, Cursor.start, Option.none())
+          yield* w.place("dup", 10)
+          yield* waitFor(
+            Effect.map(subscriptions.readCheckpoint(`saga-start:${w.fulfilment.name}`), (cp) =>
+              Option.isSome(cp) && !Cursor.isZero(cp.value)
+            ),
+            "the start projection to replay"
+          )
+          yield* Effect.sleep("300 millis")
+          const all = yield* SagaRunner.status(w.fulfilment)
+          assert.strictEqual(all.length, 1)
+          assert.strictEqual((yield* w.countEvents(w.Stock, "reserved")).get(id), 1)
+          yield* worker.stop
+        }))
+
+      it.effect("an outbox publisher failing twice then succeeding publishes once per idempotency key", () =>
+        Effect.gen(function* () {
+          const store = yield* SagaStore.SagaStoreTag
+          const w = world()
+          const attempts = new Map<string, number>()
+          const published = new Map<string, number>()
+          const publisher: SagaRunner.Publisher<unknown> = (message) =>
+            Effect.suspend(() => {
+              const n = (attempts.get(message.idempotencyKey) ?? 0) + 1
+              attempts.set(message.idempotencyKey, n)
+              if (n <= 2) return Effect.fail("unavailable")
+              published.set(message.idempotencyKey, (published.get(message.idempotencyKey) ?? 0) + 1)
+              return Effect.void
+            })
+          const worker = yield* startWorker(w, "w1", publisher)
+          yield* w.place("p1", 10)
+          yield* w.place("p2", 10)
+          const keys = [`${w.Order.category}-p1`, `${w.Order.category}-p2`].map(
+            (id) => `${Saga.correlationId(w.fulfilment.name, id)}:ship:0`
+          )
+          yield* waitFor(Effect.sync(() => keys.every((k) => published.get(k) === 1)), "both messages published")
+          yield* Effect.sleep("200 millis")
+          for (const key of keys) {
+            assert.strictEqual(attempts.get(key), 3)
+            assert.strictEqual(published.get(key), 1)
+          }
+          const rows = (yield* store.outbox).filter((r) => keys.includes(r.idempotencyKey))
+          assert.strictEqual(rows.length, 2)
+          assert.isTrue(rows.every((r) => r.published && r.attempts === 3))
+          yield* worker.stop
+        }))
+    })
+  })
