@@ -4,7 +4,7 @@
  * @since 0.1.0
  */
 import type * as SqlClient from "@effect/sql/SqlClient"
-import type { EventStore, Lease, Subscription } from "@mire/core"
+import type { EventStore, Lease, SagaStore, Subscription } from "@mire/core"
 import type { Effect } from "effect"
 import * as bank_account from "./bank_account.js"
 import * as batched_write from "./batched_write.js"
@@ -12,20 +12,25 @@ import * as commands from "./commands.js"
 import * as concurrency from "./concurrency.js"
 import * as multi_replica from "./multi_replica.js"
 import * as projection from "./projection.js"
+import * as saga from "./saga.js"
 import * as snapshot from "./snapshot.js"
 import * as transaction_scope from "./transaction_scope.js"
 
 /**
  * What every example is: a program over mire's PostgreSQL services (the
- * event store, subscriptions and leases) and the SQL client that prints its
- * story.
+ * event store, subscriptions, leases and sagas) and the SQL client that
+ * prints its story.
  *
  * @since 0.1.0
  */
 export type Example = Effect.Effect<
   void,
   unknown,
-  EventStore.EventStore | Subscription.SubscriptionStoreTag | Lease.LeaseStoreTag | SqlClient.SqlClient
+  | EventStore.EventStore
+  | Subscription.SubscriptionStoreTag
+  | Lease.LeaseStoreTag
+  | SagaStore.SagaStoreTag
+  | SqlClient.SqlClient
 >
 
 /**
@@ -41,7 +46,8 @@ export const examples = {
   snapshot: snapshot.program,
   transaction_scope: transaction_scope.program,
   multi_replica: multi_replica.program,
-  batched_write: batched_write.program
+  batched_write: batched_write.program,
+  saga: saga.program
 } as const satisfies Record<string, Example>
 
 /** @since 0.1.0 */

@@ -26,7 +26,7 @@ const serverUrl = Effect.suspend(() => {
   ).pipe(Effect.map((server) => server.url))
 })
 
-/** mire's migrated Postgres services (event store, subscriptions, leases) on a server URL. */
+/** mire's migrated Postgres services (event store, subscriptions, leases, sagas) on a server URL. */
 const storeLayer = (url: string) =>
   PgStore.layer.pipe(
     Layer.provideMerge(Layer.effectDiscard(PgMigrations.migrate())),

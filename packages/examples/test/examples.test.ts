@@ -3,7 +3,7 @@
  * database and prints the lines its story promises.
  */
 import { assert, describe, it, layer } from "@effect/vitest"
-import { InMemoryEventStore } from "@mire/core"
+import { InMemory, InMemoryEventStore } from "@mire/core"
 import { PgStore } from "@mire/pg"
 import { Effect, Layer } from "effect"
 import type * as Console from "effect/Console"
@@ -15,6 +15,7 @@ import * as concurrency from "../src/concurrency.js"
 import { examples } from "../src/index.js"
 import * as multi_replica from "../src/multi_replica.js"
 import * as projection from "../src/projection.js"
+import * as saga from "../src/saga.js"
 import * as snapshot from "../src/snapshot.js"
 import * as transaction_scope from "../src/transaction_scope.js"
 
@@ -39,6 +40,42 @@ const line = (lines: ReadonlyArray<string>, pattern: RegExp): RegExpMatchArray =
   return assert.fail(`no line matches ${pattern}:\n${lines.join("\n")}`)
 }
 
+/** The lines after the one matching `pattern`, up to the next unindented line. */
+const block = (lines: ReadonlyArray<string>, pattern: RegExp): ReadonlyArray<string> => {
+  const start = lines.findIndex((l) => pattern.test(l))
+  if (start < 0) return assert.fail(`no line matches ${pattern}:\n${lines.join("\n")}`)
+  const rest = lines.slice(start + 1)
+  const end = rest.findIndex((l) => !l.startsWith("  "))
+  return end < 0 ? rest : rest.slice(0, end)
+}
+
+/** What the saga example must print, on any store. */
+const sagaStory = (lines: ReadonlyArray<string>) => {
+  line(lines, /^payment service: ada-1 \$80 charged \(ch_ada-1\)$/)
+  line(lines, /^payment service: grace-1 \$2400 declined, over the \$1000 card limit$/)
+  line(lines, /^outbox: warehouse\.pick .* \(key saga:fulfilment_\w+:ada-1:ship:0\)$/)
+  assert.deepStrictEqual(block(lines, /^ada-1: completed$/), [
+    "  reserve-stock: completed",
+    "  charge-payment: awaiting",
+    "  charge-payment: completed",
+    "  ship: awaiting",
+    "  ship: completed"
+  ])
+  assert.deepStrictEqual(
+    block(lines, /^grace-1: failed \(step charge-payment got an error response payment_\w+\.declined\)$/).map((l) =>
+      l.replace(/payment_\w+\./, "payment.")
+    ),
+    [
+      "  reserve-stock: completed",
+      "  charge-payment: awaiting",
+      "  charge-payment: error-response: payment.declined",
+      "  reserve-stock: compensated"
+    ]
+  )
+  line(lines, /^ {2}kettle: Reserved 2 \(ada-1\); 2 reserved now$/)
+  line(lines, /^ {2}piano: Reserved 1 \(grace-1\), Released 1 \(grace-1\); 0 reserved now$/)
+}
+
 describe("examples", () => {
   it("every runnable example has a smoke test here", () => {
     assert.deepStrictEqual(Object.keys(examples).sort(), [
@@ -48,12 +85,13 @@ describe("examples", () => {
       "concurrency",
       "multi_replica",
       "projection",
+      "saga",
       "snapshot",
       "transaction_scope"
     ])
   })
 
-  // Every PostgreSQL service (event store, subscriptions, leases) on a fresh, migrated database.
+  // Every PostgreSQL service (event store, subscriptions, leases, sagas) on a fresh, migrated database.
   const pgLayer = PgStore.layer.pipe(Layer.provideMerge(migratedLayer()))
 
   layer(pgLayer, { excludeTestServices: true, timeout: "120 seconds" })("on PostgreSQL", (it) => {
@@ -137,6 +175,12 @@ describe("examples", () => {
         line(lines, new RegExp(`^ {2}first 5 on ${first} \\(fence_token=1\\), next 5 on ${next} \\(fence_token=2\\)$`))
       })
     )
+
+    it.effect("saga: one order completes, the declined one releases its stock", () =>
+      Effect.gen(function* () {
+        sagaStory(yield* output(saga.program))
+      })
+    )
   })
 
   layer(InMemoryEventStore.layer, { excludeTestServices: true })("on the in-memory store", (it) => {
@@ -145,6 +189,12 @@ describe("examples", () => {
         line(yield* output(bank_account.program), /^reloaded from the log: owner=Ada, balance=\$100, version 2$/)
         line(yield* output(commands.program), /^final: closed, balance \$70, 4 events in the log/)
       })
+    )
+
+    it.effect("saga runs unchanged on every in-memory service", () =>
+      Effect.gen(function* () {
+        sagaStory(yield* output(saga.program))
+      }).pipe(Effect.provide(InMemory.layer))
     )
   })
 })
