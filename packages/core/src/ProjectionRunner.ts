@@ -327,6 +327,8 @@ const supervise = <R>(
         case "LeaseLost":
           yield* Metric.increment(Metrics.leaseLost)
           yield* Effect.logWarning(`lost the lease on ${projection.subscriptionId}; standing by`)
+          // Another worker holds it now; look again after the recheck interval, not in a spin.
+          yield* Effect.sleep(config.recheck)
           continue
         case "StoreError":
           yield* Effect.logWarning(`projection ${projection.subscriptionId}: ${error.message}; retrying`)

@@ -27,6 +27,13 @@ import { decodeEventRows, eventColumns } from "./internal/rows.js"
 import { transaction as transactionWith } from "./internal/transaction.js"
 
 /**
+ * Applies mire's migrations (the same function as `PgMigrations.migrate`).
+ *
+ * @since 0.1.0
+ */
+export { migrate } from "./PgMigrations.js"
+
+/**
  * The channel appends notify on (payload: the category).
  *
  * @since 0.1.0

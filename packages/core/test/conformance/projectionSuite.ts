@@ -19,6 +19,7 @@ import * as ProjectionRunner from "../../src/ProjectionRunner.js"
 import type { NewEvent } from "../../src/RecordedEvent.js"
 import type * as Subscription from "../../src/Subscription.js"
 import { TxReadModel, unique } from "../fixtures.js"
+import { waitUntil } from "./scopes.js"
 
 type Env = EventStore.EventStore | Subscription.SubscriptionStoreTag | Lease.LeaseStoreTag | TxReadModel
 
@@ -31,15 +32,6 @@ const appendEvents = (category: string, from: number, n: number) =>
     (i) => EventStore.append(`${category}-e${i}`, category, ExpectedVersion.NoStream, [ev(`e${i}`)]),
     { discard: true }
   )
-
-const waitUntil = <E, R>(check: Effect.Effect<boolean, E, R>, what: string, millis = 20_000) =>
-  Effect.gen(function* () {
-    const deadline = Date.now() + millis
-    while (!(yield* check)) {
-      if (Date.now() > deadline) return yield* Effect.die(new Error(`timed out waiting for ${what}`))
-      yield* Effect.sleep("10 millis")
-    }
-  })
 
 /**
  * A worker process: a runner in its own scope, over a lease store that can

@@ -25,6 +25,7 @@ import * as SagaRunner from "../../src/SagaRunner.js"
 import * as SagaStore from "../../src/SagaStore.js"
 import * as Subscription from "../../src/Subscription.js"
 import { unique } from "../fixtures.js"
+import { waitUntil } from "./scopes.js"
 
 type Env = EventStore.EventStore | Subscription.SubscriptionStoreTag | Lease.LeaseStoreTag | SagaStore.SagaStoreTag
 
@@ -166,15 +167,6 @@ export const startWorker = (
     return { runner, stop: Scope.close(scope, Exit.void) }
   })
 
-const waitFor = <E, R>(check: Effect.Effect<boolean, E, R>, what: string, millis = 30_000) =>
-  Effect.gen(function* () {
-    const deadline = Date.now() + millis
-    while (!(yield* check)) {
-      if (Date.now() > deadline) return yield* Effect.die(new Error(`timed out waiting for ${what}`))
-      yield* Effect.sleep("20 millis")
-    }
-  })
-
 const statuses = (w: ReturnType<typeof world>) =>
   Effect.map(SagaRunner.status(w.fulfilment), (all) => new Map(all.map((s) => [s.instanceId, s])))
 
@@ -188,7 +180,7 @@ export const sagaSuite = (name: string, storeLayer: Layer.Layer<Env>) =>
           const worker = yield* startWorker(w, "w1")
           yield* w.place("o1", 50)
           const id = `${w.Order.category}-o1`
-          yield* waitFor(Effect.map(statuses(w), (m) => m.get(id)?.status === "completed"), "completion")
+          yield* waitUntil(Effect.map(statuses(w), (m) => m.get(id)?.status === "completed"), "completion")
           const steps = (yield* store.history(w.fulfilment.name, id)).map((h) => `${h.step}:${h.outcome}`)
           assert.deepStrictEqual(steps, [
             "reserve-stock:completed",
@@ -212,7 +204,7 @@ export const sagaSuite = (name: string, storeLayer: Layer.Layer<Env>) =>
           const worker = yield* startWorker(w, "w1")
           yield* w.place("big", 500)
           const id = `${w.Order.category}-big`
-          yield* waitFor(Effect.map(statuses(w), (m) => m.get(id)?.status === "failed"), "failure")
+          yield* waitUntil(Effect.map(statuses(w), (m) => m.get(id)?.status === "failed"), "failure")
           const steps = (yield* store.history(w.fulfilment.name, id)).map((h) => `${h.step}:${h.outcome.split(":")[0]}`)
           assert.deepStrictEqual(steps, [
             "reserve-stock:completed",
@@ -234,8 +226,8 @@ export const sagaSuite = (name: string, storeLayer: Layer.Layer<Env>) =>
           const worker = yield* startWorker(w, "w1")
           yield* w.place("noship", 10)
           const id = `${w.Order.category}-noship`
-          yield* waitFor(Effect.map(statuses(w), (m) => m.get(id)?.status === "waiting" && m.get(id)?.currentStep === "ship"), "waiting on ship")
-          yield* waitFor(Effect.map(statuses(w), (m) => m.get(id)?.status === "failed"), "timeout", 15_000)
+          yield* waitUntil(Effect.map(statuses(w), (m) => m.get(id)?.status === "waiting" && m.get(id)?.currentStep === "ship"), "waiting on ship")
+          yield* waitUntil(Effect.map(statuses(w), (m) => m.get(id)?.status === "failed"), "timeout", 15_000)
           const steps = (yield* store.history(w.fulfilment.name, id)).map((h) => `${h.step}:${h.outcome}`)
           assert.deepStrictEqual(steps.slice(-3), ["ship:timed-out", "charge-payment:compensated", "reserve-stock:compensated"])
           assert.strictEqual((yield* w.countEvents(w.Payment, "refunded")).get(id), 1)
@@ -249,7 +241,7 @@ export const sagaSuite = (name: string, storeLayer: Layer.Layer<Env>) =>
           const first = yield* startWorker(w, "w1")
           const ids = Array.from({ length: 20 }, (_, i) => `i${i}`)
           yield* Effect.forEach(ids, (id) => w.place(id, 10), { discard: true })
-          yield* waitFor(
+          yield* waitUntil(
             Effect.map(SagaRunner.status(w.fulfilment, "completed"), (done) => done.length >= 2),
             "some progress"
           )
@@ -257,7 +249,7 @@ export const sagaSuite = (name: string, storeLayer: Layer.Layer<Env>) =>
           const unfinished = (yield* SagaRunner.status(w.fulfilment)).filter((s) => s.status !== "completed")
           assert.isAbove(unfinished.length, 0, "the first worker stopped mid-run")
           const second = yield* startWorker(w, "w2")
-          yield* waitFor(
+          yield* waitUntil(
             Effect.map(statuses(w), (m) => ids.every((id) => m.get(`${w.Order.category}-${id}`)?.status === "completed")),
             "all 20 to complete",
             60_000
@@ -281,7 +273,7 @@ export const sagaSuite = (name: string, storeLayer: Layer.Layer<Env>) =>
           const b = yield* startWorker(w, "wb")
           const ids = Array.from({ length: 100 }, (_, i) => `c${i}`)
           yield* Effect.forEach(ids, (id) => w.place(id, 10), { concurrency: 10, discard: true })
-          yield* waitFor(
+          yield* waitUntil(
             Effect.map(SagaRunner.status(w.fulfilment, "completed"), (done) => done.length === 100),
             "100 completions",
             90_000
@@ -308,11 +300,11 @@ export const sagaSuite = (name: string, storeLayer: Layer.Layer<Env>) =>
           const worker = yield* startWorker(w, "w1")
           yield* w.place("dup", 10)
           const id = `${w.Order.category}-dup`
-          yield* waitFor(Effect.map(statuses(w), (m) => m.get(id)?.status === "completed"), "completion")
+          yield* waitUntil(Effect.map(statuses(w), (m) => m.get(id)?.status === "completed"), "completion")
           // Redeliver: rewind the start subscription to the beginning, and place the order again.
           yield* subscriptions.writeCheckpoint(`saga-start:${w.fulfilment.name}`, Cursor.start, Option.none())
           yield* w.place("dup", 10)
-          yield* waitFor(
+          yield* waitUntil(
             Effect.map(subscriptions.readCheckpoint(`saga-start:${w.fulfilment.name}`), (cp) =>
               Option.isSome(cp) && !Cursor.isZero(cp.value)
             ),
@@ -345,7 +337,7 @@ export const sagaSuite = (name: string, storeLayer: Layer.Layer<Env>) =>
           const keys = [`${w.Order.category}-p1`, `${w.Order.category}-p2`].map(
             (id) => `${Saga.correlationId(w.fulfilment.name, id)}:ship:0`
           )
-          yield* waitFor(Effect.sync(() => keys.every((k) => published.get(k) === 1)), "both messages published")
+          yield* waitUntil(Effect.sync(() => keys.every((k) => published.get(k) === 1)), "both messages published")
           yield* Effect.sleep("200 millis")
           for (const key of keys) {
             assert.strictEqual(attempts.get(key), 3)

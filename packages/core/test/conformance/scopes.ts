@@ -90,3 +90,13 @@ export const perStreamOrdered = (events: ReadonlyArray<RecordedEvent>): boolean 
   }
   return true
 }
+
+/** Polls `check` until it holds, or dies at the deadline (real time). */
+export const waitUntil = <E, R>(check: Effect.Effect<boolean, E, R>, what: string, millis = 30_000) =>
+  Effect.gen(function* () {
+    const deadline = Date.now() + millis
+    while (!(yield* check)) {
+      if (Date.now() > deadline) return yield* Effect.die(new Error(`timed out waiting for ${what}`))
+      yield* Effect.sleep("10 millis")
+    }
+  })
