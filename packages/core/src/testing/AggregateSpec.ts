@@ -37,6 +37,7 @@ import { equals, SpecFailure, show } from "./SpecFailure.js"
  * @since 0.1.0
  * @category models
  */
+// biome-ignore lint/suspicious/noConfusingVoidType: a command may decide nothing (return nothing, or `Effect.void`)
 export type Decision<S, E> = E | ReadonlyArray<E> | AggregateRoot.AggregateRoot<S, E> | void
 
 /**
@@ -74,7 +75,7 @@ export interface When<S, E, Err, R, GE> {
   /** Runs the command: its outcome, or its typed error. */
   readonly outcome: Effect.Effect<Either.Either<Outcome<S, E>, Err>, SpecFailure | GE, R>
   /** The command succeeds with exactly these new events, in order. */
-  readonly then: (...events: ReadonlyArray<E>) => Effect.Effect<Outcome<S, E>, SpecFailure | GE, R>
+  readonly thenEvents: (...events: ReadonlyArray<E>) => Effect.Effect<Outcome<S, E>, SpecFailure | GE, R>
   /** The command succeeds and records nothing. */
   readonly thenNothing: () => Effect.Effect<Outcome<S, E>, SpecFailure | GE, R>
   /**
@@ -127,14 +128,9 @@ const toRecorded = (category: string, event: StoredEvent, i: number): RecordedEv
 const isRoot = <S, E>(u: unknown): u is AggregateRoot.AggregateRoot<S, E> =>
   typeof u === "object" && u !== null && "aggregate" in u && "pending" in u && Array.isArray(u.pending)
 
-const eventsOf = <S, E>(decision: Decision<S, E>): ReadonlyArray<E> =>
-  decision === undefined
-    ? []
-    : Array.isArray(decision)
-      ? (decision as ReadonlyArray<E>)
-      : isRoot<S, E>(decision)
-        ? decision.pending
-        : [decision as E]
+/** The events a decision holds (a root's are taken apart, as only its new ones count). */
+const eventsOf = <E>(decision: unknown): ReadonlyArray<E> =>
+  decision === undefined ? [] : Array.isArray(decision) ? (decision as ReadonlyArray<E>) : [decision as E]
 
 /** The stored form of events, for comparison: the writer's view. */
 const storedForm = <S, E>(aggregate: Aggregate.Aggregate<S, E>, events: ReadonlyArray<E>, which: string) =>
@@ -167,7 +163,7 @@ const makeGiven = <S, E, GE>(
           Effect.map((decision) => {
             const events = isRoot<S, E>(decision)
               ? decision.pending.slice(before.pending.length)
-              : eventsOf<S, E>(decision)
+              : eventsOf<E>(decision)
             return {
               events,
               state: Aggregate.fold(aggregate, before.state, events),
@@ -185,14 +181,14 @@ const makeGiven = <S, E, GE>(
           : Effect.fail(new SpecFailure({ assertion, expected: "the command succeeds", actual: `it failed with ${show(result.left)}` }))
       )
 
-    const then = (...expected: ReadonlyArray<E>) =>
+    const thenEvents = (...expected: ReadonlyArray<E>) =>
       Effect.gen(function* () {
-        const result = yield* succeeded("then: the command succeeds")
-        const want = yield* storedForm(aggregate, expected, "then (expected)")
-        const got = yield* storedForm(aggregate, result.events, "then (new events)")
+        const result = yield* succeeded("thenEvents: the command succeeds")
+        const want = yield* storedForm(aggregate, expected, "thenEvents (expected)")
+        const got = yield* storedForm(aggregate, result.events, "thenEvents (new events)")
         if (!equals(got, want)) {
           return yield* new SpecFailure({
-            assertion: "then: the new events",
+            assertion: "thenEvents: the new events",
             expected: show(expected),
             actual: show(result.events)
           })
@@ -232,7 +228,7 @@ const makeGiven = <S, E, GE>(
             )
       })
 
-    return { outcome, then, thenNothing, thenFails }
+    return { outcome, thenEvents, thenNothing, thenFails }
   }
 })
 
@@ -243,7 +239,7 @@ const makeGiven = <S, E, GE>(
  * @example
  * AggregateSpec.given(Account, Opened.make({ owner: "Ada" }))
  *   .when((state) => deposit(state, 10))
- *   .then(Deposited.make({ amount: 10 }))
+ *   .thenEvents(Deposited.make({ amount: 10 }))
  * @since 0.1.0
  * @category constructors
  */
@@ -265,7 +261,7 @@ export const given = <S, E>(aggregate: Aggregate.Aggregate<S, E>, ...events: Rea
  * @example
  * AggregateSpec.givenStored(Account, { eventType: "account.deposited", schemaVersion: 1, data: { amount: 5 } })
  *   .when((state) => withdraw(state, 5))
- *   .then(Withdrawn.make({ amount: 5 }))
+ *   .thenEvents(Withdrawn.make({ amount: 5 }))
  * @since 0.1.0
  * @category constructors
  */

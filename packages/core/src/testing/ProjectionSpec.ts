@@ -7,7 +7,7 @@
  * ```ts
  * it.effect("balances", () =>
  *   ProjectionSpec.given(balances, ProjectionSpec.stream(Account, "a1", Opened.make({ owner: "Ada" }), Deposited.make({ amount: 10 })))
- *     .then(readBalance("a1"), 10)
+ *     .thenReads(readBalance("a1"), 10)
  *     .pipe(Effect.provide(InMemory.layer)))
  * ```
  *
@@ -219,7 +219,7 @@ export interface Spec<R> {
     read: Effect.Effect<A, E, R2>
   ) => Effect.Effect<A, E | WaitError | EventStore.AppendError, R | R2 | Services | EventStore.EventStore>
   /** As {@link Spec.read}, then the read model must equal `expected` (structurally). */
-  readonly then: <A, E, R2>(
+  readonly thenReads: <A, E, R2>(
     read: Effect.Effect<A, E, R2>,
     expected: A
   ) => Effect.Effect<A, E | SpecFailure | WaitError | EventStore.AppendError, R | R2 | Services | EventStore.EventStore>
@@ -230,7 +230,7 @@ export interface Spec<R> {
  *
  * @example
  * ProjectionSpec.given(balances, ProjectionSpec.stream(Account, "a1", Opened.make({ owner: "Ada" })))
- *   .then(readBalance("a1"), 0)
+ *   .thenReads(readBalance("a1"), 0)
  * @since 0.1.0
  * @category constructors
  */
@@ -246,13 +246,13 @@ export const given = <R>(projection: Projection.Projection<R>, ...givens: Readon
     )
   return {
     read,
-    then: (readModel, expected) =>
+    thenReads: (readModel, expected) =>
       Effect.flatMap(read(readModel), (actual) =>
         equals(actual, expected)
           ? Effect.succeed(actual)
           : Effect.fail(
               new SpecFailure({
-                assertion: `then: the read model of ${projection.subscriptionId}`,
+                assertion: `thenReads: the read model of ${projection.subscriptionId}`,
                 expected: show(expected),
                 actual: show(actual)
               })

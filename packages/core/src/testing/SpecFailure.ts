@@ -12,14 +12,14 @@ import * as Utils from "effect/Utils"
  * A spec's expectation did not hold.
  *
  * @example
- * AggregateSpec.given(Account).when(open).then(Opened.make({ owner: "Ada" })).pipe(
+ * AggregateSpec.given(Account).when(open).thenEvents(Opened.make({ owner: "Ada" })).pipe(
  *   Effect.catchTag("SpecFailure", (e) => Console.log(e.expected, e.actual))
  * )
  * @since 0.1.0
  * @category errors
  */
 export class SpecFailure extends Schema.TaggedError<SpecFailure>()("SpecFailure", {
-  /** What was checked, e.g. `then: the new events`. */
+  /** What was checked, e.g. `thenEvents: the new events`. */
   assertion: Schema.String,
   expected: Schema.String,
   actual: Schema.String

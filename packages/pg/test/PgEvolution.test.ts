@@ -1,0 +1,10 @@
+import * as Layer from "effect/Layer"
+import { evolutionSuite } from "../../core/test/conformance/evolutionSuite.js"
+import * as PgStore from "../src/PgStore.js"
+import { pgRaw, pgReadModel } from "./raw.js"
+import { migratedLayer } from "./utils.js"
+
+evolutionSuite(
+  "postgres",
+  Layer.mergeAll(pgRaw, pgReadModel).pipe(Layer.provideMerge(PgStore.layer), Layer.provideMerge(migratedLayer()))
+)
