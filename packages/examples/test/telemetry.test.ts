@@ -1,0 +1,64 @@
+/**
+ * The telemetry example: its spans and metrics reach OpenTelemetry
+ * (in-memory exporters instead of the console).
+ */
+import { assert, describe, it } from "@effect/vitest"
+import { InMemory } from "@mire/core"
+import { AggregationTemporality, InMemoryMetricExporter, PeriodicExportingMetricReader } from "@opentelemetry/sdk-metrics"
+import { InMemorySpanExporter, type ReadableSpan, SimpleSpanProcessor } from "@opentelemetry/sdk-trace-base"
+import { Effect } from "effect"
+import * as telemetry from "../src/telemetry.js"
+
+const attribute = (span: ReadableSpan, key: string) => span.attributes[key]
+
+describe("telemetry example", () => {
+  it.live("store operations and projection batches are spans; mire's metrics are exported", () => {
+    const spans = new InMemorySpanExporter()
+    const metrics = new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE)
+    const reader = new PeriodicExportingMetricReader({ exporter: metrics, exportIntervalMillis: 60_000 })
+    return Effect.gen(function* () {
+      yield* telemetry.work
+      const finished = spans.getFinishedSpans()
+      const names = new Set(finished.map((s) => s.name))
+      for (const name of [
+        "example.telemetry",
+        "EventStore.saveSnapshotting",
+        "EventStore.save",
+        "EventStore.appendMany",
+        "EventStore.loadSnapshotted",
+        "EventStore.readStream",
+        "ProjectionRunner.batch",
+        "Subscription.poll"
+      ]) {
+        assert.isTrue(names.has(name), `span ${name} exported; got ${[...names].join(", ")}`)
+      }
+      const root = finished.find((s) => s.name === "example.telemetry")!
+      const save = finished.find((s) => s.name === "EventStore.save")!
+      assert.strictEqual(save.spanContext().traceId, root.spanContext().traceId, "one trace")
+      assert.match(String(attribute(save, "mire.stream_id")), /^wallet-/)
+      const conflict = finished.find((s) => s.name === "EventStore.appendMany" && s.status.code === 2)
+      assert.isDefined(conflict, "the conflicting append's span is an error")
+      const batch = finished.find((s) => s.name === "ProjectionRunner.batch")!
+      assert.match(String(attribute(batch, "mire.subscription_id")), /^telemetry-/)
+      assert.isAbove(Number(attribute(batch, "mire.batch_size")), 0)
+      assert.strictEqual(attribute(batch, "mire.fence_token"), "1")
+
+      yield* Effect.promise(() => reader.forceFlush())
+      const exported = metrics.getMetrics().flatMap((r) => r.scopeMetrics.flatMap((s) => s.metrics))
+      const value = (name: string) => {
+        const metric = exported.filter((m) => m.descriptor.name === name).at(-1)
+        return metric === undefined ? undefined : metric.dataPoints.reduce((n, p) => n + Number(p.value), 0)
+      }
+      assert.isAtLeast(value("mire_appends_total") ?? 0, 6)
+      assert.isAtLeast(value("mire_events_appended_total") ?? 0, 6)
+      assert.isAtLeast(value("mire_concurrency_conflicts_total") ?? 0, 1)
+      assert.isAtLeast(value("mire_snapshot_writes_total") ?? 0, 1)
+      assert.isAtLeast(value("mire_snapshot_hits_total") ?? 0, 1)
+      assert.isAtLeast(value("mire_lease_acquisitions_total") ?? 0, 1)
+      assert.isDefined(exported.find((m) => m.descriptor.name === "mire_load_duration_ms"), "the load histogram")
+    }).pipe(
+      Effect.provide(telemetry.Telemetry({ spanProcessor: new SimpleSpanProcessor(spans), metricReader: reader })),
+      Effect.provide(InMemory.layer)
+    )
+  })
+})
