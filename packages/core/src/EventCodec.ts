@@ -78,6 +78,8 @@ export interface EventCodec<E> {
   readonly types: ReadonlyMap<string, { readonly type: string; readonly version: number }>
   /** Every stored type (current and former) this codec decodes. */
   readonly knownTypes: ReadonlyArray<string>
+  /** The tag each stored type (current and former) decodes to. */
+  readonly tagOf: ReadonlyMap<string, string>
   /** Encodes a typed event; an event failing its Schema is `InvalidInput`. */
   readonly encode: (event: E) => Effect.Effect<NewEvent, InvalidInput>
   /** Encodes many events in one synchronous pass (the save path). */
@@ -232,6 +234,7 @@ export const make = <U extends EventUnion>(
     schema: events as Schema.Schema<E, unknown>,
     types,
     knownTypes: [...byType.keys()],
+    tagOf: new Map([...byType].map(([type, entry]) => [type, entry.tag])),
     encode,
     encodeAll,
     decode,

@@ -346,7 +346,7 @@ export const make = (storage: Storage): EventStore => {
     yield* Effect.annotateCurrentSpan({
       "mire.stream_count": validated.length,
       "mire.event_count": eventCount,
-      "mire.stream_id": validated[0]?.streamId
+      "mire.stream_id": validated.map((r) => r.streamId).join(",").slice(0, 1024)
     })
     yield* Metric.increment(Metrics.appends)
     return yield* storage.append(validated).pipe(
@@ -451,6 +451,7 @@ export const make = (storage: Storage): EventStore => {
     id: string
   ) {
     const streamId = yield* StreamId.forAggregate(aggregate.category, id)
+    yield* Effect.annotateCurrentSpan("mire.stream_id", streamId)
     if (!(yield* storage.inTransaction)) {
       return yield* new InvalidInput({
         field: "loadForUpdate",
@@ -496,6 +497,10 @@ export const make = (storage: Storage): EventStore => {
     roots: Roots
   ) {
     const dirty = roots.filter((root) => root.pending.length > 0)
+    yield* Effect.annotateCurrentSpan({
+      "mire.stream_count": dirty.length,
+      "mire.event_count": dirty.reduce((n, root) => n + root.pending.length, 0)
+    })
     yield* Effect.forEach(dirty, (root) => StreamId.forAggregate(root.aggregate.category, root.id))
     const requests = yield* Effect.forEach(dirty, requestOf)
     yield* appendMany(requests)
@@ -506,10 +511,10 @@ export const make = (storage: Storage): EventStore => {
     aggregate: Aggregate.Aggregate<S, E>,
     id: string
   ) {
-    if (Option.isNone(aggregate.snapshot)) return yield* load(aggregate, id)
-    const definition = aggregate.snapshot.value
     const streamId = yield* StreamId.forAggregate(aggregate.category, id)
     yield* Effect.annotateCurrentSpan("mire.stream_id", streamId)
+    if (Option.isNone(aggregate.snapshot)) return yield* load(aggregate, id)
+    const definition = aggregate.snapshot.value
     const stored = yield* storage.readSnapshot(streamId)
     if (Option.isNone(stored)) {
       yield* Metric.increment(Metrics.snapshotMisses)
@@ -563,7 +568,10 @@ export const make = (storage: Storage): EventStore => {
     readStream,
     readCategory: (category, options) => readLog([category], options),
     readAll: (options) => readLog(undefined, options),
-    streamVersion: (streamId) => Effect.flatMap(StreamId.validate(streamId), storage.streamVersion),
+    streamVersion: (streamId) =>
+      Effect.flatMap(StreamId.validate(streamId), storage.streamVersion).pipe(
+        Effect.withSpan("EventStore.streamVersion", { attributes: { "mire.stream_id": streamId } })
+      ),
     load,
     loadOrDefault,
     loadForUpdate,
@@ -572,7 +580,7 @@ export const make = (storage: Storage): EventStore => {
     loadSnapshotted,
     saveSnapshotting,
     transaction: (effect) => storage.transaction(effect).pipe(Effect.withSpan("EventStore.transaction")),
-    currentTransactionId: storage.currentTransactionId
+    currentTransactionId: storage.currentTransactionId.pipe(Effect.withSpan("EventStore.currentTransactionId"))
   }
 }
 

@@ -118,6 +118,14 @@ export const make = (mem: InMemoryEventStore.InMemoryStore): Effect.Effect<SagaS
           for (const entry of outbox.values()) if (entry.row.id === id) entry.nextAttemptAt = retryAt.getTime()
         }),
       outbox: Effect.sync(() => [...outbox.values()].map((e) => ({ ...e.row, published: e.published }))),
+      counts: (sagaName) =>
+        Effect.sync(() => {
+          const counts = new Map<SagaStore.Status, number>()
+          for (const row of instances.values()) {
+            if (row.sagaName === sagaName) counts.set(row.status, (counts.get(row.status) ?? 0) + 1)
+          }
+          return counts
+        }),
       list: (sagaName) => Effect.sync(() => [...instances.values()].filter((row) => row.sagaName === sagaName)),
       history: (sagaName, instanceId) =>
         Effect.sync(() => history.filter((h) => h.sagaName === sagaName && h.instanceId === instanceId)),

@@ -239,9 +239,14 @@ const lead = <R>(
             )
           )
         }).pipe(
-          Effect.tapError(() => Metric.increment(Metrics.handlerFailures)),
+          Effect.tapError((e) =>
+            e._tag === "HandlerFailure" || e._tag === "EventDecodeError" ? Metric.increment(Metrics.handlerFailures) : Effect.void
+          ),
           Effect.retry({
-            schedule: config.retry.pipe(Schedule.intersect(Schedule.recurs(config.maxAttempts - 1))),
+            schedule: config.retry.pipe(
+              Schedule.intersect(Schedule.recurs(config.maxAttempts - 1)),
+              Schedule.tapOutput(() => Metric.increment(Metrics.handlerRetries))
+            ),
             while: (e) => e._tag === "EventDecodeError" || e._tag === "HandlerFailure" || e._tag === "StoreError"
           }),
           Effect.catchTags({
@@ -276,6 +281,9 @@ const lead = <R>(
       Stream.runDrain
     )
     const heartbeat = leases.renew(subscriptionId, fence, config.leaseTtl).pipe(
+      Effect.withSpan("Lease.renew", {
+        attributes: { "mire.subscription_id": subscriptionId, "mire.fence_token": lease.fenceToken.toString() }
+      }),
       Effect.flatMap((held) => (held ? Effect.void : Effect.fail(new Lease.LeaseLost({ subscriptionId, ...fence })))),
       Effect.repeat(Schedule.spaced(config.heartbeat)),
       Effect.zipRight(Effect.never)
@@ -292,12 +300,20 @@ const withLease = <A, E, R>(
   Effect.scoped(
     Effect.gen(function* () {
       const leases = yield* Lease.LeaseStoreTag
-      const lease = yield* Effect.acquireRelease(leases.acquire(subscriptionId, config.workerId, config.leaseTtl), (held) =>
-        Option.match(held, {
-          onNone: () => Effect.void,
-          onSome: (l) =>
-            leases.release(subscriptionId, { workerId: config.workerId, fenceToken: l.fenceToken }).pipe(Effect.ignore)
-        })
+      const attributes = { "mire.subscription_id": subscriptionId, "mire.worker_id": config.workerId }
+      const lease = yield* Effect.acquireRelease(
+        leases
+          .acquire(subscriptionId, config.workerId, config.leaseTtl)
+          .pipe(Effect.withSpan("Lease.acquire", { attributes })),
+        (held) =>
+          Option.match(held, {
+            onNone: () => Effect.void,
+            onSome: (l) =>
+              leases.release(subscriptionId, { workerId: config.workerId, fenceToken: l.fenceToken }).pipe(
+                Effect.withSpan("Lease.release", { attributes: { ...attributes, "mire.fence_token": l.fenceToken.toString() } }),
+                Effect.ignore
+              )
+          })
       )
       if (Option.isNone(lease)) return Option.none()
       yield* Metric.increment(Metrics.leaseAcquired)
@@ -385,6 +401,10 @@ export const run = <R>(
     const lagOf = (projection: Projection.Projection<R>) =>
       Effect.flatMap(subscriptions.readCheckpoint(projection.subscriptionId), (cp) =>
         subscriptions.lag({ categories: projection.categories }, Option.getOrElse(cp, () => Cursor.start))
+      ).pipe(
+        Effect.tap((lag) =>
+          Metric.set(Metric.tagged(Metrics.subscriptionLag, "subscription", projection.subscriptionId), lag.events)
+        )
       )
     const status = Effect.forEach([...slots.values()], ({ projection, slot }) =>
       Effect.all({ s: Ref.get(slot), lease: leases.status(projection.subscriptionId), lag: lagOf(projection) }).pipe(

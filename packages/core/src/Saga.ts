@@ -83,8 +83,11 @@ export interface StepResult<S> {
  */
 export interface Await {
   readonly category: string
+  /** The stored types awaited, former names included. */
   readonly types: ReadonlyArray<string>
   readonly timeout: Duration.Duration
+  /** Decodes (upcasting) a response and encodes it at its current version, for the next step. */
+  readonly normalize: (recorded: RecordedEvent) => Effect.Effect<NewEvent, EventDecodeError | InvalidInput>
 }
 
 /**
@@ -156,14 +159,12 @@ export const awaitEvent = <S, E>(
   options: { readonly timeout: Duration.DurationInput; readonly only?: ReadonlyArray<string> }
 ): Await => {
   const codec = "codec" in source ? source.codec : source
-  const tags = options.only ?? [...codec.types.keys()]
+  const tags = new Set(options.only ?? [...codec.types.keys()])
   return {
     category: codec.category,
-    types: tags.flatMap((tag) => {
-      const info = codec.types.get(tag)
-      return info === undefined ? [] : [info.type]
-    }),
-    timeout: Duration.decode(options.timeout)
+    types: [...codec.tagOf].flatMap(([type, tag]) => (tags.has(tag) ? [type] : [])),
+    timeout: Duration.decode(options.timeout),
+    normalize: (recorded) => Effect.flatMap(codec.decode(recorded), codec.encode)
   }
 }
 
@@ -177,6 +178,7 @@ export const awaitEvent = <S, E>(
 export interface StartOn<S, Start> {
   readonly categories: ReadonlyArray<string>
   readonly decode: (recorded: RecordedEvent) => Effect.Effect<Start, EventDecodeError>
+  readonly encode: (event: Start) => Effect.Effect<NewEvent, InvalidInput>
   readonly start: (event: Start, recorded: RecordedEvent) => Option.Option<{ readonly instanceId: string; readonly state: S }>
 }
 
@@ -220,6 +222,7 @@ export const make = <S, SI extends JsonObject, AS, Start, R>(options: {
   startOn: {
     categories: [options.startOn.aggregate.category],
     decode: options.startOn.aggregate.codec.decode,
+    encode: options.startOn.aggregate.codec.encode,
     start: options.startOn.start
   },
   steps: options.steps

@@ -30,13 +30,12 @@ import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as EventStore from "./EventStore.js"
-import type { StoreError } from "./EventStoreError.js"
+import type { EventDecodeError, StoreError } from "./EventStoreError.js"
 import * as ExpectedVersion from "./ExpectedVersion.js"
 import type * as Lease from "./Lease.js"
 import * as Metrics from "./Metrics.js"
 import * as Projection from "./Projection.js"
 import * as ProjectionRunner from "./ProjectionRunner.js"
-import type { JsonObject } from "./RecordedEvent.js"
 import * as Saga from "./Saga.js"
 import * as SagaStore from "./SagaStore.js"
 import type * as Subscription from "./Subscription.js"
@@ -278,8 +277,18 @@ const transition = <S, Start, R>(
     if (step === undefined) {
       return yield* store.update({ ...row, status: "completed", version: row.version + 1, updatedAt: now })
     }
-    const input = yield* toInput(saga, row.input)
-    const result = yield* Effect.either(step.run(state, input))
+    const input = yield* Effect.either(toInput(saga, row))
+    if (input._tag === "Left") {
+      yield* history(step.name, "input-undecodable")
+      return yield* store.update({
+        ...row,
+        status: "failed",
+        error: `the input of step ${step.name} does not decode: ${input.left.message}`,
+        version: row.version + 1,
+        updatedAt: now
+      })
+    }
+    const result = yield* Effect.either(step.run(state, input.right))
     if (result._tag === "Left") {
       yield* history(step.name, `failed: ${describe(result.left.cause)}`)
       return yield* store.update(compensateFrom(row, index, `step ${step.name} failed: ${describe(result.left.cause)}`, now))
@@ -305,8 +314,9 @@ const transition = <S, Start, R>(
 
 const toInput = <S, Start, R>(
   saga: Saga.Saga<S, Start, R>,
-  stored: SagaStore.StoredInput | null
-): Effect.Effect<Saga.Input<Start>> => {
+  row: SagaStore.InstanceRow
+): Effect.Effect<Saga.Input<Start>, EventDecodeError> => {
+  const stored = row.input
   if (stored === null || stored.kind === "none") return Effect.succeed({ _tag: "None" })
   if (stored.kind === "response") {
     return Effect.succeed({ _tag: "Response", eventType: stored.eventType ?? "", data: stored.data ?? {} })
@@ -314,7 +324,7 @@ const toInput = <S, Start, R>(
   return saga.startOn
     .decode({
       eventId: "00000000-0000-0000-0000-000000000000",
-      streamId: "",
+      streamId: row.instanceId,
       category: saga.startOn.categories[0] ?? "",
       streamVersion: 0,
       globalPosition: 0n,
@@ -325,10 +335,7 @@ const toInput = <S, Start, R>(
       metadata: {},
       recordedAt: new Date(0)
     })
-    .pipe(
-      Effect.map((event): Saga.Input<Start> => ({ _tag: "Start", event })),
-      Effect.orDie
-    )
+    .pipe(Effect.map((event): Saga.Input<Start> => ({ _tag: "Start", event })))
 }
 
 /**
@@ -382,6 +389,8 @@ export const run = <S, Start, R, PE = never, PR = never>(
               const start = saga.startOn.start(event, recorded)
               if (Option.isNone(start)) return
               const state = yield* Effect.orDie(Schema.encode(saga.state)(start.value.state))
+              // Stored at its current version (upcast on the way in), so the first step decodes it as-is.
+              const current = yield* saga.startOn.encode(event)
               const at = yield* now
               const inserted = yield* store.insert({
                 sagaName: saga.name,
@@ -392,9 +401,9 @@ export const run = <S, Start, R, PE = never, PR = never>(
                 state,
                 input: {
                   kind: "start",
-                  eventType: recorded.eventType,
-                  schemaVersion: recorded.schemaVersion,
-                  data: recorded.data
+                  eventType: current.eventType,
+                  schemaVersion: current.schemaVersion,
+                  data: current.data
                 },
                 awaiting: null,
                 deadline: null,
@@ -422,7 +431,11 @@ export const run = <S, Start, R, PE = never, PR = never>(
                 const claimed = yield* store.claimWaiting(correlation)
                 if (Option.isNone(claimed)) return
                 const row = claimed.value
-                if (!(row.awaiting ?? []).includes(recorded.eventType)) return
+                const awaits = saga.steps[row.stepIndex]?.awaits
+                if (awaits === undefined || !(row.awaiting ?? []).includes(recorded.eventType)) return
+                // Upcast the response to its current version; one that no longer decodes stops this
+                // projection with an error naming it, rather than being skipped.
+                const response = yield* awaits.normalize(recorded)
                 const at = yield* now
                 const name = stepName(saga, row.stepIndex)
                 if (Saga.isErrorResponse(recorded)) {
@@ -444,9 +457,9 @@ export const run = <S, Start, R, PE = never, PR = never>(
                   })
                   const input: SagaStore.StoredInput = {
                     kind: "response",
-                    eventType: recorded.eventType,
-                    schemaVersion: recorded.schemaVersion,
-                    data: recorded.data as JsonObject
+                    eventType: response.eventType,
+                    schemaVersion: response.schemaVersion,
+                    data: response.data
                   }
                   yield* store.update(completeStep(row, row.stepIndex, saga.steps.length, row.state, input, at))
                 }
@@ -498,9 +511,9 @@ export const run = <S, Start, R, PE = never, PR = never>(
       yield* Effect.forkScoped(Effect.all(Array.from({ length: concurrency }, () => worker), { concurrency: "unbounded" }))
       yield* Effect.forkScoped(
         Effect.gen(function* () {
-          const rows = yield* store.list(saga.name)
+          const counts = yield* store.counts(saga.name)
           for (const state of ["running", "waiting", "compensating", "completed", "failed"] as const) {
-            yield* Metric.set(gauge(saga.name, state), rows.filter((r) => r.status === state).length)
+            yield* Metric.set(gauge(saga.name, state), counts.get(state) ?? 0)
           }
         }).pipe(Effect.ignore, Effect.repeat(Schedule.spaced("5 seconds")))
       )

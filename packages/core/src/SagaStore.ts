@@ -121,6 +121,8 @@ export interface SagaStore {
   /** Every outbox row (status pages, tests). */
   readonly outbox: Effect.Effect<ReadonlyArray<OutboxRow & { readonly published: boolean }>, StoreError>
   readonly list: (sagaName: string) => Effect.Effect<ReadonlyArray<InstanceRow>, StoreError>
+  /** Instances of a saga by status (for the `mire_saga_instances` gauge). */
+  readonly counts: (sagaName: string) => Effect.Effect<ReadonlyMap<Status, number>, StoreError>
   readonly history: (sagaName: string, instanceId: string) => Effect.Effect<ReadonlyArray<HistoryEntry>, StoreError>
   /** Wakes waiting workers when the current transaction commits. */
   readonly notify: (sagaName: string) => Effect.Effect<void, StoreError>

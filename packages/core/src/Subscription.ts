@@ -207,7 +207,10 @@ export const make = (
       yield* Metric.set(heldGauge, HoldBack.heldCount(result.state))
       yield* Metric.incrementBy(deliveredCounter, result.deliver.length)
       return result.deliver
-    }).pipe(Effect.withSpan("Subscription.poll", { attributes: { "mire.subscription_id": subscriptionId } }))
+    }).pipe(
+      Effect.tap((delivered) => Effect.annotateCurrentSpan("mire.batch_size", delivered.length)),
+      Effect.withSpan("Subscription.poll", { attributes: { "mire.subscription_id": subscriptionId } })
+    )
 
     const position = Effect.map(Ref.get(state), (s) => ({
       read: s.read,

@@ -13,6 +13,7 @@ import * as concurrency from "./concurrency.js"
 import * as multi_replica from "./multi_replica.js"
 import * as projection from "./projection.js"
 import * as saga from "./saga.js"
+import * as telemetry from "./telemetry.js"
 import * as snapshot from "./snapshot.js"
 import * as transaction_scope from "./transaction_scope.js"
 
@@ -47,7 +48,8 @@ export const examples = {
   transaction_scope: transaction_scope.program,
   multi_replica: multi_replica.program,
   batched_write: batched_write.program,
-  saga: saga.program
+  saga: saga.program,
+  telemetry: telemetry.program
 } as const satisfies Record<string, Example>
 
 /** @since 0.1.0 */

@@ -87,6 +87,7 @@ describe("examples", () => {
       "projection",
       "saga",
       "snapshot",
+      "telemetry",
       "transaction_scope"
     ])
   })

@@ -168,6 +168,12 @@ export const make: Effect.Effect<SagaStore.SagaStore, never, PgClient.PgClient> 
       Effect.map((rows) => rows.map((row) => ({ ...toOutbox(row), published: row.status === "published" }))),
       refail("outbox")
     ),
+    counts: (sagaName) =>
+      sql<{ status: SagaStore.Status; n: number }>`
+        SELECT status, count(*)::int AS n FROM es_saga_instances WHERE saga_name = ${sagaName} GROUP BY status`.pipe(
+        Effect.map((rows) => new Map(rows.map((r) => [r.status, r.n]))),
+        refail("sagaCounts")
+      ),
     list: (sagaName) =>
       sql<Row>`SELECT ${cols} FROM es_saga_instances WHERE saga_name = ${sagaName} ORDER BY created_at, instance_id`.pipe(
         Effect.map((rows) => rows.map(toInstance)),

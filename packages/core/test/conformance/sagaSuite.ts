@@ -317,6 +317,72 @@ export const sagaSuite = (name: string, storeLayer: Layer.Layer<Env>) =>
           yield* worker.stop
         }))
 
+      it.effect("a response stored under a former type name at an older version is upcast for the next step", () =>
+        Effect.gen(function* () {
+          const tag = unique("")
+          const Start = Schema.TaggedStruct("Begun", {})
+          const Quoted = Schema.TaggedStruct("Quoted", { cents: Schema.Number, currency: Schema.String })
+          const none = { initial: {}, apply: (s: {}) => s }
+          const Job = Aggregate.make({ category: `job${tag}`, events: Start, ...none })
+          const Quote = Aggregate.make({
+            category: `quote${tag}`,
+            events: Quoted,
+            ...none,
+            definitions: {
+              Quoted: {
+                version: 2,
+                formerTypes: [`quote${tag}.priced`],
+                upcasters: [(v1) => ({ cents: Number(v1.euros) * 100, currency: "EUR" })]
+              }
+            }
+          })
+          const State = Schema.Struct({ quote: Schema.String })
+          const saga = Saga.make({
+            name: `quoting${tag}`,
+            state: State,
+            startOn: { aggregate: Job, start: (_, recorded) => Option.some({ instanceId: recorded.streamId, state: { quote: "" } }) },
+            steps: [
+              Saga.step<typeof State.Type, typeof Start.Type>("ask", {
+                run: () => Effect.succeed({}),
+                awaits: Saga.awaitEvent(Quote, { timeout: "30 seconds" })
+              }),
+              Saga.step<typeof State.Type, typeof Start.Type>("record", {
+                run: (_, input) =>
+                  Effect.succeed({ state: { quote: input._tag === "Response" ? JSON.stringify(input.data) : "none" } })
+              })
+            ]
+          })
+          const scope = yield* Scope.make()
+          yield* SagaRunner.run([saga], { workerId: "w1", pollInterval: "200 millis", projections: projectionOptions }).pipe(
+            Scope.extend(scope)
+          )
+          yield* EventStore.append(`${Job.category}-j1`, Job.category, ExpectedVersion.Any, [
+            { eventType: `${Job.category}.begun`, schemaVersion: 1, data: {} }
+          ])
+          const id = `${Job.category}-j1`
+          yield* waitUntil(
+            Effect.map(SagaRunner.status(saga, "waiting"), (w) => w.some((s) => s.instanceId === id)),
+            "the instance to wait"
+          )
+          // An older service answers with the former type name, at schema version 1.
+          yield* EventStore.append(`${Quote.category}-q1`, Quote.category, ExpectedVersion.Any, [
+            {
+              eventType: `quote${tag}.priced`,
+              schemaVersion: 1,
+              data: { euros: 12 },
+              metadata: { correlationId: Saga.correlationId(saga.name, id) }
+            }
+          ])
+          yield* waitUntil(
+            Effect.map(SagaRunner.status(saga, "completed"), (done) => done.some((s) => s.instanceId === id)),
+            "completion"
+          )
+          const store = yield* SagaStore.SagaStoreTag
+          const [row] = (yield* store.list(saga.name)).filter((r) => r.instanceId === id)
+          assert.deepStrictEqual(row!.state, { quote: JSON.stringify({ cents: 1200, currency: "EUR" }) })
+          yield* Scope.close(scope, Exit.void)
+        }))
+
       it.effect("an outbox publisher failing twice then succeeding publishes once per idempotency key", () =>
         Effect.gen(function* () {
           const store = yield* SagaStore.SagaStoreTag
