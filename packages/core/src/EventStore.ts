@@ -349,10 +349,15 @@ export const make = (storage: Storage): EventStore => {
       "mire.stream_id": validated.map((r) => r.streamId).join(",").slice(0, 1024)
     })
     yield* Metric.increment(Metrics.appends)
-    return yield* storage.append(validated).pipe(
+    // Streams are locked in stream-id order, whatever order the caller gave, so two batches
+    // touching the same streams cannot deadlock each other.
+    const sorted = [...validated].sort((a, b) => (a.streamId < b.streamId ? -1 : a.streamId > b.streamId ? 1 : 0))
+    const committed = yield* storage.append(sorted).pipe(
       Effect.tap(() => Metric.incrementBy(Metrics.eventsAppended, eventCount)),
       Effect.tapErrorTag("ConcurrencyConflict", () => Metric.increment(Metrics.conflicts))
     )
+    const byStream = new Map(committed.map((c) => [c.streamId, c]))
+    return validated.map((r) => byStream.get(r.streamId)!)
   })
 
   const append = (

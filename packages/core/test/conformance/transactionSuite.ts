@@ -194,6 +194,19 @@ export const transactionSuite = (name: string, storeLayer: Layer.Layer<EventStor
           assert.strictEqual(ok[0]!.transactionId, ok[1]!.transactionId)
         }))
 
+      it.effect("batches over the same streams in opposite orders do not deadlock", () =>
+        Effect.gen(function* () {
+          const category = unique("dl")
+          const streams = Array.from({ length: 6 }, (_, i) => `${category}-s${i}`)
+          const batch = (order: ReadonlyArray<string>) =>
+            EventStore.appendMany(order.map((streamId) => ({ streamId, category, expected: ExpectedVersion.Any, events: [ev("x")] })))
+          yield* Effect.all(
+            Array.from({ length: 20 }, (_, i) => batch(i % 2 === 0 ? streams : [...streams].reverse())),
+            { concurrency: "unbounded" }
+          ).pipe(Effect.timeout("30 seconds"))
+          for (const s of streams) assert.strictEqual(yield* EventStore.streamVersion(s), 20)
+        }))
+
       it.effect("saveMany saves several roots atomically", () =>
         Effect.gen(function* () {
           const [a, b] = [unique("sa"), unique("sb")]
