@@ -104,7 +104,11 @@ const build =
       delivery,
       process: (recorded) =>
         Effect.flatMap(decode(recorded), (event) =>
-          Effect.mapError(options.handle({ event, recorded }), (cause) => new HandlerFailure({ cause }))
+          // A handler that throws or dies fails like one that fails: retried, then the projection stops.
+          Effect.suspend(() => options.handle({ event, recorded })).pipe(
+            Effect.mapError((cause) => new HandlerFailure({ cause })),
+            Effect.catchAllDefect((cause) => Effect.fail(new HandlerFailure({ cause })))
+          )
         )
     }
   }

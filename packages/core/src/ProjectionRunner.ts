@@ -247,7 +247,10 @@ const lead = <R>(
               Schedule.intersect(Schedule.recurs(config.maxAttempts - 1)),
               Schedule.tapOutput(() => Metric.increment(Metrics.handlerRetries))
             ),
-            while: (e) => e._tag === "EventDecodeError" || e._tag === "HandlerFailure" || e._tag === "StoreError"
+            // Only the handler is retried here. A StoreError (a COMMIT whose outcome is unknown, a lost
+            // connection) ends the leadership instead, and the next one resumes from the persisted
+            // checkpoint, so a batch that did commit is never applied twice.
+            while: (e) => e._tag === "EventDecodeError" || e._tag === "HandlerFailure"
           }),
           Effect.catchTags({
             LeaseLost: refused,
@@ -333,7 +336,23 @@ const supervise = <R>(
         Ref.update(slot, (s) => ({ ...s, state: "leader" as const, fenceToken: Option.some(lease.fenceToken) })).pipe(
           Effect.zipRight(Effect.scoped(lead(projection, lease, config, slot)))
         )
-      ).pipe(Effect.either)
+      ).pipe(
+        // A defect in the runner or a store must not kill this supervisor silently: the projection stops, visibly.
+        Effect.catchAllDefect((defect) =>
+          Effect.fail(
+            new ProjectionFailed({
+              subscriptionId: projection.subscriptionId,
+              streamId: "",
+              streamVersion: 0,
+              globalPosition: 0n,
+              eventType: "",
+              attempts: 0,
+              cause: defect
+            })
+          )
+        ),
+        Effect.either
+      )
       if (outcome._tag === "Right") {
         if (Option.isNone(outcome.right)) yield* Effect.sleep(config.recheck)
         continue
@@ -486,11 +505,9 @@ export const rebuild = <R>(
     for (;;) {
       const result = yield* withLease(projection.subscriptionId, config, (lease) =>
         Effect.gen(function* () {
-          yield* subscriptions.writeCheckpoint(
-            projection.subscriptionId,
-            Cursor.start,
-            Option.some({ workerId: config.workerId, fenceToken: lease.fenceToken })
-          )
+          const fence = { workerId: config.workerId, fenceToken: lease.fenceToken }
+          const reset = yield* subscriptions.writeCheckpoint(projection.subscriptionId, Cursor.start, Option.some(fence))
+          if (!reset) return yield* new Lease.LeaseLost({ subscriptionId: projection.subscriptionId, ...fence })
           const { events: total } = yield* subscriptions.lag({ categories: projection.categories }, Cursor.start)
           yield* onProgress({ done: 0, total })
           if (total === 0) return { done: 0, total }

@@ -134,13 +134,16 @@ export const step = <S, Start = never, R = never>(
   }
 ): Step<S, Start, R> => {
   const compensate = options.compensate
+  // A step that fails, throws or dies has failed: the saga compensates (it never kills its worker).
+  const guard = <A, R2>(effect: () => Effect.Effect<A, unknown, R2>): Effect.Effect<A, StepFailed, R2> =>
+    Effect.suspend(effect).pipe(
+      Effect.mapError((cause) => new StepFailed({ step: name, cause })),
+      Effect.catchAllDefect((cause) => Effect.fail(new StepFailed({ step: name, cause })))
+    )
   return {
     name,
-    run: (state, input) => Effect.mapError(options.run(state, input), (cause) => new StepFailed({ step: name, cause })),
-    compensate:
-      compensate === undefined
-        ? undefined
-        : (state) => Effect.mapError(compensate(state), (cause) => new StepFailed({ step: name, cause })),
+    run: (state, input) => guard(() => options.run(state, input)),
+    compensate: compensate === undefined ? undefined : (state) => guard(() => compensate(state)),
     awaits: options.awaits
   }
 }

@@ -18,6 +18,7 @@
  *
  * @since 0.1.0
  */
+import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -170,8 +171,15 @@ const completeStep = (
   updatedAt: now
 })
 
-const describe = (cause: unknown): string =>
-  cause instanceof Error ? cause.message : typeof cause === "string" ? cause : JSON.stringify(cause)
+const describe = (cause: unknown): string => {
+  if (cause instanceof Error) return cause.message
+  if (typeof cause === "string") return cause
+  try {
+    return JSON.stringify(cause, (_, v) => (typeof v === "bigint" ? v.toString() : v)) ?? String(cause)
+  } catch {
+    return String(cause)
+  }
+}
 
 /**
  * Runs one transition of a claimed instance: the caller's transaction
@@ -203,6 +211,9 @@ const transition = <S, Start, R>(
     }
     const state = decoded.right
 
+    // Writes what a step produced, in a savepoint: if any of it is refused (an invalid emit, a state
+    // that fails its Schema) nothing of it stays, and the step counts as failed. A StoreError is
+    // left to fail the whole transition, which is then retried.
     const apply = (name: string, result: Saga.StepResult<S>) =>
       Effect.gen(function* () {
         const emits = result.emit ?? []
@@ -229,8 +240,17 @@ const transition = <S, Start, R>(
             }))
           )
         }
-        return yield* Effect.orDie(encodeState(result.state ?? state))
-      })
+        return yield* Effect.mapError(
+          encodeState(result.state ?? state),
+          (e) => new Saga.StepFailed({ step: name, cause: ParseResult.TreeFormatter.formatErrorSync(e) })
+        )
+      }).pipe(
+        EventStore.transaction,
+        Effect.catchIf(
+          (e): e is Exclude<typeof e, StoreError> => e._tag !== "StoreError",
+          (e) => Effect.fail(new Saga.StepFailed({ step: name, cause: e }))
+        )
+      )
 
     if (row.status === "waiting") {
       // Claimed because its deadline passed: the awaited response never came.
@@ -249,7 +269,18 @@ const transition = <S, Start, R>(
           yield* history(step.name, `compensation-failed: ${describe(result.left.cause)}`)
           return yield* store.update({ ...row, dueAt: new Date(now.getTime() + 1000), version: row.version + 1, updatedAt: now })
         }
-        const nextState = yield* apply(step.name, result.right)
+        const applied = yield* Effect.either(apply(step.name, result.right))
+        if (applied._tag === "Left") {
+          yield* history(step.name, `compensation-refused: ${describe(applied.left.cause)}`)
+          return yield* store.update({
+            ...row,
+            status: "failed",
+            error: `compensation of ${step.name} was refused: ${describe(applied.left.cause)}`,
+            version: row.version + 1,
+            updatedAt: now
+          })
+        }
+        const nextState = applied.right
         yield* history(step.name, "compensated")
         return yield* store.update({
           ...row,
@@ -293,7 +324,12 @@ const transition = <S, Start, R>(
       yield* history(step.name, `failed: ${describe(result.left.cause)}`)
       return yield* store.update(compensateFrom(row, index, `step ${step.name} failed: ${describe(result.left.cause)}`, now))
     }
-    const nextState = yield* apply(step.name, result.right)
+    const applied = yield* Effect.either(apply(step.name, result.right))
+    if (applied._tag === "Left") {
+      yield* history(step.name, `failed: ${describe(applied.left.cause)}`)
+      return yield* store.update(compensateFrom(row, index, `step ${step.name} failed: ${describe(applied.left.cause)}`, now))
+    }
+    const nextState = applied.right
     if (step.awaits !== undefined) {
       yield* history(step.name, "awaiting")
       return yield* store.update({
@@ -493,9 +529,14 @@ export const run = <S, Start, R, PE = never, PR = never>(
         })
       ).pipe(
         Effect.withSpan("SagaRunner.transition", { attributes: { "mire.saga": saga.name } }),
-        Effect.catchAll((error) =>
-          Effect.as(Effect.logWarning(`saga ${saga.name}: transition failed, will retry`, error), false)
-        )
+        // Whatever went wrong rolled back; the instance stays due and is retried. A defect is
+        // logged like a failure: it must not stop this worker (nor every worker that claims it).
+        Effect.catchAllCause((cause) =>
+          Cause.isInterruptedOnly(cause)
+            ? Effect.failCause(cause)
+            : Effect.as(Effect.logWarning(`saga ${saga.name}: transition failed, will retry`, cause), false)
+        ),
+        Effect.orDie
       )
 
     for (const saga of sagas) {
