@@ -57,6 +57,9 @@ export const order: Order.Order<Cursor> = Order.combine(
 export const min: (self: Cursor, that: Cursor) => Cursor = Order.min(order)
 
 /** @since 0.1.0 */
+export const max: (self: Cursor, that: Cursor) => Cursor = Order.max(order)
+
+/** @since 0.1.0 */
 export const isZero = (cursor: Cursor): boolean => cursor.transactionId === 0n && cursor.position === 0n
 
 /** `(123, 456)`. @since 0.1.0 */

@@ -30,10 +30,39 @@ export interface State {
   readonly delivered: ReadonlyMap<string, number>
   /** Events read but held, per stream, ascending by version. */
   readonly held: ReadonlyMap<string, ReadonlyArray<RecordedEvent>>
+  /** Versions delivered before a restart, past its checkpoint: skipped when read again. */
+  readonly skip: ReadonlyMap<string, number>
+  /** The cursor of the last event delivered or skipped per stream (absent: none read yet). */
+  readonly lastSeen: ReadonlyMap<string, Cursor.Cursor>
 }
 
 /** @since 0.1.0 @category constructors */
-export const empty: State = { delivered: new Map(), held: new Map() }
+export const empty: State = { delivered: new Map(), held: new Map(), skip: new Map(), lastSeen: new Map() }
+
+/**
+ * The state of a subscription resuming from a checkpoint that records
+ * versions delivered past its cursor.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const resume = (delivered: ReadonlyMap<string, number>): State => ({
+  delivered: new Map(delivered),
+  held: new Map(),
+  skip: new Map(delivered),
+  lastSeen: new Map()
+})
+
+/**
+ * A checkpoint: the cursor it persists and the versions delivered past it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Checkpoint {
+  readonly cursor: Cursor.Cursor
+  readonly delivered: ReadonlyMap<string, number>
+}
 
 /**
  * The outcome of one step.
@@ -77,8 +106,15 @@ export const step = (
 ): Step | OrderingViolation => {
   const delivered = new Map(state.delivered)
   const held = new Map(state.held)
+  const lastSeen = new Map(state.lastSeen)
   const deliver: Array<RecordedEvent> = []
   for (const event of page) {
+    const skipped = state.skip.get(event.streamId)
+    if (skipped !== undefined && event.streamVersion <= skipped) {
+      // Delivered before the restart (its checkpoint recorded it): at-least-once needs no second delivery.
+      lastSeen.set(event.streamId, Cursor.of(event))
+      continue
+    }
     const last = delivered.get(event.streamId) ?? baseline.get(event.streamId) ?? 0
     if (event.streamVersion <= last) {
       return new OrderingViolation({
@@ -93,8 +129,10 @@ export const step = (
       let version = event.streamVersion
       const waiting = held.get(event.streamId) ?? []
       let i = 0
+      lastSeen.set(event.streamId, Cursor.of(event))
       while (i < waiting.length && waiting[i]!.streamVersion === version + 1) {
         deliver.push(waiting[i]!)
+        lastSeen.set(event.streamId, Cursor.max(lastSeen.get(event.streamId)!, Cursor.of(waiting[i]!)))
         version++
         i++
       }
@@ -109,7 +147,7 @@ export const step = (
       held.set(event.streamId, waiting)
     }
   }
-  return { state: { delivered, held }, deliver }
+  return { state: { delivered, held, skip: state.skip, lastSeen }, deliver }
 }
 
 /**
@@ -124,6 +162,26 @@ export const safeCursor = (state: State, read: Cursor.Cursor): Cursor.Cursor => 
     for (const event of events) safe = Cursor.min(safe, Cursor.before(Cursor.of(event)))
   }
   return safe
+}
+
+/**
+ * The checkpoint to persist after reading up to `read`: the safe cursor, and
+ * for every stream with a delivered (or skipped) event past it, the version
+ * delivered, so that a restart from the cursor neither delivers those events
+ * again nor takes them for an ordering violation.
+ *
+ * @since 0.1.0
+ */
+export const checkpoint = (state: State, read: Cursor.Cursor): Checkpoint => {
+  const cursor = safeCursor(state, read)
+  const delivered = new Map<string, number>()
+  for (const [streamId, version] of state.delivered) {
+    const seen = state.lastSeen.get(streamId)
+    // Unseen since a restart: its recorded versions are still past the cursor.
+    const pending = seen === undefined ? state.skip.has(streamId) : Cursor.order(seen, cursor) > 0
+    if (pending && version > 0) delivered.set(streamId, Math.max(version, state.skip.get(streamId) ?? 0))
+  }
+  return { cursor, delivered }
 }
 
 /**

@@ -35,6 +35,7 @@ import type { StoredSnapshot } from "./Snapshot.js"
  */
 export interface SubscriptionRow {
   cursor: Cursor.Cursor
+  delivered: ReadonlyMap<string, number>
   workerId: string | undefined
   fenceToken: bigint
   leasedUntil: number

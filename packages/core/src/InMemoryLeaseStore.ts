@@ -46,6 +46,7 @@ export const make = (mem: InMemoryEventStore.InMemoryStore): Lease.LeaseStore =>
           if (!Lease.isAcquirable(statusOf(subscriptionId), now)) return Option.none()
           const row = mem.subscriptions.get(subscriptionId) ?? {
             cursor: Cursor.start,
+            delivered: new Map<string, number>(),
             workerId: undefined,
             fenceToken: 0n,
             leasedUntil: 0
@@ -76,7 +77,7 @@ export const make = (mem: InMemoryEventStore.InMemoryStore): Lease.LeaseStore =>
         })
       ),
     status: (subscriptionId) => Effect.sync(() => Option.fromNullable(statusOf(subscriptionId))),
-    commitFenced: (subscriptionId, fence, cursor, effect) =>
+    commitFenced: (subscriptionId, fence, checkpoint, effect) =>
       // As on Postgres, the row is locked only by the final fenced write, so a takeover is never
       // blocked by a long handler; the lock then holds until this transaction commits.
       mem.transaction(
@@ -88,7 +89,8 @@ export const make = (mem: InMemoryEventStore.InMemoryStore): Lease.LeaseStore =>
               if (row === undefined || !Lease.holds(statusOf(subscriptionId), fence)) {
                 return Effect.fail(new Lease.LeaseLost({ subscriptionId, ...fence }))
               }
-              row.cursor = cursor
+              row.cursor = checkpoint.cursor
+              row.delivered = checkpoint.delivered
               return Effect.succeed(a)
             })
           )

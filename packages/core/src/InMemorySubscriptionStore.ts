@@ -64,19 +64,31 @@ export const make = (mem: InMemoryEventStore.InMemoryStore): Subscription.Subscr
       return result
     }),
   readCheckpoint: (subscriptionId) =>
-    Effect.sync(() => Option.map(Option.fromNullable(mem.subscriptions.get(subscriptionId)), (row) => row.cursor)),
-  writeCheckpoint: (subscriptionId, cursor, fence) =>
+    Effect.sync(() =>
+      Option.map(Option.fromNullable(mem.subscriptions.get(subscriptionId)), (row) => ({
+        cursor: row.cursor,
+        delivered: row.delivered
+      }))
+    ),
+  writeCheckpoint: (subscriptionId, checkpoint, fence) =>
     Effect.sync(() => {
       const row = mem.subscriptions.get(subscriptionId)
       if (row === undefined) {
         if (Option.isSome(fence)) return false
-        mem.subscriptions.set(subscriptionId, { cursor, workerId: undefined, fenceToken: 0n, leasedUntil: 0 })
+        mem.subscriptions.set(subscriptionId, {
+          cursor: checkpoint.cursor,
+          delivered: checkpoint.delivered,
+          workerId: undefined,
+          fenceToken: 0n,
+          leasedUntil: 0
+        })
         return true
       }
       if (Option.isSome(fence) && (row.workerId !== fence.value.workerId || row.fenceToken !== fence.value.fenceToken)) {
         return false
       }
-      row.cursor = cursor
+      row.cursor = checkpoint.cursor
+      row.delivered = checkpoint.delivered
       return true
     }),
   wakeups: Stream.fromPubSub(mem.commits).pipe(Stream.flattenIterables),

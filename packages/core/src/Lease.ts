@@ -13,7 +13,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
-import type * as Cursor from "./Cursor.js"
+import type * as HoldBack from "./HoldBack.js"
 import type { StoreError } from "./EventStoreError.js"
 
 /**
@@ -94,13 +94,13 @@ export interface LeaseStore {
   readonly status: (subscriptionId: string) => Effect.Effect<Option.Option<LeaseStatus>, StoreError>
   /**
    * Runs `effect` in one transaction that ends by writing the checkpoint
-   * `cursor` under `fence`; if the fence no longer holds, everything rolls
+   * under `fence`; if the fence no longer holds, everything rolls
    * back and it fails with `LeaseLost`.
    */
   readonly commitFenced: <A, E, R>(
     subscriptionId: string,
     fence: Fence,
-    cursor: Cursor.Cursor,
+    checkpoint: HoldBack.Checkpoint,
     effect: Effect.Effect<A, E, R>
   ) => Effect.Effect<A, E | LeaseLost | StoreError, R>
 }

@@ -210,13 +210,13 @@ const lead = <R>(
 
     const processBatch = (batch: ReadonlyArray<RecordedEvent>) =>
       Effect.gen(function* () {
-        const { safe } = yield* sub.position
+        const { checkpoint } = yield* sub.position
         if (projection.delivery === "at-least-once") {
           for (const event of batch) {
             yield* attempt(event)
             yield* handled(1)
           }
-          yield* leases.commitFenced(subscriptionId, fence, safe, Effect.void).pipe(Effect.catchTag("LeaseLost", refused))
+          yield* leases.commitFenced(subscriptionId, fence, checkpoint, Effect.void).pipe(Effect.catchTag("LeaseLost", refused))
           return
         }
         // Transactional: the whole batch and its checkpoint commit together, or not at all.
@@ -227,7 +227,7 @@ const lead = <R>(
           return leases.commitFenced(
             subscriptionId,
             fence,
-            safe,
+            checkpoint,
             Effect.forEach(
               batch,
               (event) =>
@@ -419,7 +419,10 @@ export const run = <R>(
     }
     const lagOf = (projection: Projection.Projection<R>) =>
       Effect.flatMap(subscriptions.readCheckpoint(projection.subscriptionId), (cp) =>
-        subscriptions.lag({ categories: projection.categories }, Option.getOrElse(cp, () => Cursor.start))
+        subscriptions.lag(
+          { categories: projection.categories },
+          Option.match(cp, { onNone: () => Cursor.start, onSome: (c) => c.cursor })
+        )
       ).pipe(
         Effect.tap((lag) =>
           Metric.set(Metric.tagged(Metrics.subscriptionLag, "subscription", projection.subscriptionId), lag.events)
@@ -506,7 +509,11 @@ export const rebuild = <R>(
       const result = yield* withLease(projection.subscriptionId, config, (lease) =>
         Effect.gen(function* () {
           const fence = { workerId: config.workerId, fenceToken: lease.fenceToken }
-          const reset = yield* subscriptions.writeCheckpoint(projection.subscriptionId, Cursor.start, Option.some(fence))
+          const reset = yield* subscriptions.writeCheckpoint(
+            projection.subscriptionId,
+            Subscription.checkpointAt(Cursor.start),
+            Option.some(fence)
+          )
           if (!reset) return yield* new Lease.LeaseLost({ subscriptionId: projection.subscriptionId, ...fence })
           const { events: total } = yield* subscriptions.lag({ categories: projection.categories }, Cursor.start)
           yield* onProgress({ done: 0, total })

@@ -43,6 +43,14 @@ export interface Filter {
 }
 
 /**
+ * A checkpoint at a cursor, with nothing delivered past it.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const checkpointAt = (cursor: Cursor.Cursor): HoldBack.Checkpoint => ({ cursor, delivered: new Map() })
+
+/**
  * A fencing condition for a checkpoint write: it commits only while the
  * lease is held by `workerId` with `fenceToken`.
  *
@@ -80,13 +88,13 @@ export interface SubscriptionStore {
   readonly poll: (filter: Filter, after: Cursor.Cursor, limit: number) => Effect.Effect<ReadonlyArray<RecordedEvent>, StoreError>
   /** For each stream, the highest version at or below `upTo` (absent: none). */
   readonly baseline: (streamIds: ReadonlyArray<string>, upTo: Cursor.Cursor) => Effect.Effect<ReadonlyMap<string, number>, StoreError>
-  readonly readCheckpoint: (subscriptionId: string) => Effect.Effect<Option.Option<Cursor.Cursor>, StoreError>
+  readonly readCheckpoint: (subscriptionId: string) => Effect.Effect<Option.Option<HoldBack.Checkpoint>, StoreError>
   /** Persists a checkpoint; with a fence, only while the lease matches. Returns whether it was written. */
   readonly writeCheckpoint: (
     subscriptionId: string,
-    cursor: Cursor.Cursor,
+    checkpoint: HoldBack.Checkpoint,
     fence: Option.Option<Fence>
-  ) => Effect.Effect<boolean, StoreError>
+) => Effect.Effect<boolean, StoreError>
   /** Notifications of committed appends (categories); may miss some. */
   readonly wakeups: Stream.Stream<string, StoreError>
   readonly lag: (filter: Filter, after: Cursor.Cursor) => Effect.Effect<Lag, StoreError>
@@ -132,7 +140,13 @@ export interface Subscription {
   /** Replays from the start, or from `cursor`; at-least-once, and the backstop forgets what was delivered. */
   readonly reset: (cursor?: Cursor.Cursor) => Effect.Effect<void, StoreError>
   /** The read cursor and the cursor a checkpoint would persist. */
-  readonly position: Effect.Effect<{ readonly read: Cursor.Cursor; readonly safe: Cursor.Cursor; readonly held: number }>
+  readonly position: Effect.Effect<{
+    readonly read: Cursor.Cursor
+    readonly safe: Cursor.Cursor
+    readonly held: number
+    /** What a checkpoint now would persist. */
+    readonly checkpoint: HoldBack.Checkpoint
+  }>
   /** Waits for a wake-up (a notification or the poll interval). */
   readonly awaitWakeup: Effect.Effect<void>
   readonly lag: Effect.Effect<Lag, StoreError>
@@ -179,8 +193,12 @@ export const make = (
       return yield* new InvalidInput({ field: "batchSize", reason: `${batchSize} is not a positive integer` })
     }
     const pollInterval = Duration.decode(options.pollInterval ?? "1 second")
-    const persisted = Option.getOrElse(yield* store.readCheckpoint(subscriptionId), () => Cursor.start)
-    const state = yield* Ref.make<Internal>({ read: persisted, start: persisted, ordering: HoldBack.empty })
+    const persisted = Option.getOrElse(yield* store.readCheckpoint(subscriptionId), () => checkpointAt(Cursor.start))
+    const state = yield* Ref.make<Internal>({
+      read: persisted.cursor,
+      start: persisted.cursor,
+      ordering: HoldBack.resume(persisted.delivered)
+    })
     const wake = yield* Queue.sliding<void>(1)
     yield* store.wakeups.pipe(
       Stream.runForEach(() => Queue.offer(wake, undefined)),
@@ -212,19 +230,20 @@ export const make = (
       Effect.withSpan("Subscription.poll", { attributes: { "mire.subscription_id": subscriptionId } })
     )
 
-    const position = Effect.map(Ref.get(state), (s) => ({
-      read: s.read,
-      safe: HoldBack.safeCursor(s.ordering, s.read),
-      held: HoldBack.heldCount(s.ordering)
-    }))
+    const position = Effect.map(Ref.get(state), (s) => {
+      const checkpoint = HoldBack.checkpoint(s.ordering, s.read)
+      return { read: s.read, safe: checkpoint.cursor, held: HoldBack.heldCount(s.ordering), checkpoint }
+    })
 
     const checkpoint = (fence?: Fence) =>
-      Effect.flatMap(position, ({ safe }) => store.writeCheckpoint(subscriptionId, safe, Option.fromNullable(fence)))
+      Effect.flatMap(position, ({ checkpoint }) =>
+        store.writeCheckpoint(subscriptionId, checkpoint, Option.fromNullable(fence))
+      )
 
     const reset = (cursor: Cursor.Cursor = Cursor.start) =>
       Effect.zipRight(
         Ref.set(state, { read: cursor, start: cursor, ordering: HoldBack.empty }),
-        Effect.asVoid(store.writeCheckpoint(subscriptionId, cursor, Option.none()))
+        Effect.asVoid(store.writeCheckpoint(subscriptionId, checkpointAt(cursor), Option.none()))
       )
 
     const awaitWakeup = Queue.take(wake).pipe(

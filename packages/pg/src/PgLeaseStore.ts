@@ -14,6 +14,7 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import { refail } from "./internal/errors.js"
 import { transaction } from "./internal/transaction.js"
+import { deliveredJson } from "./PgSubscriptionStore.js"
 
 interface LeaseRow {
   readonly worker_id: string | null
@@ -75,12 +76,13 @@ export const make: Effect.Effect<Lease.LeaseStore, never, SqlClient.SqlClient> =
         Effect.map((rows) => Option.map(Option.fromNullable(rows[0]), toStatus(subscriptionId))),
         refail("leaseStatus")
       ),
-    commitFenced: (subscriptionId, fence, cursor, effect) =>
+    commitFenced: (subscriptionId, fence, checkpoint, effect) =>
       inTransaction(
         Effect.flatMap(effect, (a) =>
           sql`
             UPDATE es_subscriptions
-              SET last_transaction_id = ${cursor.transactionId.toString()}::xid8, last_position = ${cursor.position},
+              SET last_transaction_id = ${checkpoint.cursor.transactionId.toString()}::xid8,
+                  last_position = ${checkpoint.cursor.position}, delivered = ${deliveredJson(checkpoint)}::jsonb,
                   updated_at = now()
             WHERE subscription_id = ${subscriptionId} AND worker_id = ${fence.workerId}
               AND fence_token = ${fence.fenceToken.toString()}::int8

@@ -9,6 +9,7 @@
 import * as PgClient from "@effect/sql-pg/PgClient"
 import type * as Statement from "@effect/sql/Statement"
 import type * as Cursor from "@mire/core/Cursor"
+import type * as HoldBack from "@mire/core/HoldBack"
 import * as Subscription from "@mire/core/Subscription"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -53,6 +54,14 @@ export const pollStatement = (
 }
 
 /**
+ * The `delivered` column of a checkpoint (stream → version delivered past its cursor).
+ *
+ * @since 0.1.0
+ */
+export const deliveredJson = (checkpoint: HoldBack.Checkpoint): string =>
+  JSON.stringify(Object.fromEntries(checkpoint.delivered))
+
+/**
  * Builds the store.
  *
  * @since 0.1.0
@@ -82,29 +91,31 @@ export const make: Effect.Effect<Subscription.SubscriptionStore, never, PgClient
         refail("baseline")
       ),
     readCheckpoint: (subscriptionId) =>
-      sql<{ txid: string; position: string }>`
-        SELECT last_transaction_id::text AS txid, last_position::text AS position
+      sql<{ txid: string; position: string; delivered: Record<string, number> }>`
+        SELECT last_transaction_id::text AS txid, last_position::text AS position, delivered
         FROM es_subscriptions WHERE subscription_id = ${subscriptionId}`.pipe(
         Effect.map((rows) =>
           Option.map(Option.fromNullable(rows[0]), (row) => ({
-            transactionId: BigInt(row.txid),
-            position: BigInt(row.position)
+            cursor: { transactionId: BigInt(row.txid), position: BigInt(row.position) },
+            delivered: new Map(Object.entries(row.delivered ?? {}).filter(([, v]) => typeof v === "number"))
           }))
         ),
         refail("readCheckpoint")
       ),
-    writeCheckpoint: (subscriptionId, cursor, fence) =>
+    writeCheckpoint: (subscriptionId, checkpoint, fence) =>
       (Option.isNone(fence)
         ? sql`
-            INSERT INTO es_subscriptions (subscription_id, last_transaction_id, last_position)
-            VALUES (${subscriptionId}, ${cursor.transactionId.toString()}::xid8, ${cursor.position})
+            INSERT INTO es_subscriptions (subscription_id, last_transaction_id, last_position, delivered)
+            VALUES (${subscriptionId}, ${checkpoint.cursor.transactionId.toString()}::xid8, ${checkpoint.cursor.position},
+                    ${deliveredJson(checkpoint)}::jsonb)
             ON CONFLICT (subscription_id) DO UPDATE
               SET last_transaction_id = excluded.last_transaction_id, last_position = excluded.last_position,
-                  updated_at = now()
+                  delivered = excluded.delivered, updated_at = now()
             RETURNING 1`
         : sql`
             UPDATE es_subscriptions
-              SET last_transaction_id = ${cursor.transactionId.toString()}::xid8, last_position = ${cursor.position},
+              SET last_transaction_id = ${checkpoint.cursor.transactionId.toString()}::xid8,
+                  last_position = ${checkpoint.cursor.position}, delivered = ${deliveredJson(checkpoint)}::jsonb,
                   updated_at = now()
             WHERE subscription_id = ${subscriptionId}
               AND worker_id = ${fence.value.workerId} AND fence_token = ${fence.value.fenceToken.toString()}::int8

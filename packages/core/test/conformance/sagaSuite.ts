@@ -302,11 +302,15 @@ export const sagaSuite = (name: string, storeLayer: Layer.Layer<Env>) =>
           const id = `${w.Order.category}-dup`
           yield* waitUntil(Effect.map(statuses(w), (m) => m.get(id)?.status === "completed"), "completion")
           // Redeliver: rewind the start subscription to the beginning, and place the order again.
-          yield* subscriptions.writeCheckpoint(`saga-start:${w.fulfilment.name}`, Cursor.start, Option.none())
+          yield* subscriptions.writeCheckpoint(
+            `saga-start:${w.fulfilment.name}`,
+            Subscription.checkpointAt(Cursor.start),
+            Option.none()
+          )
           yield* w.place("dup", 10)
           yield* waitUntil(
             Effect.map(subscriptions.readCheckpoint(`saga-start:${w.fulfilment.name}`), (cp) =>
-              Option.isSome(cp) && !Cursor.isZero(cp.value)
+              Option.isSome(cp) && !Cursor.isZero(cp.value.cursor)
             ),
             "the start projection to replay"
           )
