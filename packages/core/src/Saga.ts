@@ -259,6 +259,29 @@ export const emit = <S, E>(
 export const correlationId = (sagaName: string, instanceId: string): string => `saga:${sagaName}:${instanceId}`
 
 /**
+ * The correlation id a step's emits carry: the instance's, plus `#<step index>`
+ * (`#` never appears in ids), which replies echo back.
+ *
+ * @since 0.1.0
+ */
+export const stepCorrelationId = (instanceCorrelationId: string, stepIndex: number): string =>
+  `${instanceCorrelationId}#${stepIndex}`
+
+/**
+ * Splits a reply's correlation id into the instance's and the step index (absent when the
+ * reply names no step).
+ *
+ * @since 0.1.0
+ */
+export const parseCorrelationId = (correlation: string): { readonly instance: string; readonly step: number | undefined } => {
+  const hash = correlation.lastIndexOf("#")
+  const step = hash < 0 ? Number.NaN : Number(correlation.slice(hash + 1))
+  return Number.isSafeInteger(step)
+    ? { instance: correlation.slice(0, hash), step }
+    : { instance: correlation, step: undefined }
+}
+
+/**
  * Answers a waiting step (the seeds' `IntoResponse`): turns a typed result
  * into the response event, appended to `id`'s stream with the request's
  * correlation id. A `Left` is an error response: the awaiting step fails and

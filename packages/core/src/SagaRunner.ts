@@ -225,7 +225,13 @@ const transition = <S, Start, R>(
               expected: ExpectedVersion.Any,
               events: e.events.map((event) => ({
                 ...event,
-                metadata: { ...event.metadata, correlationId: row.correlationId, custom: { saga: saga.name, step: name } }
+                // The correlation names the step too, so a late or repeated reply to an earlier step
+                // can never complete a later one.
+                metadata: {
+                  ...event.metadata,
+                  correlationId: Saga.stepCorrelationId(row.correlationId, row.stepIndex),
+                  custom: { saga: saga.name, step: name }
+                }
               }))
             }))
           )
@@ -464,9 +470,13 @@ export const run = <S, Start, R, PE = never, PR = never>(
               Effect.gen(function* () {
                 const correlation = recorded.metadata.correlationId
                 if (correlation === undefined || !correlation.startsWith(`saga:${saga.name}:`)) return
-                const claimed = yield* store.claimWaiting(correlation)
+                // The saga's own requests carry its correlation too: they are not replies.
+                if (recorded.metadata.custom?.saga === saga.name) return
+                const { instance, step } = Saga.parseCorrelationId(correlation)
+                const claimed = yield* store.claimWaiting(instance)
                 if (Option.isNone(claimed)) return
                 const row = claimed.value
+                if (step !== undefined && step !== row.stepIndex) return
                 const awaits = saga.steps[row.stepIndex]?.awaits
                 if (awaits === undefined || !(row.awaiting ?? []).includes(recorded.eventType)) return
                 // Upcast the response to its current version; one that no longer decodes stops this

@@ -193,7 +193,7 @@ export const sagaSuite = (name: string, storeLayer: Layer.Layer<Env>) =>
           assert.strictEqual(completed!.instanceId, id)
           assert.strictEqual(completed!.currentStep, null)
           const emitted = yield* EventStore.readStream(`${w.Stock.category}-sku1`).pipe(Stream.runCollect)
-          assert.strictEqual([...emitted][0]!.metadata.correlationId, Saga.correlationId(w.fulfilment.name, id))
+          assert.strictEqual([...emitted][0]!.metadata.correlationId, Saga.stepCorrelationId(Saga.correlationId(w.fulfilment.name, id), 0))
           yield* worker.stop
         }))
 
@@ -384,6 +384,63 @@ export const sagaSuite = (name: string, storeLayer: Layer.Layer<Env>) =>
           const store = yield* SagaStore.SagaStoreTag
           const [row] = (yield* store.list(saga.name)).filter((r) => r.instanceId === id)
           assert.deepStrictEqual(row!.state, { quote: JSON.stringify({ cents: 1200, currency: "EUR" }) })
+          yield* Scope.close(scope, Exit.void)
+        }))
+
+      it.effect("a repeated reply to an earlier step does not complete a later step awaiting the same events", () =>
+        Effect.gen(function* () {
+          const tag = unique("")
+          const Start = Schema.TaggedStruct("Begun", {})
+          const Quoted = Schema.TaggedStruct("Quoted", { cents: Schema.Number })
+          const none = { initial: {}, apply: (s: {}) => s }
+          const Job = Aggregate.make({ category: `job${tag}`, events: Start, ...none })
+          const Quote = Aggregate.make({ category: `quote${tag}`, events: Quoted, ...none })
+          const State = Schema.Struct({ quotes: Schema.Array(Schema.Number) })
+          type S = typeof State.Type
+          const ask = (name: string) =>
+            Saga.step<S, typeof Start.Type>(name, {
+              run: (state, input) =>
+                Effect.map(
+                  Saga.emit(Quote, "request", Quoted.make({ cents: 0 })),
+                  (e) => ({
+                    emit: [e],
+                    state: { quotes: input._tag === "Response" ? [...state.quotes, Number(input.data.cents)] : state.quotes }
+                  })
+                ),
+              awaits: Saga.awaitEvent(Quote, { timeout: "30 seconds" })
+            })
+          const saga = Saga.make({
+            name: `twice${tag}`,
+            state: State,
+            startOn: { aggregate: Job, start: (_, recorded) => Option.some({ instanceId: recorded.streamId, state: { quotes: [] } }) },
+            steps: [ask("first"), ask("second")]
+          })
+          const scope = yield* Scope.make()
+          yield* SagaRunner.run([saga], { workerId: "w1", pollInterval: "200 millis", projections: projectionOptions }).pipe(
+            Scope.extend(scope)
+          )
+          const id = `${Job.category}-j1`
+          const correlation = Saga.correlationId(saga.name, id)
+          const reply = (step: number, cents: number) =>
+            Saga.reply(Quote, "reply", Saga.stepCorrelationId(correlation, step), Either.right(Quoted.make({ cents })))
+          const waitingOn = (step: string) =>
+            waitUntil(
+              Effect.map(SagaRunner.status(saga, "waiting"), (w) => w.some((s) => s.instanceId === id && s.currentStep === step)),
+              `waiting on ${step}`
+            )
+          yield* EventStore.append(id, Job.category, ExpectedVersion.Any, [{ eventType: `${Job.category}.begun`, schemaVersion: 1, data: {} }])
+          yield* waitingOn("first")
+          yield* reply(0, 100)
+          yield* waitingOn("second")
+          // The first step's reply again (a retry, a redelivery): the second step must keep waiting.
+          yield* reply(0, 100)
+          yield* Effect.sleep("500 millis")
+          assert.isTrue((yield* SagaRunner.status(saga, "waiting")).some((s) => s.instanceId === id && s.currentStep === "second"))
+          yield* reply(1, 250)
+          yield* waitUntil(
+            Effect.map(SagaRunner.status(saga, "completed"), (done) => done.some((s) => s.instanceId === id)),
+            "completion"
+          )
           yield* Scope.close(scope, Exit.void)
         }))
 
