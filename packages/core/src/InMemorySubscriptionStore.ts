@@ -11,6 +11,7 @@ import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import * as Cursor from "./Cursor.js"
 import * as InMemoryEventStore from "./InMemoryEventStore.js"
+import * as Lease from "./Lease.js"
 import type { RecordedEvent } from "./RecordedEvent.js"
 import * as Subscription from "./Subscription.js"
 
@@ -84,9 +85,8 @@ export const make = (mem: InMemoryEventStore.InMemoryStore): Subscription.Subscr
         })
         return true
       }
-      if (Option.isSome(fence) && (row.workerId !== fence.value.workerId || row.fenceToken !== fence.value.fenceToken)) {
-        return false
-      }
+      const lease = { subscriptionId, workerId: row.workerId ?? null, fenceToken: row.fenceToken, leasedUntil: new Date(row.leasedUntil) }
+      if (Option.isSome(fence) && !Lease.holds(lease, fence.value)) return false
       row.cursor = checkpoint.cursor
       row.delivered = checkpoint.delivered
       return true

@@ -100,17 +100,25 @@ export interface SagaRunner {
   ) => Effect.Effect<ReadonlyArray<InstanceStatus>, StoreError>
 }
 
-const toStatus =
-  <S, Start, R>(saga: Saga.Saga<S, Start, R>) =>
-  (row: SagaStore.InstanceRow): InstanceStatus => ({
-    sagaName: row.sagaName,
-    instanceId: row.instanceId,
-    status: row.status,
-    currentStep:
-      row.status === "completed" || row.stepIndex < 0 ? null : (saga.steps[row.stepIndex]?.name ?? null),
-    error: row.error,
-    updatedAt: row.updatedAt
-  })
+/** A saga's instances (of one status, if given), with the names of their current steps. */
+const listStatus = (
+  store: SagaStore.SagaStore,
+  sagaName: string,
+  steps: ReadonlyArray<{ readonly name: string }>,
+  only: SagaStore.Status | undefined
+): Effect.Effect<ReadonlyArray<InstanceStatus>, StoreError> =>
+  Effect.map(store.list(sagaName), (rows) =>
+    rows
+      .filter((row) => only === undefined || row.status === only)
+      .map((row) => ({
+        sagaName: row.sagaName,
+        instanceId: row.instanceId,
+        status: row.status,
+        currentStep: row.status === "completed" || row.stepIndex < 0 ? null : (steps[row.stepIndex]?.name ?? null),
+        error: row.error,
+        updatedAt: row.updatedAt
+      }))
+  )
 
 /**
  * Lists a saga's instances by status.
@@ -123,11 +131,7 @@ export const status = <S, Start, R>(
   saga: Saga.Saga<S, Start, R>,
   only?: SagaStore.Status
 ): Effect.Effect<ReadonlyArray<InstanceStatus>, StoreError, SagaStore.SagaStoreTag> =>
-  Effect.flatMap(SagaStore.SagaStoreTag, (store) =>
-    Effect.map(store.list(saga.name), (rows) =>
-      rows.filter((row) => only === undefined || row.status === only).map(toStatus(saga))
-    )
-  )
+  Effect.flatMap(SagaStore.SagaStoreTag, (store) => listStatus(store, saga.name, saga.steps, only))
 
 const stepName = <S, Start, R>(saga: Saga.Saga<S, Start, R>, index: number) => saga.steps[index]?.name ?? `#${index}`
 
@@ -146,6 +150,17 @@ const compensateFrom = (
   deadline: null,
   dueAt: now,
   error,
+  version: row.version + 1,
+  updatedAt: now
+})
+
+/** The instance after the compensation of step `index` ran (or had none): the next one down, or failed. */
+const compensated = (row: SagaStore.InstanceRow, index: number, state: unknown, now: Date): SagaStore.InstanceRow => ({
+  ...row,
+  state,
+  status: index - 1 >= 0 ? "compensating" : "failed",
+  stepIndex: index - 1,
+  dueAt: now,
   version: row.version + 1,
   updatedAt: now
 })
@@ -286,26 +301,10 @@ const transition = <S, Start, R>(
             updatedAt: now
           })
         }
-        const nextState = applied.right
         yield* history(step.name, "compensated")
-        return yield* store.update({
-          ...row,
-          state: nextState,
-          status: index - 1 >= 0 ? "compensating" : "failed",
-          stepIndex: index - 1,
-          dueAt: now,
-          version: row.version + 1,
-          updatedAt: now
-        })
+        return yield* store.update(compensated(row, index, applied.right, now))
       }
-      return yield* store.update({
-        ...row,
-        status: index - 1 >= 0 ? "compensating" : "failed",
-        stepIndex: index - 1,
-        dueAt: now,
-        version: row.version + 1,
-        updatedAt: now
-      })
+      return yield* store.update(compensated(row, index, row.state, now))
     }
 
     // Running: run the step.
@@ -606,17 +605,7 @@ export const run = <S, Start, R, PE = never, PR = never>(
 
     return {
       workerId: options.workerId,
-      status: (sagaName: string, only?: SagaStore.Status) => {
-        const saga = sagas.find((s) => s.name === sagaName)
-        return Effect.map(store.list(sagaName), (rows) =>
-          rows
-            .filter((row) => only === undefined || row.status === only)
-            .map((row) =>
-              saga === undefined
-                ? { sagaName, instanceId: row.instanceId, status: row.status, currentStep: null, error: row.error, updatedAt: row.updatedAt }
-                : toStatus(saga)(row)
-            )
-        )
-      }
+      status: (sagaName: string, only?: SagaStore.Status) =>
+        listStatus(store, sagaName, sagas.find((s) => s.name === sagaName)?.steps ?? [], only)
     }
   })

@@ -12,9 +12,9 @@ import * as Lease from "@mire/core/Lease"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import { fencedUpdate } from "./internal/checkpoint.js"
 import { refail } from "./internal/errors.js"
 import { transaction } from "./internal/transaction.js"
-import { deliveredJson } from "./PgSubscriptionStore.js"
 
 interface LeaseRow {
   readonly worker_id: string | null
@@ -79,14 +79,7 @@ export const make: Effect.Effect<Lease.LeaseStore, never, SqlClient.SqlClient> =
     commitFenced: (subscriptionId, fence, checkpoint, effect) =>
       inTransaction(
         Effect.flatMap(effect, (a) =>
-          sql`
-            UPDATE es_subscriptions
-              SET last_transaction_id = ${checkpoint.cursor.transactionId.toString()}::xid8,
-                  last_position = ${checkpoint.cursor.position}, delivered = ${deliveredJson(checkpoint)}::jsonb,
-                  updated_at = now()
-            WHERE subscription_id = ${subscriptionId} AND worker_id = ${fence.workerId}
-              AND fence_token = ${fence.fenceToken.toString()}::int8
-            RETURNING 1`.pipe(
+          fencedUpdate(sql, subscriptionId, checkpoint, fence).pipe(
             refail("commitFenced"),
             Effect.flatMap((rows) =>
               rows.length > 0 ? Effect.succeed(a) : Effect.fail(new Lease.LeaseLost({ subscriptionId, ...fence }))

@@ -9,12 +9,12 @@
 import * as PgClient from "@effect/sql-pg/PgClient"
 import type * as Statement from "@effect/sql/Statement"
 import type * as Cursor from "@mire/core/Cursor"
-import type * as HoldBack from "@mire/core/HoldBack"
 import * as Subscription from "@mire/core/Subscription"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
+import { deliveredJson, fencedUpdate } from "./internal/checkpoint.js"
 import { refail, toStoreError } from "./internal/errors.js"
 import { decodeEventRows, eventColumns } from "./internal/rows.js"
 import { channel } from "./PgEventStore.js"
@@ -52,14 +52,6 @@ export const pollStatement = (
   return sql`SELECT * FROM (${sql.join(" UNION ALL ", false)(parts)}) page
              ORDER BY cursor_xid, cursor_position LIMIT ${limit}`
 }
-
-/**
- * The `delivered` column of a checkpoint (stream → version delivered past its cursor).
- *
- * @since 0.1.0
- */
-export const deliveredJson = (checkpoint: HoldBack.Checkpoint): string =>
-  JSON.stringify(Object.fromEntries(checkpoint.delivered))
 
 /**
  * Builds the store.
@@ -112,14 +104,7 @@ export const make: Effect.Effect<Subscription.SubscriptionStore, never, PgClient
               SET last_transaction_id = excluded.last_transaction_id, last_position = excluded.last_position,
                   delivered = excluded.delivered, updated_at = now()
             RETURNING 1`
-        : sql`
-            UPDATE es_subscriptions
-              SET last_transaction_id = ${checkpoint.cursor.transactionId.toString()}::xid8,
-                  last_position = ${checkpoint.cursor.position}, delivered = ${deliveredJson(checkpoint)}::jsonb,
-                  updated_at = now()
-            WHERE subscription_id = ${subscriptionId}
-              AND worker_id = ${fence.value.workerId} AND fence_token = ${fence.value.fenceToken.toString()}::int8
-            RETURNING 1`
+        : fencedUpdate(sql, subscriptionId, checkpoint, fence.value)
       ).pipe(
         Effect.map((rows) => rows.length > 0),
         refail("writeCheckpoint")

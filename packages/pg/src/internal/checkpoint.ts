@@ -1,0 +1,23 @@
+import type * as SqlClient from "@effect/sql/SqlClient"
+import type * as HoldBack from "@mire/core/HoldBack"
+import type * as Subscription from "@mire/core/Subscription"
+
+/** The `delivered` column of a checkpoint (stream → version delivered past its cursor). */
+export const deliveredJson = (checkpoint: HoldBack.Checkpoint): string =>
+  JSON.stringify(Object.fromEntries(checkpoint.delivered))
+
+/** Writes a checkpoint only while the lease matches `fence`; returns a row when it did. */
+export const fencedUpdate = (
+  sql: SqlClient.SqlClient,
+  subscriptionId: string,
+  checkpoint: HoldBack.Checkpoint,
+  fence: Subscription.Fence
+) =>
+  sql`
+    UPDATE es_subscriptions
+      SET last_transaction_id = ${checkpoint.cursor.transactionId.toString()}::xid8,
+          last_position = ${checkpoint.cursor.position}, delivered = ${deliveredJson(checkpoint)}::jsonb,
+          updated_at = now()
+    WHERE subscription_id = ${subscriptionId}
+      AND worker_id = ${fence.workerId} AND fence_token = ${fence.fenceToken.toString()}::int8
+    RETURNING 1`
