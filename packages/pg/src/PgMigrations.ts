@@ -18,8 +18,9 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
 import * as Predicate from "effect/Predicate"
-import { readdir, readFile } from "node:fs/promises"
+import { access, readdir, readFile } from "node:fs/promises"
 import { fileURLToPath } from "node:url"
 import { kindOf } from "./internal/errors.js"
 
@@ -52,26 +53,77 @@ export interface Migration {
   readonly sql: string
 }
 
-const directory = fileURLToPath(new URL("../migrations/", import.meta.url))
+/**
+ * Where the migration files are: `migrations/` beside `dist/` in the installed
+ * package (copied there by the build), or, running from the TypeScript sources
+ * in mire's workspace, the workspace's top-level `migrations/`, their one source.
+ */
+const directories = (import.meta.url.endsWith(".ts") ? ["../../../migrations/", "../migrations/"] : ["../migrations/"]).map(
+  (path) => fileURLToPath(new URL(path, import.meta.url))
+)
+
+const directory = Effect.findFirst(directories, (dir) =>
+  Effect.promise(() =>
+    access(dir).then(
+      () => true,
+      () => false
+    )
+  )
+).pipe(
+  Effect.flatMap(
+    Option.match({
+      onNone: () =>
+        Effect.fail(new MigrationError({ reason: "load", cause: `no migrations directory at ${directories.join(" or ")}` })),
+      onSome: Effect.succeed
+    })
+  )
+)
 
 /**
  * Reads the shipped migration files, in order.
  *
  * @since 0.1.0
  */
-export const load: Effect.Effect<ReadonlyArray<Migration>, MigrationError> = Effect.tryPromise({
-  try: async () => {
-    const files = (await readdir(directory)).filter((f) => /^\d{4}_[a-z0-9_]+\.sql$/.test(f)).sort()
-    return Promise.all(
-      files.map(async (file) => ({
-        id: Number(file.slice(0, 4)),
-        name: file.replace(/\.sql$/, ""),
-        sql: await readFile(`${directory}${file}`, "utf8")
-      }))
-    )
-  },
-  catch: (cause) => new MigrationError({ reason: "load", cause })
-})
+export const load: Effect.Effect<ReadonlyArray<Migration>, MigrationError> = Effect.flatMap(directory, (directory) =>
+  Effect.tryPromise({
+    try: async () => {
+      const files = (await readdir(directory)).filter((f) => /^\d{4}_[a-z0-9_]+\.sql$/.test(f)).sort()
+      return Promise.all(
+        files.map(async (file) => ({
+          id: Number(file.slice(0, 4)),
+          name: file.replace(/\.sql$/, ""),
+          sql: await readFile(`${directory}${file}`, "utf8")
+        }))
+      )
+    },
+    catch: (cause) => new MigrationError({ reason: "load", cause })
+  })
+)
+
+const pendingOf = (migrations: ReadonlyArray<Migration>, applied: ReadonlyArray<{ readonly id: number }>) => {
+  const ids = new Set(applied.map((row) => row.id))
+  return migrations.filter((m) => !ids.has(m.id))
+}
+
+/**
+ * The migrations {@link migrate} would apply now, in order, with their SQL
+ * (for a dry run). Reads only; takes no lock.
+ *
+ * @example
+ * const todo = yield* PgMigrations.pending
+ * @since 0.1.0
+ */
+export const pending: Effect.Effect<ReadonlyArray<Migration>, MigrationError, SqlClient.SqlClient> = Effect.gen(
+  function* () {
+    const migrations = yield* load
+    const sql = (yield* SqlClient.SqlClient).withoutTransforms()
+    const applied = yield* Effect.gen(function* () {
+      const [tracked] = yield* sql<{ present: boolean }>`SELECT to_regclass('es_migrations') IS NOT NULL AS present`
+      return tracked?.present === true ? yield* sql<{ id: number }>`SELECT id FROM es_migrations` : []
+    }).pipe(Effect.mapError((error) => new MigrationError({ reason: "failed", cause: error.cause ?? error })))
+    return pendingOf(migrations, applied)
+  }
+).pipe(Effect.withSpan("PgMigrations.pending"))
 
 /**
  * Applies the pending migrations; returns the names it applied (empty when
@@ -95,8 +147,7 @@ export const migrate = (
       yield* sql`CREATE TABLE IF NOT EXISTS es_migrations (
         id integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`
       yield* sql.unsafe("SET LOCAL lock_timeout = 0")
-      const applied = new Set((yield* sql<{ id: number }>`SELECT id FROM es_migrations`).map((row) => row.id))
-      const pending = migrations.filter((m) => !applied.has(m.id))
+      const pending = pendingOf(migrations, yield* sql<{ id: number }>`SELECT id FROM es_migrations`)
       for (const migration of pending) {
         current = migration.name
         yield* sql.unsafe(migration.sql)
