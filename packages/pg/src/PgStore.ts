@@ -1,16 +1,23 @@
 /**
  * Every PostgreSQL service in one layer: the event store, subscriptions,
- * leases and sagas, over one `PgClient`.
+ * leases and sagas, over one `PgClient`. Subscriptions and sagas share the
+ * layer's one wake-up listener (`PgWakeups.layer`: one extra connection,
+ * `application_name` `mire-listener`, closed with the layer).
  *
  * @since 0.1.0
  */
-import type * as PgClient from "@effect/sql-pg/PgClient"
+import * as PgClient from "@effect/sql-pg/PgClient"
 import type * as SqlClient from "@effect/sql/SqlClient"
+import * as SqlError from "@effect/sql/SqlError"
 import type * as EventStore from "@mire/core/EventStore"
+import type { StoreError } from "@mire/core/EventStoreError"
 import type * as Lease from "@mire/core/Lease"
 import type * as SagaStore from "@mire/core/SagaStore"
 import type * as Subscription from "@mire/core/Subscription"
+import type * as Config from "effect/Config"
+import type * as ConfigError from "effect/ConfigError"
 import * as Layer from "effect/Layer"
+import { toStoreError } from "./internal/errors.js"
 import * as PgEventStore from "./PgEventStore.js"
 import * as PgLeaseStore from "./PgLeaseStore.js"
 import * as PgSagaStore from "./PgSagaStore.js"
@@ -27,3 +34,73 @@ export const layer: Layer.Layer<
   never,
   PgClient.PgClient | SqlClient.SqlClient
 > = Layer.mergeAll(PgEventStore.layer, PgSubscriptionStore.layer, PgLeaseStore.layer, PgSagaStore.layer)
+
+/**
+ * A `PgClient` (it connects while the layer builds) whose failure to connect
+ * is a `StoreError` of kind `Connection` with the server's own reason first
+ * (`database "x" does not exist`, `password authentication failed…`,
+ * `connect ECONNREFUSED…`), instead of a raw `SqlError`.
+ *
+ * @example
+ * program.pipe(Effect.provide(PgStore.layer), Effect.provide(PgStore.client({ url })))
+ * @since 0.1.0
+ * @category layers
+ */
+export const client = (
+  options: PgClient.PgClientConfig
+): Layer.Layer<PgClient.PgClient | SqlClient.SqlClient, StoreError> =>
+  PgClient.layer(options).pipe(Layer.mapError(toStoreError("connect")))
+
+/**
+ * {@link client} from `Config` (e.g. `url: Config.redacted("DATABASE_URL")`).
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const clientConfig = (
+  config: Config.Config.Wrap<PgClient.PgClientConfig>
+): Layer.Layer<PgClient.PgClient | SqlClient.SqlClient, StoreError | ConfigError.ConfigError> =>
+  PgClient.layerConfig(config).pipe(
+    Layer.mapError((error) => (error instanceof SqlError.SqlError ? toStoreError("connect")(error) : error))
+  )
+
+/**
+ * Every PostgreSQL service and its client in one layer; a failure to
+ * connect is a `StoreError` of kind `Connection`.
+ *
+ * @example
+ * program.pipe(Effect.provide(PgStore.layerClient({ url: Redacted.make(url) })))
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerClient = (
+  options: PgClient.PgClientConfig
+): Layer.Layer<
+  | EventStore.EventStore
+  | Subscription.SubscriptionStoreTag
+  | Lease.LeaseStoreTag
+  | SagaStore.SagaStoreTag
+  | PgClient.PgClient
+  | SqlClient.SqlClient,
+  StoreError
+> => layer.pipe(Layer.provideMerge(client(options)))
+
+/**
+ * {@link layerClient} from `Config`.
+ *
+ * @example
+ * program.pipe(Effect.provide(PgStore.layerClientConfig({ url: Config.redacted("DATABASE_URL") })))
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerClientConfig = (
+  config: Config.Config.Wrap<PgClient.PgClientConfig>
+): Layer.Layer<
+  | EventStore.EventStore
+  | Subscription.SubscriptionStoreTag
+  | Lease.LeaseStoreTag
+  | SagaStore.SagaStoreTag
+  | PgClient.PgClient
+  | SqlClient.SqlClient,
+  StoreError | ConfigError.ConfigError
+> => layer.pipe(Layer.provideMerge(clientConfig(config)))

@@ -11,10 +11,23 @@ export const sqlState = (error: unknown): string | undefined => {
   return Predicate.hasProperty(cause, "code") && typeof cause.code === "string" ? cause.code : undefined
 }
 
+const messageOf = (error: unknown): string => {
+  const cause = Predicate.hasProperty(error, "cause") ? error.cause : error
+  return Predicate.hasProperty(cause, "message") && typeof cause.message === "string" ? cause.message : ""
+}
+
+/** A missing relation (`42P01`) or function (`42883`) of mire's own: the schema is not migrated. */
+const isNotMigrated = (code: string, error: unknown): boolean =>
+  (code === "42P01" && /relation "(?:[a-z_]+\.)?es_[a-z_]+" does not exist/.test(messageOf(error))) ||
+  (code === "42883" && /function (?:[a-z_]+\.)?mire_[a-z_]+\(/.test(messageOf(error)))
+
 /** Coarse classification of a SQLSTATE (or a socket error code). */
 export const kindOf = (error: unknown): StoreErrorKind => {
   const code = sqlState(error)
   if (code === undefined) return "Connection"
+  // Unknown database, failed authentication, no such role.
+  if (code === "3D000" || code.startsWith("28")) return "Connection"
+  if (isNotMigrated(code, error)) return "NotMigrated"
   if (code === "40001") return "SerializationFailure"
   if (code === "40P01") return "Deadlock"
   if (code === "55P03") return "LockNotAvailable"
@@ -26,13 +39,19 @@ export const kindOf = (error: unknown): StoreErrorKind => {
   return "Other"
 }
 
+/**
+ * The driver's own error: a `SqlError`'s cause, and the first attempt of an
+ * `AggregateError` (a host name resolving to several addresses), whose own
+ * message is empty.
+ */
+const driverCause = (error: unknown): unknown => {
+  const cause = Predicate.hasProperty(error, "cause") && error.cause !== undefined ? error.cause : error
+  return cause instanceof AggregateError && cause.message === "" && cause.errors.length > 0 ? cause.errors[0] : cause
+}
+
 /** Wraps a driver error as a `StoreError` of `operation`. */
 export const toStoreError = (operation: string) => (error: SqlError.SqlError | unknown): StoreError =>
-  new StoreError({
-    kind: kindOf(error),
-    operation,
-    cause: Predicate.hasProperty(error, "cause") && error.cause !== undefined ? error.cause : error
-  })
+  new StoreError({ kind: kindOf(error), operation, cause: driverCause(error) })
 
 /** Maps `SqlError` failures, and `SqlError` defects (COMMIT failures), to `StoreError`. */
 export const refail =

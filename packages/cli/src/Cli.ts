@@ -1,0 +1,194 @@
+/**
+ * The `mire` command line: `migrate`, `status` and `tail`. Every command
+ * takes `--url` (else `DATABASE_URL`) and `--verbose`; a failure prints one
+ * line on stderr (the full cause with `--verbose`) and exits non-zero.
+ *
+ * The commands are thin: the SQL lives in `@mire/pg` (`PgMigrations`,
+ * `PgStatus`, `PgSubscriptionStore`), the ordering in `@mire/core`'s
+ * `Subscription`; this module parses and prints.
+ *
+ * @since 0.1.0
+ */
+import * as Args from "@effect/cli/Args"
+import type * as CliApp from "@effect/cli/CliApp"
+import * as Command from "@effect/cli/Command"
+import * as Options from "@effect/cli/Options"
+import type * as ValidationError from "@effect/cli/ValidationError"
+import type * as PgClient from "@effect/sql-pg/PgClient"
+import type * as SqlClient from "@effect/sql/SqlClient"
+import type * as Cursor from "@mire/core/Cursor"
+import * as Subscription from "@mire/core/Subscription"
+import * as PgMigrations from "@mire/pg/PgMigrations"
+import * as PgStatus from "@mire/pg/PgStatus"
+import * as PgStore from "@mire/pg/PgStore"
+import * as PgSubscriptionStore from "@mire/pg/PgSubscriptionStore"
+import * as Cause from "effect/Cause"
+import * as Config from "effect/Config"
+import * as Console from "effect/Console"
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import type * as Redacted from "effect/Redacted"
+import * as Stream from "effect/Stream"
+import * as Format from "./format.js"
+
+/**
+ * A command failed; its cause is already printed on stderr.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class CommandFailed extends Data.TaggedError("CommandFailed")<{}> {
+  override get message(): string {
+    return "command failed"
+  }
+}
+
+const common = {
+  url: Options.redacted("url").pipe(
+    Options.withDescription("PostgreSQL URL (default: the DATABASE_URL environment variable)"),
+    Options.optional
+  ),
+  verbose: Options.boolean("verbose").pipe(Options.withDescription("print the full cause of a failure"))
+}
+
+interface Common {
+  readonly url: Option.Option<Redacted.Redacted>
+  readonly verbose: boolean
+}
+
+const database = (url: Option.Option<Redacted.Redacted>) =>
+  PgStore.clientConfig({
+    url: Option.match(url, { onNone: () => Config.redacted("DATABASE_URL"), onSome: Config.succeed }),
+    applicationName: Config.succeed("mire"),
+    maxConnections: Config.succeed(3)
+  })
+
+/** Runs a command against the database; prints a failure as one line (or its full cause when verbose). */
+const withDatabase =
+  (options: Common) =>
+  <A, E>(effect: Effect.Effect<A, E, PgClient.PgClient | SqlClient.SqlClient>): Effect.Effect<void, CommandFailed> =>
+    effect.pipe(
+      Effect.provide(Layer.fresh(database(options.url))),
+      Effect.asVoid,
+      Effect.catchAllCause((cause) =>
+        Cause.isInterruptedOnly(cause)
+          ? Effect.interrupt
+          : Effect.zipRight(
+              Console.error(options.verbose ? Cause.pretty(cause) : Format.errorLine(cause)),
+              Effect.fail(new CommandFailed())
+            )
+      )
+    )
+
+const migrate = Command.make(
+  "migrate",
+  {
+    ...common,
+    dryRun: Options.boolean("dry-run").pipe(
+      Options.withDescription("print the SQL of each pending migration; apply nothing")
+    )
+  },
+  (options) =>
+    withDatabase(options)(
+      options.dryRun
+        ? Effect.flatMap(PgMigrations.pending, (pending) => Console.log(Format.dryRun(pending)))
+        : Effect.flatMap(PgMigrations.migrate(), (applied) => Console.log(Format.applied(applied)))
+    )
+).pipe(Command.withDescription("Apply mire's pending migrations (the runner of PgMigrations.migrate)."))
+
+const status = Command.make(
+  "status",
+  {
+    ...common,
+    json: Options.boolean("json").pipe(Options.withDescription("print JSON (bigints as strings, ISO 8601 times)"))
+  },
+  (options) =>
+    withDatabase(options)(
+      Effect.flatMap(PgStatus.status, (s) =>
+        Console.log(options.json ? JSON.stringify(PgStatus.toJson(s), null, 2) : Format.status(s))
+      )
+    )
+).pipe(
+  Command.withDescription(
+    "Every subscription in the database: lease holder, fence token, lease expiry, checkpoint, lag; and the oldest open transaction holding back the xmin horizon."
+  )
+)
+
+/**
+ * A subscription store that starts at `start` and never writes a checkpoint:
+ * what `tail` follows leaves no row behind.
+ */
+const ephemeral = (
+  store: Subscription.SubscriptionStore,
+  start: Cursor.Cursor
+): Subscription.SubscriptionStore => ({
+  ...store,
+  readCheckpoint: () => Effect.succeed(Option.some(Subscription.checkpointAt(start))),
+  writeCheckpoint: () => Effect.succeed(false)
+})
+
+const tail = Command.make(
+  "tail",
+  {
+    ...common,
+    categories: Args.text({ name: "category" }).pipe(
+      Args.withDescription("categories to follow (none: every category)"),
+      Args.repeated
+    )
+  },
+  (options) =>
+    withDatabase(options)(
+      Effect.gen(function* () {
+        const start = yield* PgStatus.head
+        const store = ephemeral(yield* Subscription.SubscriptionStoreTag, start)
+        const subscription = yield* Subscription.make({
+          subscriptionId: "mire-tail",
+          ...(options.categories.length === 0 ? {} : { categories: options.categories })
+        }).pipe(Effect.provideService(Subscription.SubscriptionStoreTag, store))
+        yield* Console.error(
+          `mire: following ${options.categories.length === 0 ? "every category" : options.categories.join(", ")} after ${Format.cursor(start)} (Ctrl-C stops)`
+        )
+        yield* subscription.batches.pipe(
+          Stream.flattenIterables,
+          Stream.runForEach((event) => Console.log(Format.event(event)))
+        )
+      }).pipe(Effect.scoped, Effect.provide(PgSubscriptionStore.layer))
+    )
+).pipe(
+  Command.withDescription(
+    "Follow committed events live, in the order a subscription delivers them (commit-safe, per-stream order); one line per event. Ctrl-C stops; nothing is written."
+  )
+)
+
+/**
+ * The `mire` command and its subcommands.
+ *
+ * @since 0.1.0
+ * @category commands
+ */
+export const command = Command.make("mire", {}, () =>
+  Effect.zipRight(
+    Console.error("mire: missing command: migrate, status or tail (mire --help lists them)"),
+    Effect.fail(new CommandFailed())
+  )
+).pipe(
+  Command.withDescription("Operate a mire event store on PostgreSQL."),
+  Command.withSubcommands([migrate, status, tail])
+)
+
+/**
+ * Runs `mire` on `argv` (`[node, script, ...args]`).
+ *
+ * @example
+ * Cli.run(process.argv).pipe(Effect.provide(NodeContext.layer), NodeRuntime.runMain)
+ * @since 0.1.0
+ * @category running
+ */
+export const run: (
+  argv: ReadonlyArray<string>
+) => Effect.Effect<void, CommandFailed | ValidationError.ValidationError, CliApp.CliApp.Environment> = Command.run(
+  command,
+  { name: "mire", version: "0.1.0" }
+)

@@ -1,0 +1,210 @@
+/**
+ * What the database says about every subscription: lease holder, fence
+ * token, checkpoint and lag, read from `es_subscriptions` (not one process's
+ * view), and the oldest open transaction holding back the xmin horizon that
+ * every subscription waits behind.
+ *
+ * The models are Schemas whose encoded side is the JSON shape of
+ * `mire status --json`: bigints as strings, times as ISO 8601 strings,
+ * `null` for absent values.
+ *
+ * @since 0.1.0
+ */
+import * as SqlClient from "@effect/sql/SqlClient"
+import type * as Cursor from "@mire/core/Cursor"
+import { StoreError } from "@mire/core/EventStoreError"
+import * as Effect from "effect/Effect"
+import * as ParseResult from "effect/ParseResult"
+import * as Schema from "effect/Schema"
+import { refail } from "./internal/errors.js"
+
+/**
+ * A subscription cursor: `(transactionId, position)`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const CursorSchema = Schema.Struct({
+  transactionId: Schema.BigInt,
+  position: Schema.BigInt
+})
+
+/**
+ * One subscription's row.
+ *
+ * - `leaseHolder`: the worker that last acquired the lease (`null`: never
+ *   leased); `leaseActive` says whether its lease is still running.
+ * - `leasedUntil`: `null` when never leased or released.
+ * - `lag`: committed events after the checkpoint up to the commit-safe
+ *   head, over the whole log (the row does not record the subscription's
+ *   categories, so a projection of one category counts the others too).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const SubscriptionStatus = Schema.Struct({
+  subscriptionId: Schema.String,
+  leaseHolder: Schema.NullOr(Schema.String),
+  fenceToken: Schema.BigInt,
+  leasedUntil: Schema.NullOr(Schema.Date),
+  leaseActive: Schema.Boolean,
+  checkpoint: CursorSchema,
+  lag: Schema.BigInt,
+  updatedAt: Schema.Date
+})
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type SubscriptionStatus = typeof SubscriptionStatus.Type
+
+/**
+ * The open transaction with the oldest transaction id: until it ends, no
+ * subscription delivers events committed after it started.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const OpenTransaction = Schema.Struct({
+  pid: Schema.Number,
+  database: Schema.NullOr(Schema.String),
+  applicationName: Schema.String,
+  state: Schema.NullOr(Schema.String),
+  transactionId: Schema.BigInt,
+  ageMillis: Schema.Number,
+  /** The first 120 characters of its current or last statement, whitespace collapsed. */
+  query: Schema.String
+})
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type OpenTransaction = typeof OpenTransaction.Type
+
+/**
+ * The whole picture. `head` is the commit-safe head of the log: the cursor
+ * of the last event a subscription could deliver now.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const Status = Schema.Struct({
+  head: CursorSchema,
+  subscriptions: Schema.Array(SubscriptionStatus),
+  oldestTransaction: Schema.NullOr(OpenTransaction)
+})
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type Status = typeof Status.Type
+
+const decode = <A, I>(schema: Schema.Schema<A, I>, operation: string) => {
+  const run = Schema.decodeUnknown(schema)
+  return (input: unknown): Effect.Effect<A, StoreError> =>
+    run(input).pipe(
+      Effect.mapError(
+        (e) =>
+          new StoreError({ kind: "Other", operation, cause: new Error(ParseResult.TreeFormatter.formatErrorSync(e)) })
+      )
+    )
+}
+
+const decodeHead = decode(Schema.Array(CursorSchema), "status")
+const decodeSubscriptions = decode(Schema.Array(SubscriptionStatus), "status")
+const decodeTransactions = decode(Schema.Array(OpenTransaction), "status")
+
+/**
+ * The commit-safe head: the greatest cursor of an event older than the xmin
+ * horizon ({@link Cursor.start} for an empty log). A subscription opened here
+ * delivers exactly the events committed after it.
+ *
+ * @since 0.1.0
+ * @category queries
+ */
+export const head: Effect.Effect<Cursor.Cursor, StoreError, SqlClient.SqlClient> = Effect.gen(function* () {
+  const sql = (yield* SqlClient.SqlClient).withoutTransforms()
+  const rows = yield* sql`
+    SELECT transaction_id::text AS "transactionId", global_position::text AS position FROM es_events
+    WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+    ORDER BY transaction_id DESC, global_position DESC LIMIT 1`.pipe(refail("head"))
+  const [cursor] = yield* decodeHead(rows)
+  return cursor ?? { transactionId: 0n, position: 0n }
+})
+
+/**
+ * The oldest open transaction that has a transaction id (any database of
+ * the server: the horizon is server-wide), or `null`.
+ *
+ * @since 0.1.0
+ * @category queries
+ */
+export const oldestTransaction: Effect.Effect<OpenTransaction | null, StoreError, SqlClient.SqlClient> = Effect.gen(
+  function* () {
+    const sql = (yield* SqlClient.SqlClient).withoutTransforms()
+    const rows = yield* sql`
+      SELECT pid, datname AS database, application_name AS "applicationName", state,
+             backend_xid::text AS "transactionId",
+             COALESCE(extract(epoch FROM clock_timestamp() - xact_start) * 1000, 0)::float8 AS "ageMillis",
+             left(regexp_replace(COALESCE(query, ''), '\\s+', ' ', 'g'), 120) AS query
+      FROM pg_stat_activity
+      WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()
+      ORDER BY age(backend_xid) DESC LIMIT 1`.pipe(refail("status"))
+    const [oldest] = yield* decodeTransactions(rows)
+    return oldest ?? null
+  }
+)
+
+/**
+ * Every subscription row, by id, with its lag up to `upTo` (the head).
+ *
+ * @since 0.1.0
+ * @category queries
+ */
+export const subscriptions = (
+  upTo: Cursor.Cursor
+): Effect.Effect<ReadonlyArray<SubscriptionStatus>, StoreError, SqlClient.SqlClient> =>
+  Effect.gen(function* () {
+    const sql = (yield* SqlClient.SqlClient).withoutTransforms()
+    const iso = (column: string) => sql.literal(`to_json(${column}) #>> '{}'`)
+    const rows = yield* sql`
+      SELECT s.subscription_id AS "subscriptionId", s.worker_id AS "leaseHolder",
+             s.fence_token::text AS "fenceToken",
+             CASE WHEN s.leased_until = '-infinity' THEN NULL ELSE ${iso("s.leased_until")} END AS "leasedUntil",
+             s.leased_until > now() AS "leaseActive",
+             json_build_object('transactionId', s.last_transaction_id::text, 'position', s.last_position::text)
+               AS checkpoint,
+             (SELECT count(*) FROM es_events e
+              WHERE (e.transaction_id, e.global_position) > (s.last_transaction_id, s.last_position)
+                AND (e.transaction_id, e.global_position) <= (${upTo.transactionId.toString()}::xid8, ${upTo.position})
+             )::text AS lag,
+             ${iso("s.updated_at")} AS "updatedAt"
+      FROM es_subscriptions s
+      ORDER BY s.subscription_id`.pipe(refail("status"))
+    return yield* decodeSubscriptions(rows)
+  })
+
+/**
+ * The head, every subscription and the oldest open transaction.
+ *
+ * @example
+ * const { subscriptions } = yield* PgStatus.status
+ * @since 0.1.0
+ * @category queries
+ */
+export const status: Effect.Effect<Status, StoreError, SqlClient.SqlClient> = Effect.gen(function* () {
+  const at = yield* head
+  const [subs, oldest] = yield* Effect.all([subscriptions(at), oldestTransaction])
+  return { head: at, subscriptions: subs, oldestTransaction: oldest }
+}).pipe(Effect.withSpan("PgStatus.status"))
+
+/**
+ * The JSON form of a {@link Status} (the shape of `mire status --json`).
+ *
+ * @since 0.1.0
+ * @category conversions
+ */
+export const toJson: (status: Status) => typeof Status.Encoded = Schema.encodeSync(Status)
