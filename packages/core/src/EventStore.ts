@@ -26,6 +26,7 @@ import * as Metrics from "./Metrics.js"
 import type { CommittedEvents, EventMetadata, JsonObject, NewEvent, RecordedEvent } from "./RecordedEvent.js"
 import * as Snapshot from "./Snapshot.js"
 import * as StreamId from "./StreamId.js"
+import * as Json from "./internal/json.js"
 
 /**
  * Read direction.
@@ -79,7 +80,10 @@ export interface AppendRequest {
 }
 
 /**
- * An event ready for storage: validated, with its id and metadata fixed.
+ * An event ready for storage: validated, with its id (lower case) and
+ * metadata fixed. `dataJson` and `metadataJson` are the JSON texts of `data`
+ * and `metadata`, written once by the validation (keys in `jsonb` order): a
+ * store keeps exactly what `JSON.parse` of them returns.
  *
  * @since 0.1.0
  * @category storage
@@ -90,6 +94,20 @@ export interface StorableEvent {
   readonly schemaVersion: number
   readonly data: JsonObject
   readonly metadata: EventMetadata
+  readonly dataJson: string
+  readonly metadataJson: string
+  /** Did the caller choose `eventId` (so it may already be stored)? */
+  readonly eventIdGiven: boolean
+}
+
+/**
+ * A snapshot ready for storage: its state checked to be JSON, with its text.
+ *
+ * @since 0.1.0
+ * @category storage
+ */
+export interface StorableSnapshot extends Snapshot.StoredSnapshot {
+  readonly stateJson: string
 }
 
 /**
@@ -112,10 +130,13 @@ export interface StorableAppend {
  * @category storage
  */
 export interface Storage {
-  /** Appends all requests atomically (all or nothing), checking each expectation. */
+  /**
+   * Appends all requests atomically (all or nothing), checking each
+   * expectation. An event id already stored is `InvalidInput` naming it.
+   */
   readonly append: (
     requests: ReadonlyArray<StorableAppend>
-  ) => Effect.Effect<ReadonlyArray<CommittedEvents>, ConcurrencyConflict | StoreError>
+  ) => Effect.Effect<ReadonlyArray<CommittedEvents>, ConcurrencyConflict | InvalidInput | StoreError>
   /** Up to `limit` events of a stream from version `from` (inclusive) in `direction`. */
   readonly readStreamPage: (
     streamId: string,
@@ -141,7 +162,50 @@ export interface Storage {
   /** The current transaction's id (assigning one if it has none yet). */
   readonly currentTransactionId: Effect.Effect<bigint, StoreError>
   readonly readSnapshot: (streamId: string) => Effect.Effect<Option.Option<Snapshot.StoredSnapshot>, StoreError>
-  readonly writeSnapshot: (snapshot: Snapshot.StoredSnapshot) => Effect.Effect<void, StoreError>
+  readonly writeSnapshot: (snapshot: StorableSnapshot) => Effect.Effect<void, StoreError>
+}
+
+/**
+ * Limits on what an append stores, checked before any I/O.
+ *
+ * - `maxDepth`: nesting of objects and arrays in an event's `data` or
+ *   `metadata` (the object itself is level 1), and in a snapshot's state.
+ * - `maxEventSize`: the JSON text of an event's `data` and `metadata`
+ *   together (or of a snapshot's state), in UTF-16 code units.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Options {
+  readonly maxDepth: number
+  readonly maxEventSize: number
+}
+
+/**
+ * The default limits: depth 64, 1 MiB (1,048,576 code units) per event.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const defaults: Options = { maxDepth: 64, maxEventSize: 1_048_576 }
+
+/**
+ * The error for an event id that is already stored, as both stores report it.
+ *
+ * @since 0.1.0
+ * @category storage
+ */
+export const duplicateEventId = (requests: ReadonlyArray<StorableAppend>, eventId: string): InvalidInput => {
+  for (const request of requests) {
+    const index = request.events.findIndex((event) => event.eventId === eventId)
+    if (index >= 0) {
+      return new InvalidInput({
+        field: `events[${index}].eventId`,
+        reason: `event id ${eventId} is already stored (in ${request.streamId})`
+      })
+    }
+  }
+  return new InvalidInput({ field: "eventId", reason: `event id ${eventId} is already stored` })
 }
 
 /**
@@ -256,37 +320,74 @@ const nonNegativeInt = (field: string, value: number | undefined): Effect.Effect
     ? Effect.void
     : Effect.fail(new InvalidInput({ field, reason: `${value} is not a non-negative integer` }))
 
-const isJsonObject = (u: unknown): u is JsonObject => typeof u === "object" && u !== null && !Array.isArray(u)
-
 const uuidPattern = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i
 
-/** Validates one event: the first problem, or the storable event (a plain loop: appends are hot). */
-const validateEvent = (event: NewEvent, index: number): StorableEvent | InvalidInput => {
-  if (typeof event.eventType !== "string" || event.eventType.length === 0 || event.eventType.length > 255) {
-    return new InvalidInput({ field: `events[${index}].eventType`, reason: "must be 1-255 characters" })
+const metadataKeys: ReadonlySet<string> = new Set(["correlationId", "causationId", "custom"])
+
+/** The first problem of an event's metadata (beyond being JSON), or `undefined`. */
+const metadataFault = (metadata: { readonly [key: string]: unknown }): InvalidInput | undefined => {
+  for (const key in metadata) {
+    if (!metadataKeys.has(key)) return new InvalidInput({ field: `metadata.${key}`, reason: "is not a metadata field (use custom)" })
   }
+  for (const key of ["correlationId", "causationId"] as const) {
+    const value = metadata[key]
+    if (value !== undefined && typeof value !== "string") {
+      return new InvalidInput({ field: `metadata.${key}`, reason: "must be a string" })
+    }
+  }
+  if (metadata.custom !== undefined && !Json.isPlainObject(metadata.custom)) {
+    return new InvalidInput({ field: "metadata.custom", reason: "must be a JSON object" })
+  }
+  return undefined
+}
+
+/** Validates one event: the first problem, or the storable event (a plain loop: appends are hot). */
+const validateEvent = (options: Options, event: NewEvent, index: number): StorableEvent | InvalidInput => {
+  const field = `events[${index}]`
+  if (typeof event.eventType !== "string" || event.eventType.length === 0 || event.eventType.length > 255) {
+    return new InvalidInput({ field: `${field}.eventType`, reason: "must be 1-255 characters" })
+  }
+  const typeFault = Json.stringFault(event.eventType)
+  if (typeFault !== undefined) return new InvalidInput({ field: `${field}.eventType`, reason: typeFault })
   if (!Number.isSafeInteger(event.schemaVersion) || event.schemaVersion < 1) {
     return new InvalidInput({
-      field: `events[${index}].schemaVersion`,
+      field: `${field}.schemaVersion`,
       reason: `${event.schemaVersion} is not a positive integer`
     })
   }
-  if (!isJsonObject(event.data)) {
-    return new InvalidInput({ field: `events[${index}].data`, reason: "must be a JSON object" })
+  if (!Json.isPlainObject(event.data)) {
+    return new InvalidInput({ field: `${field}.data`, reason: "must be a JSON object" })
   }
-  if (event.eventId !== undefined && !uuidPattern.test(event.eventId)) {
-    return new InvalidInput({ field: `events[${index}].eventId`, reason: "must be a UUID" })
+  if (event.eventId !== undefined && (typeof event.eventId !== "string" || !uuidPattern.test(event.eventId))) {
+    return new InvalidInput({ field: `${field}.eventId`, reason: "must be a UUID" })
   }
+  const metadata = event.metadata ?? {}
+  if (!Json.isPlainObject(metadata)) {
+    return new InvalidInput({ field: `${field}.metadata`, reason: "must be a JSON object" })
+  }
+  const dataJson = Json.encode(event.data, options.maxDepth, options.maxEventSize)
+  if (dataJson instanceof Json.JsonFault) {
+    return new InvalidInput({ field: dataJson.path(`${field}.data`), reason: dataJson.reason })
+  }
+  const metadataJson = Json.encode(metadata, options.maxDepth, options.maxEventSize, dataJson.length)
+  if (metadataJson instanceof Json.JsonFault) {
+    return new InvalidInput({ field: metadataJson.path(`${field}.metadata`), reason: metadataJson.reason })
+  }
+  const shape = metadataFault(metadata)
+  if (shape !== undefined) return new InvalidInput({ field: `${field}.${shape.field}`, reason: shape.reason })
   return {
-    eventId: event.eventId ?? crypto.randomUUID(),
+    eventId: event.eventId === undefined ? crypto.randomUUID() : event.eventId.toLowerCase(),
     eventType: event.eventType,
     schemaVersion: event.schemaVersion,
     data: event.data,
-    metadata: event.metadata ?? {}
+    metadata,
+    dataJson,
+    metadataJson,
+    eventIdGiven: event.eventId !== undefined
   }
 }
 
-const validateRequest = (request: AppendRequest): Effect.Effect<StorableAppend, InvalidInput> =>
+const validateRequest = (options: Options, ids: Set<string>) => (request: AppendRequest): Effect.Effect<StorableAppend, InvalidInput> =>
   Effect.gen(function* () {
     yield* StreamId.validate(request.streamId)
     yield* StreamId.validateCategory(request.category)
@@ -296,8 +397,15 @@ const validateRequest = (request: AppendRequest): Effect.Effect<StorableAppend, 
     }
     const events: Array<StorableEvent> = []
     for (let i = 0; i < request.events.length; i++) {
-      const event = validateEvent(request.events[i]!, i)
+      const event = validateEvent(options, request.events[i]!, i)
       if (event instanceof InvalidInput) return yield* event
+      if (ids.has(event.eventId)) {
+        return yield* new InvalidInput({
+          field: `events[${i}].eventId`,
+          reason: `event id ${event.eventId} appears twice in this append`
+        })
+      }
+      ids.add(event.eventId)
       events.push(event)
     }
     return { streamId: request.streamId, category: request.category, expected, events }
@@ -330,14 +438,21 @@ const paged = <C>(
 
 /**
  * Builds the full `EventStore` from a store's {@link Storage} primitives.
+ * Every event's `data` and `metadata` must be JSON that PostgreSQL stores
+ * unchanged (plain objects and arrays, strings without NUL or lone
+ * surrogates, finite numbers, booleans, null), within the {@link Options}
+ * limits ({@link defaults} where not given); anything else is `InvalidInput`
+ * naming its path, before any I/O.
  *
  * @since 0.1.0
  * @category constructors
  */
-export const make = (storage: Storage): EventStore => {
+export const make = (storage: Storage, options: Partial<Options> = {}): EventStore => {
+  const limits: Options = { ...defaults, ...options }
   const appendMany = Effect.fn("EventStore.appendMany")(function* (requests: ReadonlyArray<AppendRequest>) {
     if (requests.length === 0) return []
-    const validated = yield* Effect.forEach(requests, validateRequest)
+    const ids = new Set<string>()
+    const validated = yield* Effect.forEach(requests, validateRequest(limits, ids))
     const streams = new Set(validated.map((r) => r.streamId))
     if (streams.size !== validated.length) {
       return yield* new InvalidInput({ field: "requests", reason: "each stream may appear once per batch" })
@@ -557,8 +672,14 @@ export const make = (storage: Storage): EventStore => {
         Effect.flatMap(
           Option.match({
             onNone: () => Effect.logWarning(`state of ${next.streamId} fails its snapshot Schema; no snapshot`),
-            onSome: (snapshot) =>
-              Effect.zipRight(storage.writeSnapshot(snapshot), Metric.increment(Metrics.snapshotWrites))
+            onSome: (snapshot) => {
+              const stateJson = Json.encode(snapshot.state, limits.maxDepth, limits.maxEventSize)
+              return stateJson instanceof Json.JsonFault
+                ? Effect.logWarning(
+                    `snapshot state of ${next.streamId} is not storable JSON (${stateJson.path("state")}: ${stateJson.reason}); no snapshot`
+                  )
+                : Effect.zipRight(storage.writeSnapshot({ ...snapshot, stateJson }), Metric.increment(Metrics.snapshotWrites))
+            }
           })
         ),
         Effect.catchAll((error) => Effect.logWarning(`snapshot write for ${next.streamId} failed`, error))

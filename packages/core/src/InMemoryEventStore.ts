@@ -20,11 +20,13 @@ import * as FiberRef from "effect/FiberRef"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as PubSub from "effect/PubSub"
+import * as Schema from "effect/Schema"
 import type * as Cursor from "./Cursor.js"
 import * as EventStore from "./EventStore.js"
-import { ConcurrencyConflict } from "./EventStoreError.js"
+import { ConcurrencyConflict, type InvalidInput } from "./EventStoreError.js"
 import * as ExpectedVersion from "./ExpectedVersion.js"
-import type { CommittedEvents, RecordedEvent } from "./RecordedEvent.js"
+import * as Json from "./internal/json.js"
+import { type CommittedEvents, EventMetadata, type JsonObject, type RecordedEvent } from "./RecordedEvent.js"
 import type { StoredSnapshot } from "./Snapshot.js"
 
 /**
@@ -63,6 +65,18 @@ export interface Transaction {
   readonly locks: Set<string>
   readonly onCommit: Array<() => void>
 }
+
+// What Postgres hands back for a stored value: `JSON.parse` of jsonb's text (keys in jsonb's
+// order, the prototype always Object.prototype), metadata through the same Schema as its rows.
+const parseObject = (text: string): JsonObject => {
+  const value = Json.parseAsJsonb(text)
+  return Json.isPlainObject(value) ? value : {}
+}
+
+const decodeMetadata = Schema.decodeUnknownOption(EventMetadata)
+
+const parseMetadata = (text: string): EventMetadata =>
+  Option.getOrElse(decodeMetadata(Json.parseAsJsonb(text)), (): EventMetadata => ({}))
 
 const cursorOrder = (a: RecordedEvent, b: RecordedEvent): number =>
   a.transactionId < b.transactionId
@@ -153,6 +167,7 @@ const makeState = Effect.gen(function* () {
   const snapshots = new Map<string, StoredSnapshot>()
   const inflight = new Map<bigint, number>()
   const subscriptions = new Map<string, SubscriptionRow>()
+  const eventIds = new Set<string>()
   const locks = new Map<string, { owner: number; waiters: Array<Deferred.Deferred<void>> }>()
   const commits = yield* PubSub.sliding<ReadonlyArray<string>>(1024)
   const currentTransaction = FiberRef.unsafeMake<Option.Option<Transaction>>(Option.none())
@@ -213,6 +228,7 @@ const makeState = Effect.gen(function* () {
         }
       }
       for (const event of tx.written) {
+        eventIds.add(event.eventId)
         insertSorted(log, event, positionOrder)
         insertSorted(byCursor, event, cursorOrder)
         categories.add(event.category)
@@ -277,26 +293,43 @@ const makeState = Effect.gen(function* () {
   const visible = (tx: Option.Option<Transaction>, streamId: string): StreamState | undefined =>
     (Option.isSome(tx) ? tx.value.staged.get(streamId) : undefined) ?? streams.get(streamId)
 
+  /** The first event id of `requests` already stored (committed, or written by `tx`). */
+  const storedId = (tx: Transaction, requests: ReadonlyArray<EventStore.StorableAppend>): string | undefined => {
+    const own = tx.written.length > 0 ? new Set(tx.written.map((e) => e.eventId)) : undefined
+    for (const request of requests) {
+      for (const event of request.events) {
+        if (eventIds.has(event.eventId) || own?.has(event.eventId)) return event.eventId
+      }
+    }
+    return undefined
+  }
+
   const append = (
     requests: ReadonlyArray<EventStore.StorableAppend>
-  ): Effect.Effect<ReadonlyArray<CommittedEvents>, ConcurrencyConflict> =>
+  ): Effect.Effect<ReadonlyArray<CommittedEvents>, ConcurrencyConflict | InvalidInput> =>
     inTransaction((tx) =>
       Effect.zipRight(
         Effect.forEach(requests, (request) => lock(tx, request.streamId), { discard: true }),
         Effect.flatMap(Clock.currentTimeMillis, (now) =>
-          Effect.suspend(() => {
+          Effect.suspend((): Effect.Effect<ReadonlyArray<CommittedEvents>, ConcurrencyConflict | InvalidInput> => {
+            // As Postgres: a stream whose expectation fails writes nothing (so its event ids are
+            // not checked); an id already stored among the others fails the whole append.
+            let conflict: ConcurrencyConflict | undefined
+            const passing: Array<EventStore.StorableAppend> = []
             for (const request of requests) {
               const current = visible(Option.some(tx), request.streamId)?.version ?? 0
-              if (!ExpectedVersion.matches(request.expected, current)) {
-                return Effect.fail(
-                  new ConcurrencyConflict({
-                    streamId: request.streamId,
-                    expected: ExpectedVersion.format(request.expected),
-                    actual: current === 0 ? null : current
-                  })
-                )
+              if (ExpectedVersion.matches(request.expected, current)) passing.push(request)
+              else if (conflict === undefined) {
+                conflict = new ConcurrencyConflict({
+                  streamId: request.streamId,
+                  expected: ExpectedVersion.format(request.expected),
+                  actual: current === 0 ? null : current
+                })
               }
             }
+            const duplicate = storedId(tx, passing)
+            if (duplicate !== undefined) return Effect.fail(EventStore.duplicateEventId(requests, duplicate))
+            if (conflict !== undefined) return Effect.fail(conflict)
             const xid = assignXid(tx)
             const recordedAt = new Date(now)
             const committed = requests.map((request): CommittedEvents => {
@@ -319,8 +352,8 @@ const makeState = Effect.gen(function* () {
                   transactionId: xid,
                   eventType: event.eventType,
                   schemaVersion: event.schemaVersion,
-                  data: event.data,
-                  metadata: event.metadata,
+                  data: parseObject(event.dataJson),
+                  metadata: parseMetadata(event.metadataJson),
                   recordedAt
                 }
                 staged.events.push(recorded)
@@ -444,6 +477,8 @@ const makeState = Effect.gen(function* () {
           if (i >= 0) array.splice(i, 1)
         }
         const stream = streams.get(streamId)
+        const removed = stream?.events.find((e) => e.streamVersion === streamVersion)
+        if (removed !== undefined) eventIds.delete(removed.eventId)
         if (stream !== undefined) remove(stream.events)
         remove(log)
         remove(byCursor)
@@ -470,9 +505,11 @@ const makeState = Effect.gen(function* () {
           (Option.isSome(tx) ? tx.value.stagedSnapshots.get(streamId) : undefined) ?? snapshots.get(streamId)
         )
       ),
-    writeSnapshot: (snapshot) =>
+    writeSnapshot: ({ stateJson, ...stored }) =>
       inTransaction((tx) =>
         Effect.sync(() => {
+          const state = Json.parseAsJsonb(stateJson)
+          const snapshot: StoredSnapshot = { ...stored, state }
           const existing = tx.stagedSnapshots.get(snapshot.streamId) ?? snapshots.get(snapshot.streamId)
           if (
             existing === undefined ||
@@ -488,13 +525,40 @@ const makeState = Effect.gen(function* () {
 })
 
 /**
+ * Builds an in-memory `EventStore` and its state, with the given limits
+ * (`EventStore.defaults` where not given).
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const makeWith = (
+  options: Partial<EventStore.Options>
+): Effect.Effect<{ readonly eventStore: EventStore.EventStore; readonly inMemory: InMemoryStore }> =>
+  Effect.map(makeState, ({ store, storage }) => ({ eventStore: EventStore.make(storage, options), inMemory: store }))
+
+/**
  * Builds an in-memory `EventStore` and its state.
  *
  * @since 0.1.0
  * @category constructors
  */
 export const make: Effect.Effect<{ readonly eventStore: EventStore.EventStore; readonly inMemory: InMemoryStore }> =
-  Effect.map(makeState, ({ store, storage }) => ({ eventStore: EventStore.make(storage), inMemory: store }))
+  makeWith({})
+
+/**
+ * The in-memory `EventStore` layer with the given limits.
+ *
+ * @example
+ * program.pipe(Effect.provide(InMemoryEventStore.layerWith({ maxEventSize: 64 * 1024 })))
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerWith = (options: Partial<EventStore.Options>): Layer.Layer<EventStore.EventStore | InMemory> =>
+  Layer.effectContext(
+    Effect.map(makeWith(options), ({ eventStore, inMemory }) =>
+      Context.make(EventStore.EventStore, eventStore).pipe(Context.add(InMemory, inMemory))
+    )
+  )
 
 /**
  * The in-memory `EventStore` layer (plus its state, for the other in-memory
@@ -505,8 +569,4 @@ export const make: Effect.Effect<{ readonly eventStore: EventStore.EventStore; r
  * @since 0.1.0
  * @category layers
  */
-export const layer: Layer.Layer<EventStore.EventStore | InMemory> = Layer.effectContext(
-  Effect.map(make, ({ eventStore, inMemory }) =>
-    Context.make(EventStore.EventStore, eventStore).pipe(Context.add(InMemory, inMemory))
-  )
-)
+export const layer: Layer.Layer<EventStore.EventStore | InMemory> = layerWith({})

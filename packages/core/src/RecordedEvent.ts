@@ -6,16 +6,24 @@
  * @since 0.1.0
  */
 import * as Schema from "effect/Schema"
+import * as Json from "./internal/json.js"
 
 /**
- * A JSON object, the stored shape of event data and custom metadata.
+ * A JSON object, the stored shape of event data and custom metadata. Its
+ * decoding never copies: every key of a stored object (also `__proto__`,
+ * `constructor`, `prototype`) stays an own property and no prototype is ever
+ * set. Use it (not `Schema.Record`) for free-form JSON inside event and
+ * snapshot Schemas.
  *
  * @since 0.1.0
  * @category models
  */
-export const JsonObject = Schema.Record({ key: Schema.String, value: Schema.Unknown })
+export const JsonObject: Schema.Schema<{ readonly [key: string]: unknown }> = Json.JsonObject
 
-/** @since 0.1.0 @category models */
+/**
+ * @since 0.1.0
+ * @category models
+ */
 export type JsonObject = typeof JsonObject.Type
 
 /**

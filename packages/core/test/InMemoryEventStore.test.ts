@@ -1,14 +1,17 @@
 import * as Layer from "effect/Layer"
 import * as InMemorySubscriptionStore from "../src/InMemorySubscriptionStore.js"
 import { eventStoreSuite } from "./conformance/eventStoreSuite.js"
+import { jsonLimitsSuite, jsonSuite, limits } from "./conformance/jsonSuite.js"
 import { snapshotSuite } from "./conformance/snapshotSuite.js"
 import { subscriptionSuite } from "./conformance/subscriptionSuite.js"
 import { transactionSuite } from "./conformance/transactionSuite.js"
 import * as InMemory from "../src/InMemory.js"
 import { projectionSuite } from "./conformance/projectionSuite.js"
-import { memoryLayer, memoryReadModel } from "./memoryRaw.js"
+import { memoryLayer, memoryLayerWith, memoryReadModel } from "./memoryRaw.js"
 
 eventStoreSuite("in-memory", memoryLayer)
+jsonSuite("in-memory", InMemorySubscriptionStore.layer.pipe(Layer.provideMerge(memoryLayer)))
+jsonLimitsSuite("in-memory", memoryLayerWith(limits))
 transactionSuite("in-memory", memoryLayer)
 snapshotSuite("in-memory", memoryLayer)
 subscriptionSuite("in-memory", InMemorySubscriptionStore.layer.pipe(Layer.provideMerge(memoryLayer)))

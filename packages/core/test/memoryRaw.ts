@@ -1,15 +1,25 @@
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import type * as EventStore from "../src/EventStore.js"
 import * as InMemoryEventStore from "../src/InMemoryEventStore.js"
+import { isPlainObject, parseAsJsonb } from "../src/internal/json.js"
 import type { JsonObject } from "../src/RecordedEvent.js"
 import { Raw, TxReadModel } from "./fixtures.js"
 
-/** Raw row access for the in-memory store. */
+/** What a jsonb column holds after `JSON.stringify(value)::jsonb`, as the driver hands it back. */
+const viaJson = (value: unknown): unknown => parseAsJsonb(JSON.stringify(value))
+
+const jsonObject = (value: unknown): JsonObject => {
+  const parsed = viaJson(value)
+  return isPlainObject(parsed) ? parsed : {}
+}
+
+/** Raw row access for the in-memory store (values stored as Postgres would: after a JSON round trip). */
 export const memoryRaw = Layer.effect(
   Raw,
   Effect.map(InMemoryEventStore.InMemory, (mem) =>
     Raw.of({
-      setData: (streamId, version, data) => mem.unsafeUpdate(streamId, version, { data: data as JsonObject }),
+      setData: (streamId, version, data) => mem.unsafeUpdate(streamId, version, { data: jsonObject(data) }),
       setType: (streamId, version, eventType, schemaVersion) =>
         mem.unsafeUpdate(streamId, version, { eventType, schemaVersion }),
       deleteEvent: (streamId, version) => mem.unsafeDelete(streamId, version),
@@ -22,12 +32,12 @@ export const memoryRaw = Layer.effect(
             streamVersion: row.version,
             eventType: row.eventType,
             schemaVersion: row.schemaVersion,
-            data: row.data as JsonObject,
+            data: jsonObject(row.data),
             metadata: {}
           })
         ),
       setSnapshot: (streamId, streamVersion, snapshotVersion, state) =>
-        mem.unsafeWriteSnapshot({ streamId, streamVersion, snapshotVersion, state }),
+        mem.unsafeWriteSnapshot({ streamId, streamVersion, snapshotVersion, state: viaJson(state) }),
       count: Effect.sync(() => mem.log.length)
     })
   )
@@ -35,6 +45,10 @@ export const memoryRaw = Layer.effect(
 
 /** The in-memory store with raw access. */
 export const memoryLayer = memoryRaw.pipe(Layer.provideMerge(InMemoryEventStore.layer))
+
+/** The in-memory store with raw access, built with the given limits. */
+export const memoryLayerWith = (options: Partial<EventStore.Options>) =>
+  memoryRaw.pipe(Layer.provideMerge(InMemoryEventStore.layerWith(options)))
 
 /** A transactional read model over in-memory transactions (rows appear when the transaction commits). */
 export const memoryReadModel = Layer.effect(

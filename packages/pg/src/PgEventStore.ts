@@ -14,15 +14,17 @@
  * @since 0.1.0
  */
 import * as SqlClient from "@effect/sql/SqlClient"
+import type * as SqlError from "@effect/sql/SqlError"
 import * as EventStore from "@mire/core/EventStore"
-import { ConcurrencyConflict, type StoreError } from "@mire/core/EventStoreError"
+import { ConcurrencyConflict, type InvalidInput, type StoreError } from "@mire/core/EventStoreError"
 import * as ExpectedVersion from "@mire/core/ExpectedVersion"
 import type { CommittedEvents } from "@mire/core/RecordedEvent"
 import type { StoredSnapshot } from "@mire/core/Snapshot"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import { refail } from "./internal/errors.js"
+import * as Predicate from "effect/Predicate"
+import { refail, sqlState } from "./internal/errors.js"
 import { decodeEventRows, eventColumns } from "./internal/rows.js"
 import { transaction as transactionWith } from "./internal/transaction.js"
 
@@ -98,8 +100,8 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
         indexes.push(i + 1)
         types.push(event.eventType)
         schemaVersions.push(event.schemaVersion)
-        data.push(JSON.stringify(event.data))
-        metadata.push(JSON.stringify(event.metadata))
+        data.push(event.dataJson)
+        metadata.push(event.metadataJson)
       }
     }
     return sql<CasRow>`
@@ -124,9 +126,23 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
       })
     })
 
+  /** The event id of a unique violation on `es_events_event_id_key`, if that is what `error` is. */
+  const duplicateId = (error: SqlError.SqlError): string | undefined => {
+    const cause = error.cause
+    if (sqlState(error) !== "23505" || !Predicate.hasProperty(cause, "constraint")) return undefined
+    if (cause.constraint !== "es_events_event_id_key") return undefined
+    const detail = Predicate.hasProperty(cause, "detail") && typeof cause.detail === "string" ? cause.detail : ""
+    return /\(event_id\)=\(([0-9a-f-]+)\)/.exec(detail)?.[1] ?? ""
+  }
+
   const appendOnce = (requests: ReadonlyArray<EventStore.StorableAppend>) =>
     Effect.gen(function* () {
-      const rows = yield* appendStatement(requests)
+      const rows = yield* appendStatement(requests).pipe(
+        Effect.catchTag("SqlError", (error): Effect.Effect<never, SqlError.SqlError | InvalidInput> => {
+          const id = duplicateId(error)
+          return id === undefined ? Effect.fail(error) : Effect.fail(EventStore.duplicateEventId(requests, id))
+        })
+      )
       const byStream = new Map(rows.map((row) => [row.stream_id, row]))
       if (byStream.size < requests.length) return yield* Effect.flatMap(conflictFor(requests, new Set(byStream.keys())), Effect.fail)
       return requests.map((request): CommittedEvents => {
@@ -144,10 +160,18 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
 
   const append = (
     requests: ReadonlyArray<EventStore.StorableAppend>
-  ): Effect.Effect<ReadonlyArray<CommittedEvents>, ConcurrencyConflict | StoreError> => {
+  ): Effect.Effect<ReadonlyArray<CommittedEvents>, ConcurrencyConflict | InvalidInput | StoreError> => {
     // One statement is atomic on its own; several streams need a transaction
-    // (a savepoint when nested) so that one conflict undoes the others.
-    const once = requests.length === 1 ? appendOnce(requests) : transaction(appendOnce(requests))
+    // (a savepoint when nested) so that one conflict undoes the others. A caller-given
+    // event id may already be stored: inside a transaction, a savepoint keeps that refusal
+    // from aborting the caller's transaction.
+    const givenIds = requests.some((r) => r.events.some((e) => e.eventIdGiven))
+    const once =
+      requests.length > 1
+        ? transaction(appendOnce(requests))
+        : givenIds
+          ? Effect.flatMap(inTransaction, (nested) => (nested ? transaction(appendOnce(requests)) : appendOnce(requests)))
+          : appendOnce(requests)
     return once.pipe(
       // `Any` can lose the race to create a stream (the insert sees the row only after our
       // snapshot); it has no expectation to violate, so it tries again.
@@ -219,10 +243,10 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
       refail("readSnapshot")
     )
 
-  const writeSnapshot = (snapshot: StoredSnapshot) =>
+  const writeSnapshot = (snapshot: EventStore.StorableSnapshot) =>
     sql`
       INSERT INTO es_snapshots (stream_id, stream_version, snapshot_version, state)
-      VALUES (${snapshot.streamId}, ${snapshot.streamVersion}, ${snapshot.snapshotVersion}, ${JSON.stringify(snapshot.state)}::jsonb)
+      VALUES (${snapshot.streamId}, ${snapshot.streamVersion}, ${snapshot.snapshotVersion}, ${snapshot.stateJson}::jsonb)
       ON CONFLICT (stream_id) DO UPDATE
         SET stream_version = excluded.stream_version, snapshot_version = excluded.snapshot_version,
             state = excluded.state, created_at = now()
@@ -249,15 +273,36 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
 })
 
 /**
+ * Builds the PostgreSQL `EventStore` with the given limits
+ * (`EventStore.defaults` where not given).
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const makeWith = (
+  options: Partial<EventStore.Options>
+): Effect.Effect<EventStore.EventStore, never, SqlClient.SqlClient> =>
+  Effect.map(makeStorage, (storage) => EventStore.make(storage, options))
+
+/**
  * Builds the PostgreSQL `EventStore`.
  *
  * @since 0.1.0
  * @category constructors
  */
-export const make: Effect.Effect<EventStore.EventStore, never, SqlClient.SqlClient> = Effect.map(
-  makeStorage,
-  EventStore.make
-)
+export const make: Effect.Effect<EventStore.EventStore, never, SqlClient.SqlClient> = makeWith({})
+
+/**
+ * The PostgreSQL `EventStore` layer with the given limits.
+ *
+ * @example
+ * PgEventStore.layerWith({ maxEventSize: 64 * 1024 })
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerWith = (
+  options: Partial<EventStore.Options>
+): Layer.Layer<EventStore.EventStore, never, SqlClient.SqlClient> => Layer.effect(EventStore.EventStore, makeWith(options))
 
 /**
  * The PostgreSQL `EventStore` layer. Run {@link PgMigrations.migrate} once

@@ -1,12 +1,17 @@
 import * as Layer from "effect/Layer"
 import { eventStoreSuite } from "../../core/test/conformance/eventStoreSuite.js"
+import { jsonLimitsSuite, jsonSuite, limits } from "../../core/test/conformance/jsonSuite.js"
 import { snapshotSuite } from "../../core/test/conformance/snapshotSuite.js"
 import { transactionSuite } from "../../core/test/conformance/transactionSuite.js"
+import * as PgEventStore from "../src/PgEventStore.js"
+import * as PgSubscriptionStore from "../src/PgSubscriptionStore.js"
 import { pgRaw } from "./raw.js"
-import { storeLayer } from "./utils.js"
+import { migratedLayer, storeLayer } from "./utils.js"
 
 const layer = pgRaw.pipe(Layer.provideMerge(storeLayer()))
 
 eventStoreSuite("postgres", layer)
+jsonSuite("postgres", PgSubscriptionStore.layer.pipe(Layer.provideMerge(layer)))
+jsonLimitsSuite("postgres", pgRaw.pipe(Layer.provideMerge(PgEventStore.layerWith(limits).pipe(Layer.provideMerge(migratedLayer())))))
 transactionSuite("postgres", layer)
 snapshotSuite("postgres", layer)
