@@ -1,7 +1,8 @@
 /**
  * The in-memory `SagaStore`: instance rows, history and outbox in process,
- * written at commit of the ambient in-memory transaction and claimed with
- * skip-locked row locks, as on Postgres. Time comes from Effect's `Clock`,
+ * written at commit of the ambient in-memory transaction; claims (a token
+ * and an expiry per instance) are taken past skip-locked row locks, as on
+ * Postgres. Time comes from Effect's `Clock`,
  * so `TestClock` drives timeouts.
  *
  * @since 0.1.0
@@ -12,10 +13,21 @@ import * as Option from "effect/Option"
 import * as PubSub from "effect/PubSub"
 import * as Stream from "effect/Stream"
 import * as InMemoryEventStore from "./InMemoryEventStore.js"
+import * as Json from "./internal/json.js"
 import type * as SagaStore from "./SagaStore.js"
 import { SagaStoreTag } from "./SagaStore.js"
 
 const keyOf = (sagaName: string, instanceId: string) => `${sagaName}\u0000${instanceId}`
+
+/** What Postgres keeps of a JSON value: the value after a jsonb round trip. */
+const roundTrip = (value: unknown): unknown => (value === undefined ? value : Json.parseAsJsonb(JSON.stringify(value)))
+
+const storedRow = (row: SagaStore.InstanceRow): SagaStore.InstanceRow => ({ ...row, state: roundTrip(row.state) })
+
+const storedPayload = (payload: SagaStore.OutboxMessage["payload"]): SagaStore.OutboxMessage["payload"] => {
+  const stored = roundTrip(payload)
+  return Json.isPlainObject(stored) ? stored : payload
+}
 
 const isDue = (row: SagaStore.InstanceRow, now: Date): boolean =>
   ((row.status === "running" || row.status === "compensating") && row.dueAt.getTime() <= now.getTime()) ||
@@ -31,6 +43,8 @@ export const make = (mem: InMemoryEventStore.InMemoryStore): Effect.Effect<SagaS
   Effect.gen(function* () {
     const instances = new Map<string, SagaStore.InstanceRow>()
     const byCorrelation = new Map<string, string>()
+    /** Live claims by instance key: the token and when it expires (ms). */
+    const claims = new Map<string, { readonly token: string; readonly until: number }>()
     const history: Array<SagaStore.HistoryEntry> = []
     const outbox = new Map<string, { row: SagaStore.OutboxRow; published: boolean; nextAttemptAt: number }>()
     const wakeups = yield* PubSub.sliding<string>(256)
@@ -49,32 +63,46 @@ export const make = (mem: InMemoryEventStore.InMemoryStore): Effect.Effect<SagaS
         const key = keyOf(row.sagaName, row.instanceId)
         return Effect.zipRight(
           mem.lock(`saga:${key}`),
-          Effect.suspend(() =>
-            instances.has(key)
-              ? Effect.succeed(false)
-              : Effect.as(
-                  mem.onCommit(() => {
-                    if (!instances.has(key)) {
-                      instances.set(key, row)
-                      byCorrelation.set(row.correlationId, key)
-                    }
-                  }),
-                  true
-                )
-          )
+          Effect.suspend(() => {
+            if (instances.has(key)) return Effect.succeed(false)
+            const stored = storedRow(row)
+            return Effect.as(
+              mem.onCommit(() => {
+                if (!instances.has(key)) {
+                  instances.set(key, stored)
+                  byCorrelation.set(row.correlationId, key)
+                }
+              }),
+              true
+            )
+          })
         )
       },
-      claimDue: (sagaName, now) =>
-        Effect.gen(function* () {
-          const candidates = [...instances.entries()]
-            .filter(([, row]) => row.sagaName === sagaName && isDue(row, now))
-            .sort(([, a], [, b]) => a.dueAt.getTime() - b.dueAt.getTime())
-          for (const [key] of candidates) {
-            const claimed = yield* claim(key, (row) => isDue(row, now))
-            if (Option.isSome(claimed)) return claimed
-          }
-          return Option.none()
-        }),
+      claimDue: (sagaName, now, token, until) =>
+        mem.transaction(
+          Effect.gen(function* () {
+            const claimable = (key: string, row: SagaStore.InstanceRow) =>
+              row.sagaName === sagaName && isDue(row, now) && (claims.get(key)?.until ?? 0) <= now.getTime()
+            const candidates = [...instances.entries()]
+              .filter(([key, row]) => claimable(key, row))
+              .sort(([, a], [, b]) => a.dueAt.getTime() - b.dueAt.getTime())
+            for (const [key] of candidates) {
+              const claimed = yield* claim(key, (row) => claimable(key, row))
+              if (Option.isSome(claimed)) {
+                yield* mem.onCommit(() => void claims.set(key, { token, until: until.getTime() }))
+                return claimed
+              }
+            }
+            return Option.none()
+          })
+        ),
+      holdsClaim: (sagaName, instanceId, token, version) => {
+        const key = keyOf(sagaName, instanceId)
+        return Effect.zipRight(
+          mem.lock(`saga:${key}`),
+          Effect.sync(() => claims.get(key)?.token === token && instances.get(key)?.version === version)
+        )
+      },
       claimWaiting: (correlationId) =>
         Effect.suspend(() => {
           const key = byCorrelation.get(correlationId)
@@ -84,18 +112,29 @@ export const make = (mem: InMemoryEventStore.InMemoryStore): Effect.Effect<SagaS
             Effect.sync(() => Option.filter(Option.fromNullable(instances.get(key)), (row) => row.status === "waiting"))
           )
         }),
-      update: (row) => mem.onCommit(() => void instances.set(keyOf(row.sagaName, row.instanceId), row)),
+      update: (row) =>
+        Effect.suspend(() => {
+          const stored = storedRow(row)
+          return mem.onCommit(() => {
+            const key = keyOf(row.sagaName, row.instanceId)
+            instances.set(key, stored)
+            claims.delete(key)
+          })
+        }),
       appendHistory: (entry) => mem.onCommit(() => void history.push(entry)),
       enqueue: (messages) =>
-        mem.onCommit(() => {
-          for (const message of messages) {
-            if (outbox.has(message.idempotencyKey)) continue
-            outbox.set(message.idempotencyKey, {
-              row: { ...message, id: nextOutboxId++, attempts: 0 },
-              published: false,
-              nextAttemptAt: 0
-            })
-          }
+        Effect.suspend(() => {
+          const stored = messages.map((message) => ({ ...message, payload: storedPayload(message.payload) }))
+          return mem.onCommit(() => {
+            for (const message of stored) {
+              if (outbox.has(message.idempotencyKey)) continue
+              outbox.set(message.idempotencyKey, {
+                row: { ...message, id: nextOutboxId++, attempts: 0 },
+                published: false,
+                nextAttemptAt: 0
+              })
+            }
+          })
         }),
       claimOutbox: (now, visibleAt, limit) =>
         Effect.sync(() => {

@@ -8,10 +8,15 @@
  * an error response or a timeout runs the compensations of the completed
  * steps in reverse order, then ends the instance as failed.
  *
- * Durability: every transition commits in one transaction with the events it
- * emits and the messages it queues, so a crash never loses or duplicates an
- * emit; deadlines are stored, so timeouts survive restarts. A
- * {@link SagaRunner} drives the instances.
+ * Durability: a step runs with no transaction open (it may call slow
+ * services without holding back any subscription); its outcome then commits
+ * in one short transaction with the events it emits and the messages it
+ * queues, only while the worker's claim on the instance holds, so a crash
+ * never loses or duplicates an emit. A step's own effects outside the
+ * database run at least once (again after a crash, or when it outlives its
+ * claim); make them idempotent. A database error while writing an outcome
+ * is retried, never compensated; deadlines are stored, so timeouts survive
+ * restarts. A {@link SagaRunner} drives the instances.
  *
  * @since 0.1.0
  */

@@ -7,12 +7,26 @@
  * - **Responses**: a transactional projection over the awaited categories
  *   routes an event whose `correlationId` names a waiting instance and whose
  *   type it awaits back to that instance.
- * - **Driving**: workers claim due instances with `FOR UPDATE SKIP LOCKED`
- *   (several workers share the work; a crashed worker's claims vanish with
- *   its connection) and run one transition per transaction, committed with
- *   the events it emits, its outbox messages and its history entry. Workers
- *   wake on notifications and poll as a fallback; deadlines are stored, so
- *   timeouts survive restarts.
+ * - **Driving**: a worker claims a due instance in one short statement (a
+ *   claim token, hidden from other workers for `claimTimeout`), runs its
+ *   step with no transaction open (a slow step never holds the xmin horizon,
+ *   so it delays no subscription), then writes the outcome in one short
+ *   transaction with the events it emits, its outbox messages and its
+ *   history entry, only if its claim still holds. A step still running when
+ *   its claim expires may be claimed and run again by another worker, and
+ *   the first one's outcome and emits are then not written: a step's side
+ *   effects outside the database run at least once, its recorded outcome
+ *   and emits exactly once. A crashed worker's claims expire after
+ *   `claimTimeout`; a worker that stops releases its claims.
+ * - **Retries**: a `StoreError` while writing an outcome (a cancelled
+ *   statement, a lost connection, a failed COMMIT) fails the transition,
+ *   not the saga: the instance is due again after a backoff
+ *   (`transitionRetry`) and its step runs again. Only the step's own
+ *   failure, an error response or a timeout compensates. A failing
+ *   compensation is retried the same way until it succeeds. Both show as
+ *   `attempts` and `lastError` in `status`, without a history entry per
+ *   retry. Workers wake on notifications and poll as a fallback; deadlines
+ *   are stored, so timeouts survive restarts.
  * - **Outbox**: messages are published at least once, with a stable
  *   idempotency key, retried with a `Schedule` on failure.
  *
@@ -68,6 +82,18 @@ export interface Options<E = never, R = never> {
   readonly publisher?: Publisher<E, R>
   /** Delays between publish attempts of a message (default exponential from 100 ms, capped at 30 s). */
   readonly publishRetry?: Schedule.Schedule<unknown, unknown>
+  /**
+   * How long a claimed instance stays hidden from other workers while its
+   * step runs (default 60 s). A step still running after that may be run
+   * again by another worker; only one outcome is ever written.
+   */
+  readonly claimTimeout?: Duration.DurationInput
+  /**
+   * Delays before the next attempt of a transition whose outcome could not be
+   * written, or whose compensation failed, by attempt (default
+   * {@link defaultTransitionRetry}: exponential from 200 ms, capped at 30 s).
+   */
+  readonly transitionRetry?: Schedule.Schedule<unknown, unknown>
 }
 
 /**
@@ -82,6 +108,10 @@ export interface InstanceStatus {
   readonly status: SagaStore.Status
   readonly currentStep: string | null
   readonly error: string | null
+  /** Failed attempts of the current transition, retried with backoff (0 once one commits). */
+  readonly attempts: number
+  /** The last such failure. */
+  readonly lastError: string | null
   readonly updatedAt: Date
 }
 
@@ -116,6 +146,8 @@ const listStatus = (
         status: row.status,
         currentStep: row.status === "completed" || row.stepIndex < 0 ? null : (steps[row.stepIndex]?.name ?? null),
         error: row.error,
+        attempts: row.attempts,
+        lastError: row.lastError,
         updatedAt: row.updatedAt
       }))
   )
@@ -135,35 +167,36 @@ export const status = <S, Start, R>(
 
 const stepName = <S, Start, R>(saga: Saga.Saga<S, Start, R>, index: number) => saga.steps[index]?.name ?? `#${index}`
 
+/** A transition committed: the instance moves on and its retry bookkeeping resets. */
+const advance = (row: SagaStore.InstanceRow, now: Date, next: Partial<SagaStore.InstanceRow>): SagaStore.InstanceRow => ({
+  ...row,
+  ...next,
+  attempts: 0,
+  lastError: null,
+  version: row.version + 1,
+  updatedAt: now
+})
+
 /** The instance after its step at `failedIndex` failed: compensate the completed steps, newest first. */
 const compensateFrom = (
   row: SagaStore.InstanceRow,
   failedIndex: number,
   error: string,
   now: Date
-): SagaStore.InstanceRow => ({
-  ...row,
-  status: failedIndex - 1 >= 0 ? "compensating" : "failed",
-  stepIndex: failedIndex - 1,
-  input: null,
-  awaiting: null,
-  deadline: null,
-  dueAt: now,
-  error,
-  version: row.version + 1,
-  updatedAt: now
-})
+): SagaStore.InstanceRow =>
+  advance(row, now, {
+    status: failedIndex - 1 >= 0 ? "compensating" : "failed",
+    stepIndex: failedIndex - 1,
+    input: null,
+    awaiting: null,
+    deadline: null,
+    dueAt: now,
+    error
+  })
 
 /** The instance after the compensation of step `index` ran (or had none): the next one down, or failed. */
-const compensated = (row: SagaStore.InstanceRow, index: number, state: unknown, now: Date): SagaStore.InstanceRow => ({
-  ...row,
-  state,
-  status: index - 1 >= 0 ? "compensating" : "failed",
-  stepIndex: index - 1,
-  dueAt: now,
-  version: row.version + 1,
-  updatedAt: now
-})
+const compensated = (row: SagaStore.InstanceRow, index: number, state: unknown, now: Date): SagaStore.InstanceRow =>
+  advance(row, now, { state, status: index - 1 >= 0 ? "compensating" : "failed", stepIndex: index - 1, dueAt: now })
 
 /** The instance after its step at `index` completed with `input` for the next. */
 const completeStep = (
@@ -173,18 +206,85 @@ const completeStep = (
   state: unknown,
   input: SagaStore.StoredInput,
   now: Date
-): SagaStore.InstanceRow => ({
-  ...row,
-  status: index + 1 >= steps ? "completed" : "running",
-  stepIndex: index + 1 >= steps ? steps : index + 1,
-  state,
-  input,
-  awaiting: null,
-  deadline: null,
-  dueAt: now,
-  version: row.version + 1,
-  updatedAt: now
-})
+): SagaStore.InstanceRow =>
+  advance(row, now, {
+    status: index + 1 >= steps ? "completed" : "running",
+    stepIndex: index + 1 >= steps ? steps : index + 1,
+    state,
+    input,
+    awaiting: null,
+    deadline: null,
+    dueAt: now
+  })
+
+/** The instance after its step at `index` ran and now awaits a response until `timeout` from now. */
+const awaitResponse = (
+  row: SagaStore.InstanceRow,
+  state: unknown,
+  awaits: Saga.Await,
+  now: Date
+): SagaStore.InstanceRow =>
+  advance(row, now, {
+    status: "waiting",
+    state,
+    input: null,
+    awaiting: awaits.types,
+    deadline: new Date(now.getTime() + Duration.toMillis(awaits.timeout)),
+    dueAt: now
+  })
+
+/** The instance ended failed for good (nothing to compensate, or a compensation that can never be written). */
+const fail = (row: SagaStore.InstanceRow, error: string, now: Date): SagaStore.InstanceRow =>
+  advance(row, now, { status: "failed", error })
+
+/**
+ * The instance after an attempt of its transition failed (an outcome that
+ * could not be written, a failing compensation): unchanged but for the
+ * failure counted, due again after `delay`. No history entry: retries show
+ * in `attempts` and `lastError`.
+ */
+const retryLater = (
+  row: SagaStore.InstanceRow,
+  error: string,
+  delay: Duration.Duration,
+  now: Date
+): SagaStore.InstanceRow => {
+  const due = new Date(now.getTime() + Duration.toMillis(delay))
+  return {
+    ...row,
+    attempts: row.attempts + 1,
+    lastError: error,
+    dueAt: due,
+    // A waiting instance is due by its deadline: its timeout is retried after the delay too.
+    deadline: row.status === "waiting" ? due : row.deadline,
+    version: row.version + 1,
+    updatedAt: now
+  }
+}
+
+/**
+ * The delay after the `attempt`-th failure, as `schedule` would wait
+ * (its last delay once it ends: these retries never stop).
+ */
+const delayAfter = (schedule: Schedule.Schedule<unknown, unknown>, attempt: number): Effect.Effect<Duration.Duration> =>
+  Effect.map(
+    Schedule.run(Schedule.delays(schedule), 0, Array.from({ length: Math.min(Math.max(1, attempt), 64) }, (_, i) => i)),
+    (outs) => {
+      const delays = [...outs]
+      return delays[Math.min(Math.max(1, attempt), 64) - 1] ?? delays[delays.length - 1] ?? Duration.seconds(30)
+    }
+  )
+
+/**
+ * The default delays between attempts of a failed transition: exponential
+ * from 200 ms, doubling, capped at 30 s.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const defaultTransitionRetry: Schedule.Schedule<unknown, unknown> = Schedule.exponential("200 millis").pipe(
+  Schedule.union(Schedule.spaced("30 seconds"))
+)
 
 const describe = (cause: unknown): string => {
   if (cause instanceof Error) return cause.message
@@ -196,162 +296,213 @@ const describe = (cause: unknown): string => {
   }
 }
 
-/**
- * Runs one transition of a claimed instance: the caller's transaction
- * commits it with everything it emits.
- */
-const transition = <S, Start, R>(
-  saga: Saga.Saga<S, Start, R>,
-  row: SagaStore.InstanceRow,
-  workerId: string,
-  now: Date
-): Effect.Effect<void, StoreError | EventStore.AppendError, R | EventStore.EventStore | SagaStore.SagaStoreTag> =>
-  Effect.gen(function* () {
-    const store = yield* SagaStore.SagaStoreTag
-    const decodeState = Schema.decodeUnknown(saga.state)
-    const encodeState = Schema.encode(saga.state)
-    const history = (step: string, outcome: string) =>
-      store.appendHistory({ sagaName: saga.name, instanceId: row.instanceId, step, outcome, workerId })
+/** What a transition writes: its history entries and the instance's next row. */
+interface Outcome {
+  readonly history: ReadonlyArray<readonly [step: string, outcome: string]>
+  readonly row: SagaStore.InstanceRow
+}
 
-    const decoded = yield* Effect.either(decodeState(row.state))
+/**
+ * What a transition decided once its step (or compensation) ran, outside
+ * any transaction: an outcome to write; what the step produced, to write
+ * with the outcome it leads to (or, if refused, the refusal's); or a retry.
+ */
+type Plan<S> =
+  | { readonly _tag: "Write"; readonly outcome: (now: Date) => Outcome }
+  | {
+      readonly _tag: "Apply"
+      readonly step: string
+      readonly result: Saga.StepResult<S>
+      readonly state: S
+      readonly applied: (state: unknown, now: Date) => Outcome
+      readonly refused: (cause: string, now: Date) => Outcome
+    }
+  | { readonly _tag: "Retry"; readonly error: string }
+
+/**
+ * Decides one transition of a claimed instance, running its step or
+ * compensation with no transaction open.
+ */
+const plan = <S, Start, R>(saga: Saga.Saga<S, Start, R>, row: SagaStore.InstanceRow): Effect.Effect<Plan<S>, never, R> =>
+  Effect.gen(function* () {
+    const write = (outcome: (now: Date) => Outcome): Plan<S> => ({ _tag: "Write", outcome })
+    const decoded = yield* Effect.either(Schema.decodeUnknown(saga.state)(row.state))
     if (decoded._tag === "Left") {
-      yield* history("state", "undecodable")
-      return yield* store.update({
-        ...row,
-        status: "failed",
-        error: `state does not decode: ${ParseResult.TreeFormatter.formatErrorSync(decoded.left)}`,
-        version: row.version + 1,
-        updatedAt: now
-      })
+      const error = `state does not decode: ${ParseResult.TreeFormatter.formatErrorSync(decoded.left)}`
+      return write((now) => ({ history: [["state", "undecodable"]], row: fail(row, error, now) }))
     }
     const state = decoded.right
-
-    // Writes what a step produced, in a savepoint: if any of it is refused (an invalid emit, a state
-    // that fails its Schema) nothing of it stays, and the step counts as failed. A StoreError is
-    // left to fail the whole transition, which is then retried.
-    const apply = (name: string, result: Saga.StepResult<S>) =>
-      Effect.gen(function* () {
-        const emits = result.emit ?? []
-        if (emits.length > 0) {
-          yield* EventStore.appendMany(
-            emits.map((e) => ({
-              streamId: e.streamId,
-              category: e.category,
-              expected: ExpectedVersion.Any,
-              events: e.events.map((event) => ({
-                ...event,
-                // The correlation names the step too, so a late or repeated reply to an earlier step
-                // can never complete a later one.
-                metadata: {
-                  ...event.metadata,
-                  correlationId: Saga.stepCorrelationId(row.correlationId, row.stepIndex),
-                  custom: { saga: saga.name, step: name }
-                }
-              }))
-            }))
-          )
-        }
-        const outbox = result.outbox ?? []
-        if (outbox.length > 0) {
-          yield* store.enqueue(
-            outbox.map((m, i) => ({
-              idempotencyKey: m.key ?? `${row.correlationId}:${name}:${i}`,
-              topic: m.topic,
-              payload: m.payload
-            }))
-          )
-        }
-        return yield* Effect.mapError(
-          encodeState(result.state ?? state),
-          (e) => new Saga.StepFailed({ step: name, cause: ParseResult.TreeFormatter.formatErrorSync(e) })
-        )
-      }).pipe(
-        EventStore.transaction,
-        Effect.catchIf(
-          (e): e is Exclude<typeof e, StoreError> => e._tag !== "StoreError",
-          (e) => Effect.fail(new Saga.StepFailed({ step: name, cause: e }))
-        )
-      )
 
     if (row.status === "waiting") {
       // Claimed because its deadline passed: the awaited response never came.
       const name = stepName(saga, row.stepIndex)
-      yield* history(name, "timed-out")
-      return yield* store.update(compensateFrom(row, row.stepIndex, `step ${name} timed out`, now))
+      return write((now) => ({
+        history: [[name, "timed-out"]],
+        row: compensateFrom(row, row.stepIndex, `step ${name} timed out`, now)
+      }))
     }
 
     if (row.status === "compensating") {
       const index = row.stepIndex
       const step = saga.steps[index]
-      if (step?.compensate !== undefined) {
-        const result = yield* Effect.either(step.compensate(state))
-        if (result._tag === "Left") {
-          // A compensation that fails is retried later: compensations must eventually succeed.
-          yield* history(step.name, `compensation-failed: ${describe(result.left.cause)}`)
-          return yield* store.update({ ...row, dueAt: new Date(now.getTime() + 1000), version: row.version + 1, updatedAt: now })
-        }
-        const applied = yield* Effect.either(apply(step.name, result.right))
-        if (applied._tag === "Left") {
-          yield* history(step.name, `compensation-refused: ${describe(applied.left.cause)}`)
-          return yield* store.update({
-            ...row,
-            status: "failed",
-            error: `compensation of ${step.name} was refused: ${describe(applied.left.cause)}`,
-            version: row.version + 1,
-            updatedAt: now
-          })
-        }
-        yield* history(step.name, "compensated")
-        return yield* store.update(compensated(row, index, applied.right, now))
+      if (step?.compensate === undefined) return write((now) => ({ history: [], row: compensated(row, index, row.state, now) }))
+      const result = yield* Effect.either(step.compensate(state))
+      // A compensation that fails is retried with backoff: compensations must eventually succeed.
+      if (result._tag === "Left") return { _tag: "Retry", error: `compensation of ${step.name} failed: ${describe(result.left.cause)}` }
+      return {
+        _tag: "Apply",
+        step: step.name,
+        result: result.right,
+        state,
+        applied: (next, now) => ({ history: [[step.name, "compensated"]], row: compensated(row, index, next, now) }),
+        refused: (cause, now) => ({
+          history: [[step.name, `compensation-refused: ${cause}`]],
+          row: fail(row, `compensation of ${step.name} was refused: ${cause}`, now)
+        })
       }
-      return yield* store.update(compensated(row, index, row.state, now))
     }
 
     // Running: run the step.
     const index = row.stepIndex
     const step = saga.steps[index]
-    if (step === undefined) {
-      return yield* store.update({ ...row, status: "completed", version: row.version + 1, updatedAt: now })
-    }
+    if (step === undefined) return write((now) => ({ history: [], row: advance(row, now, { status: "completed" }) }))
     const input = yield* Effect.either(toInput(saga, row))
     if (input._tag === "Left") {
-      yield* history(step.name, "input-undecodable")
-      return yield* store.update({
-        ...row,
-        status: "failed",
-        error: `the input of step ${step.name} does not decode: ${input.left.message}`,
-        version: row.version + 1,
-        updatedAt: now
-      })
+      const error = `the input of step ${step.name} does not decode: ${input.left.message}`
+      return write((now) => ({ history: [[step.name, "input-undecodable"]], row: fail(row, error, now) }))
     }
     const result = yield* Effect.either(step.run(state, input.right))
     if (result._tag === "Left") {
-      yield* history(step.name, `failed: ${describe(result.left.cause)}`)
-      return yield* store.update(compensateFrom(row, index, `step ${step.name} failed: ${describe(result.left.cause)}`, now))
+      const cause = describe(result.left.cause)
+      return write((now) => ({
+        history: [[step.name, `failed: ${cause}`]],
+        row: compensateFrom(row, index, `step ${step.name} failed: ${cause}`, now)
+      }))
     }
-    const applied = yield* Effect.either(apply(step.name, result.right))
-    if (applied._tag === "Left") {
-      yield* history(step.name, `failed: ${describe(applied.left.cause)}`)
-      return yield* store.update(compensateFrom(row, index, `step ${step.name} failed: ${describe(applied.left.cause)}`, now))
-    }
-    const nextState = applied.right
-    if (step.awaits !== undefined) {
-      yield* history(step.name, "awaiting")
-      return yield* store.update({
-        ...row,
-        status: "waiting",
-        state: nextState,
-        input: null,
-        awaiting: step.awaits.types,
-        deadline: new Date(now.getTime() + Duration.toMillis(step.awaits.timeout)),
-        dueAt: now,
-        version: row.version + 1,
-        updatedAt: now
+    const awaits = step.awaits
+    return {
+      _tag: "Apply",
+      step: step.name,
+      result: result.right,
+      state,
+      applied: (next, now) =>
+        awaits === undefined
+          ? { history: [[step.name, "completed"]], row: completeStep(row, index, saga.steps.length, next, { kind: "none" }, now) }
+          : { history: [[step.name, "awaiting"]], row: awaitResponse(row, next, awaits, now) },
+      refused: (cause, now) => ({
+        history: [[step.name, `failed: ${cause}`]],
+        row: compensateFrom(row, index, `step ${step.name} failed: ${cause}`, now)
       })
     }
-    yield* history(step.name, "completed")
-    return yield* store.update(completeStep(row, index, saga.steps.length, nextState, { kind: "none" }, now))
   })
+
+/**
+ * Writes what a step produced (its emits, outbox messages and encoded
+ * state) in a savepoint. Refused (an invalid emit, a state that fails its
+ * Schema): `StepFailed`, nothing of it stays. A `StoreError` stays one: it
+ * fails the whole transition, which is retried.
+ */
+const apply = <S, Start, R>(
+  saga: Saga.Saga<S, Start, R>,
+  row: SagaStore.InstanceRow,
+  name: string,
+  result: Saga.StepResult<S>,
+  state: S
+): Effect.Effect<unknown, Saga.StepFailed | StoreError, EventStore.EventStore | SagaStore.SagaStoreTag> =>
+  Effect.gen(function* () {
+    const store = yield* SagaStore.SagaStoreTag
+    const emits = result.emit ?? []
+    if (emits.length > 0) {
+      yield* EventStore.appendMany(
+        emits.map((e) => ({
+          streamId: e.streamId,
+          category: e.category,
+          expected: ExpectedVersion.Any,
+          events: e.events.map((event) => ({
+            ...event,
+            // The correlation names the step too, so a late or repeated reply to an earlier step
+            // can never complete a later one.
+            metadata: {
+              ...event.metadata,
+              correlationId: Saga.stepCorrelationId(row.correlationId, row.stepIndex),
+              custom: { saga: saga.name, step: name }
+            }
+          }))
+        }))
+      )
+    }
+    const outbox = result.outbox ?? []
+    if (outbox.length > 0) {
+      yield* store.enqueue(
+        outbox.map((m, i) => ({
+          idempotencyKey: m.key ?? `${row.correlationId}:${name}:${i}`,
+          topic: m.topic,
+          payload: m.payload
+        }))
+      )
+    }
+    return yield* Effect.mapError(
+      Schema.encode(saga.state)(result.state ?? state),
+      (e) => new Saga.StepFailed({ step: name, cause: ParseResult.TreeFormatter.formatErrorSync(e) })
+    )
+  }).pipe(
+    EventStore.transaction,
+    Effect.catchIf(
+      (e): e is Exclude<typeof e, StoreError | Saga.StepFailed> => e._tag !== "StoreError" && e._tag !== "StepFailed",
+      (e) => Effect.fail(new Saga.StepFailed({ step: name, cause: e }))
+    )
+  )
+
+/**
+ * Writes a planned transition in one short transaction, only while the
+ * claim `token` still holds the instance at the version it was claimed at;
+ * `false` when it no longer does (the claim expired and was taken over):
+ * then nothing is written, emits included.
+ */
+const persist = <S, Start, R>(
+  saga: Saga.Saga<S, Start, R>,
+  row: SagaStore.InstanceRow,
+  token: string,
+  planned: Exclude<Plan<S>, { readonly _tag: "Retry" }>,
+  workerId: string
+): Effect.Effect<boolean, StoreError, EventStore.EventStore | SagaStore.SagaStoreTag> =>
+  EventStore.transaction(
+    Effect.gen(function* () {
+      const store = yield* SagaStore.SagaStoreTag
+      if (!(yield* store.holdsClaim(saga.name, row.instanceId, token, row.version))) return false
+      const now = yield* Clock.currentTimeMillis.pipe(Effect.map((millis) => new Date(millis)))
+      const outcome =
+        planned._tag === "Write"
+          ? planned.outcome(now)
+          : yield* apply(saga, row, planned.step, planned.result, planned.state).pipe(
+              Effect.map((next) => planned.applied(next, now)),
+              Effect.catchTag("StepFailed", (e) => Effect.succeed(planned.refused(describe(e.cause), now)))
+            )
+      for (const [step, entry] of outcome.history) {
+        yield* store.appendHistory({ sagaName: saga.name, instanceId: row.instanceId, step, outcome: entry, workerId })
+      }
+      yield* store.update(outcome.row)
+      yield* store.notify(saga.name)
+      return true
+    })
+  )
+
+/** Rewrites the claimed instance as `next` (a counted failure, or unchanged to release it), if the claim holds. */
+const rewriteClaimed = <S, Start, R>(
+  saga: Saga.Saga<S, Start, R>,
+  row: SagaStore.InstanceRow,
+  token: string,
+  next: SagaStore.InstanceRow
+): Effect.Effect<void, StoreError, EventStore.EventStore | SagaStore.SagaStoreTag> =>
+  EventStore.transaction(
+    Effect.gen(function* () {
+      const store = yield* SagaStore.SagaStoreTag
+      if (yield* store.holdsClaim(saga.name, row.instanceId, token, row.version)) {
+        yield* store.update(next)
+        yield* store.notify(saga.name)
+      }
+    })
+  )
 
 const toInput = <S, Start, R>(
   saga: Saga.Saga<S, Start, R>,
@@ -406,7 +557,6 @@ export const run = <S, Start, R, PE = never, PR = never>(
 > =>
   Effect.gen(function* () {
     const store = yield* SagaStore.SagaStoreTag
-    const events = yield* EventStore.EventStore
     const pollInterval = Duration.decode(options.pollInterval ?? "1 second")
     const concurrency = Math.max(1, options.concurrency ?? 8)
     const now = Effect.map(Clock.currentTimeMillis, (millis) => new Date(millis))
@@ -450,6 +600,8 @@ export const run = <S, Start, R, PE = never, PR = never>(
                 deadline: null,
                 dueAt: at,
                 error: null,
+                attempts: 0,
+                lastError: null,
                 version: 1,
                 updatedAt: at
               })
@@ -525,21 +677,53 @@ export const run = <S, Start, R, PE = never, PR = never>(
     const gauge = (saga: string, state: SagaStore.Status) =>
       Metric.tagged(Metric.tagged(Metrics.sagaInstances, "saga", saga), "state", state)
 
-    // One transition of one due instance, in its own transaction; false when none was due.
+    const claimMillis = Duration.toMillis(Duration.decode(options.claimTimeout ?? "60 seconds"))
+    const retrySchedule = options.transitionRetry ?? defaultTransitionRetry
+
+    // One transition of one due instance: claimed, run with no transaction open, written fenced by
+    // the claim; false when none was due.
     const driveOne = <S2, Start2, R2>(saga: Saga.Saga<S2, Start2, R2>) =>
-      events.transaction(
+      // Uninterruptible but for the step and its write: a claim taken is always released when stopped.
+      Effect.uninterruptibleMask((restore) =>
         Effect.gen(function* () {
           const at = yield* now
-          const claimed = yield* store.claimDue(saga.name, at)
+          const token = yield* Effect.sync(() => crypto.randomUUID())
+          const claimed = yield* store.claimDue(saga.name, at, token, new Date(at.getTime() + claimMillis))
           if (Option.isNone(claimed)) return false
-          yield* transition(saga, claimed.value, options.workerId, at)
-          yield* store.notify(saga.name)
+          const row = claimed.value
+          // A failed attempt: counted on the instance, which is due again after the schedule's delay.
+          const retry = (error: string) =>
+            Effect.gen(function* () {
+              yield* Effect.logWarning(`saga ${saga.name}: instance ${row.instanceId}: ${error}; will retry`)
+              const delay = yield* delayAfter(retrySchedule, row.attempts + 1)
+              yield* rewriteClaimed(saga, row, token, retryLater(row, error, delay, yield* now))
+            })
+          const attempt = Effect.gen(function* () {
+            const planned = yield* plan(saga, row)
+            if (planned._tag === "Retry") return yield* retry(planned.error)
+            const written = yield* persist(saga, row, token, planned, options.workerId)
+            if (!written) {
+              yield* Effect.logWarning(
+                `saga ${saga.name}: instance ${row.instanceId}: its claim was taken over while its step ran; outcome not written`
+              )
+            }
+          })
+          yield* restore(attempt).pipe(
+            // Whatever went wrong rolled back (a StoreError, a defect): the transition is retried with backoff.
+            Effect.catchAllCause((cause) =>
+              Cause.isInterruptedOnly(cause)
+                ? Effect.failCause(cause)
+                : restore(retry(`transition failed: ${describe(Cause.squash(cause))}`))
+            ),
+            // Stopped mid-step: release the claim, so another worker takes the instance at once.
+            Effect.onInterrupt(() => Effect.ignore(rewriteClaimed(saga, row, token, row)))
+          )
           return true
         })
       ).pipe(
         Effect.withSpan("SagaRunner.transition", { attributes: { "mire.saga": saga.name } }),
-        // Whatever went wrong rolled back; the instance stays due and is retried. A defect is
-        // logged like a failure: it must not stop this worker (nor every worker that claims it).
+        // Not even the failure could be recorded: the claim expires and the instance is retried then.
+        // A defect must not stop this worker (nor every worker that claims it).
         Effect.catchAllCause((cause) =>
           Cause.isInterruptedOnly(cause)
             ? Effect.failCause(cause)
@@ -571,13 +755,8 @@ export const run = <S, Start, R, PE = never, PR = never>(
 
     const publisher = options.publisher
     if (publisher !== undefined) {
-      const delays = Schedule.delays(options.publishRetry ?? Schedule.exponential("100 millis").pipe(Schedule.upTo("30 seconds")))
-      // The delay after the n-th failed attempt, as the schedule would have waited.
-      const delayAfter = (failures: number) =>
-        Effect.map(
-          Schedule.run(delays, Date.now(), Array.from({ length: failures }, (_, i) => i)),
-          (outs) => [...outs][failures - 1] ?? Duration.seconds(30)
-        )
+      const publishRetry =
+        options.publishRetry ?? Schedule.exponential("100 millis").pipe(Schedule.union(Schedule.spaced("30 seconds")))
       // Claimed in a short transaction, published outside any: a slow publisher never holds a
       // transaction open (nor the xmin horizon). A crash after publishing republishes the message
       // with the same key once its visibility timeout passes: at-least-once.
@@ -589,7 +768,7 @@ export const run = <S, Start, R, PE = never, PR = never>(
         const outcome = yield* Effect.either(publisher(row))
         if (outcome._tag === "Right") yield* store.markPublished(row.id)
         else {
-          const delay = yield* delayAfter(row.attempts)
+          const delay = yield* delayAfter(publishRetry, row.attempts)
           yield* store.markFailed(row.id, new Date(at.getTime() + Duration.toMillis(delay)), describe(outcome.left))
         }
         return true

@@ -1,7 +1,10 @@
 /**
  * The storage primitives of sagas: instance rows, their history, and the
- * outbox. Claims and transitions run inside the event store's ambient
- * transaction, so a transition commits atomically with the events it emits.
+ * outbox. A worker claims a due instance in one short statement of its own
+ * (a claim token, hidden from other workers until the claim expires), runs
+ * the step with no transaction open, then writes the outcome inside the
+ * event store's ambient transaction, fenced by the claim, so an outcome
+ * commits atomically with the events it emits, and only once.
  *
  * @since 0.1.0
  */
@@ -53,6 +56,10 @@ export interface InstanceRow {
   readonly deadline: Date | null
   readonly dueAt: Date
   readonly error: string | null
+  /** Failed attempts of the current transition (a `StoreError` while writing it, a failing compensation). */
+  readonly attempts: number
+  /** The last such failure, until a transition commits. */
+  readonly lastError: string | null
   readonly version: number
   readonly updatedAt: Date
 }
@@ -101,11 +108,31 @@ export interface HistoryEntry {
 export interface SagaStore {
   /** Inserts a new instance unless one with its id exists; `true` when inserted. */
   readonly insert: (row: InstanceRow) => Effect.Effect<boolean, StoreError>
-  /** Inside a transaction: locks and returns one due instance, skipping rows other workers hold. */
-  readonly claimDue: (sagaName: string, now: Date) => Effect.Effect<Option.Option<InstanceRow>, StoreError>
+  /**
+   * Outside any transaction: claims one due instance that no live claim
+   * holds (skipping rows other transactions lock), marking it with `token`
+   * until `until`, in one short statement; returns it as claimed.
+   */
+  readonly claimDue: (
+    sagaName: string,
+    now: Date,
+    token: string,
+    until: Date
+  ) => Effect.Effect<Option.Option<InstanceRow>, StoreError>
+  /**
+   * Inside a transaction: locks the instance and tells whether it still
+   * carries `token` at `version` (its claim was not taken over, nothing
+   * else changed it).
+   */
+  readonly holdsClaim: (
+    sagaName: string,
+    instanceId: string,
+    token: string,
+    version: number
+  ) => Effect.Effect<boolean, StoreError>
   /** Inside a transaction: locks the waiting instance with this correlation id. */
   readonly claimWaiting: (correlationId: string) => Effect.Effect<Option.Option<InstanceRow>, StoreError>
-  /** Writes an instance's new state (inside the claiming transaction). */
+  /** Writes an instance's new state and clears its claim (inside a transaction that locked it). */
   readonly update: (row: InstanceRow) => Effect.Effect<void, StoreError>
   readonly appendHistory: (entry: HistoryEntry) => Effect.Effect<void, StoreError>
   /** Queues outbox messages (a key seen before is ignored). */

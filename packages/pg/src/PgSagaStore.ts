@@ -1,9 +1,12 @@
 /**
  * The PostgreSQL `SagaStore`: `es_saga_instances`, `es_saga_history` and
- * `es_outbox`. Due instances are claimed with `FOR UPDATE SKIP LOCKED`, so
- * several workers share the work without leases and a crashed worker's
- * claims vanish with its connection; row locks are transaction-scoped, so
- * this works behind PgBouncer's transaction pooling. Workers are woken by
+ * `es_outbox`. A due instance is claimed by one short `UPDATE` (over
+ * `FOR UPDATE SKIP LOCKED`) that stamps it with a claim token and an expiry,
+ * so several workers share the work without leases, no transaction stays
+ * open while a step runs, and a crashed worker's claims expire; outcomes are
+ * written in a transaction that locks the row and checks the token. Row locks
+ * are transaction-scoped, so this works behind PgBouncer's transaction
+ * pooling. Workers are woken by
  * `pg_notify('mire_sagas', <saga>)`, sent on commit.
  *
  * @since 0.1.0
@@ -15,8 +18,8 @@ import { SagaStoreTag } from "@mire/core/SagaStore"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import * as Stream from "effect/Stream"
-import { refail, toStoreError } from "./internal/errors.js"
+import { refail } from "./internal/errors.js"
+import * as PgWakeups from "./PgWakeups.js"
 
 /**
  * The channel saga workers listen on.
@@ -37,6 +40,8 @@ interface Row {
   readonly deadline: Date | null
   readonly due_at: Date
   readonly error: string | null
+  readonly attempts: number
+  readonly last_error: string | null
   readonly version: number
   readonly updated_at: Date
 }
@@ -53,12 +58,14 @@ const toInstance = (row: Row): SagaStore.InstanceRow => ({
   deadline: row.deadline,
   dueAt: row.due_at,
   error: row.error,
+  attempts: row.attempts,
+  lastError: row.last_error,
   version: row.version,
   updatedAt: row.updated_at
 })
 
 const columns = `saga_name, instance_id, correlation_id, status, step_index, state, input, awaiting, deadline,
-  due_at, error, version, updated_at`
+  due_at, error, attempts, last_error, version, updated_at`
 
 interface OutboxRowDb {
   readonly id: string
@@ -83,8 +90,9 @@ const toOutbox = (row: OutboxRowDb): SagaStore.OutboxRow => ({
  * @since 0.1.0
  * @category constructors
  */
-export const make: Effect.Effect<SagaStore.SagaStore, never, PgClient.PgClient> = Effect.gen(function* () {
+export const make: Effect.Effect<SagaStore.SagaStore, never, PgClient.PgClient | PgWakeups.PgWakeupsTag> = Effect.gen(function* () {
   const client = yield* PgClient.PgClient
+  const listener = yield* PgWakeups.PgWakeupsTag
   const sql = client.withoutTransforms()
   const cols = sql.literal(columns)
   const json = (value: unknown) => (value === null || value === undefined ? null : JSON.stringify(value))
@@ -93,26 +101,40 @@ export const make: Effect.Effect<SagaStore.SagaStore, never, PgClient.PgClient> 
     insert: (row) =>
       sql`
         INSERT INTO es_saga_instances (saga_name, instance_id, correlation_id, status, step_index, state, input,
-          awaiting, deadline, due_at, error, version)
+          awaiting, deadline, due_at, error, attempts, last_error, version)
         VALUES (${row.sagaName}, ${row.instanceId}, ${row.correlationId}, ${row.status}, ${row.stepIndex},
           ${json(row.state)}::jsonb, ${json(row.input)}::jsonb, ${row.awaiting === null ? null : [...row.awaiting]}::text[],
-          ${row.deadline}, ${row.dueAt}, ${row.error}, ${row.version})
+          ${row.deadline}, ${row.dueAt}, ${row.error}, ${row.attempts}, ${row.lastError}, ${row.version})
         ON CONFLICT (saga_name, instance_id) DO NOTHING
         RETURNING 1`.pipe(
         Effect.map((rows) => rows.length > 0),
         refail("sagaInsert")
       ),
-    claimDue: (sagaName, now) =>
+    claimDue: (sagaName, now, token, until) =>
       sql<Row>`
-        SELECT ${cols} FROM es_saga_instances
-        WHERE saga_name = ${sagaName}
-          AND ((status IN ('running', 'compensating') AND due_at <= ${now})
-            OR (status = 'waiting' AND deadline <= ${now}))
-        ORDER BY due_at
-        LIMIT 1
-        FOR UPDATE SKIP LOCKED`.pipe(
+        UPDATE es_saga_instances SET claim_token = ${token}::uuid, claimed_until = ${until}
+        FROM (
+          SELECT saga_name AS due_saga, instance_id AS due_instance FROM es_saga_instances
+          WHERE saga_name = ${sagaName}
+            AND ((status IN ('running', 'compensating') AND due_at <= ${now})
+              OR (status = 'waiting' AND deadline <= ${now}))
+            AND (claimed_until IS NULL OR claimed_until <= ${now})
+          ORDER BY due_at
+          LIMIT 1
+          FOR UPDATE SKIP LOCKED) due
+        WHERE saga_name = due.due_saga AND instance_id = due.due_instance
+        RETURNING ${cols}`.pipe(
         Effect.map((rows) => Option.map(Option.fromNullable(rows[0]), toInstance)),
         refail("sagaClaimDue")
+      ),
+    holdsClaim: (sagaName, instanceId, token, version) =>
+      sql`
+        SELECT 1 FROM es_saga_instances
+        WHERE saga_name = ${sagaName} AND instance_id = ${instanceId}
+          AND claim_token = ${token}::uuid AND version = ${version}
+        FOR UPDATE`.pipe(
+        Effect.map((rows) => rows.length > 0),
+        refail("sagaHoldsClaim")
       ),
     claimWaiting: (correlationId) =>
       sql<Row>`
@@ -127,7 +149,8 @@ export const make: Effect.Effect<SagaStore.SagaStore, never, PgClient.PgClient> 
         UPDATE es_saga_instances SET
           status = ${row.status}, step_index = ${row.stepIndex}, state = ${json(row.state)}::jsonb,
           input = ${json(row.input)}::jsonb, awaiting = ${row.awaiting === null ? null : [...row.awaiting]}::text[],
-          deadline = ${row.deadline}, due_at = ${row.dueAt}, error = ${row.error}, version = ${row.version},
+          deadline = ${row.deadline}, due_at = ${row.dueAt}, error = ${row.error}, attempts = ${row.attempts},
+          last_error = ${row.lastError}, version = ${row.version}, claim_token = NULL, claimed_until = NULL,
           updated_at = now()
         WHERE saga_name = ${row.sagaName} AND instance_id = ${row.instanceId}`.pipe(Effect.asVoid, refail("sagaUpdate")),
     appendHistory: (entry) =>
@@ -187,7 +210,7 @@ export const make: Effect.Effect<SagaStore.SagaStore, never, PgClient.PgClient> 
         refail("sagaHistory")
       ),
     notify: (sagaName) => sql`SELECT pg_notify(${channel}, ${sagaName})`.pipe(Effect.asVoid, refail("sagaNotify")),
-    wakeups: client.listen(channel).pipe(Stream.mapError(toStoreError("listen")))
+    wakeups: listener.subscribe(channel)
   }
 })
 
@@ -197,4 +220,6 @@ export const make: Effect.Effect<SagaStore.SagaStore, never, PgClient.PgClient> 
  * @since 0.1.0
  * @category layers
  */
-export const layer: Layer.Layer<SagaStoreTag, never, PgClient.PgClient> = Layer.effect(SagaStoreTag, make)
+export const layer: Layer.Layer<SagaStoreTag, never, PgClient.PgClient> = Layer.effect(SagaStoreTag, make).pipe(
+  Layer.provide(PgWakeups.layer)
+)

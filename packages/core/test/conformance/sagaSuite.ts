@@ -4,6 +4,7 @@
  */
 import { assert, describe, layer } from "@effect/vitest"
 import type * as Duration from "effect/Duration"
+import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
@@ -16,6 +17,7 @@ import * as Stream from "effect/Stream"
 import * as Aggregate from "../../src/Aggregate.js"
 import * as Cursor from "../../src/Cursor.js"
 import * as EventStore from "../../src/EventStore.js"
+import { StoreError } from "../../src/EventStoreError.js"
 import * as ExpectedVersion from "../../src/ExpectedVersion.js"
 import type * as Lease from "../../src/Lease.js"
 import * as Projection from "../../src/Projection.js"
@@ -42,7 +44,14 @@ const Shipped = Schema.TaggedStruct("Shipped", { order: Schema.String })
 const FulfilmentState = Schema.Struct({ order: Schema.String, sku: Schema.String, amount: Schema.Number, charged: Schema.Boolean })
 
 /** A fulfilment world in fresh categories: aggregates, the saga and its responders. */
-export const world = (options: { readonly shipTimeout?: Duration.DurationInput; readonly slowStep?: number } = {}) => {
+export const world = (
+  options: {
+    readonly shipTimeout?: Duration.DurationInput
+    readonly slowStep?: number
+    /** Runs at the start of every run of the reserve-stock step. */
+    readonly onReserve?: Effect.Effect<void>
+  } = {}
+) => {
   const tag = unique("")
   const none = { initial: {}, apply: (s: {}) => s }
   const Order = Aggregate.make({ category: `order${tag}`, events: Placed, ...none })
@@ -56,7 +65,11 @@ export const world = (options: { readonly shipTimeout?: Duration.DurationInput; 
   const slow = options.slowStep === undefined ? Effect.void : Effect.sleep(`${options.slowStep} millis`)
 
   const reserve = Saga.step<typeof FulfilmentState.Type, typeof Placed.Type>("reserve-stock", {
-    run: (state) => Effect.zipRight(slow, Effect.map(Saga.emit(Stock, state.sku, Reserved.make({ order: state.order })), (e) => ({ emit: [e] }))),
+    run: (state) =>
+      Effect.zipRight(
+        Effect.zipRight(options.onReserve ?? Effect.void, slow),
+        Effect.map(Saga.emit(Stock, state.sku, Reserved.make({ order: state.order })), (e) => ({ emit: [e] }))
+      ),
     compensate: (state) => Effect.map(Saga.emit(Stock, state.sku, Released.make({ order: state.order })), (e) => ({ emit: [e] }))
   })
   const charge = Saga.step<typeof FulfilmentState.Type, typeof Placed.Type>("charge-payment", {
@@ -143,6 +156,34 @@ const projectionOptions: Omit<ProjectionRunner.Options, "workerId"> = {
   leaseRecheckInterval: "200 millis"
 }
 
+/**
+ * An event store whose appends matching `matches` fail with a transient
+ * `StoreError` `failures` times (then, if given, wait for `gate` before
+ * succeeding): a database that cancels a statement, as seen by the caller.
+ */
+export const flakyAppends = (
+  matches: (requests: ReadonlyArray<EventStore.AppendRequest>) => boolean,
+  failures: number,
+  gate?: Deferred.Deferred<void>
+) =>
+  Effect.map(EventStore.EventStore, (store): EventStore.EventStore => {
+    let failed = 0
+    return {
+      ...store,
+      appendMany: (requests) =>
+        Effect.suspend(() => {
+          if (!matches(requests)) return store.appendMany(requests)
+          if (failed < failures) {
+            failed++
+            return Effect.fail(
+              new StoreError({ kind: "Timeout", operation: "append", cause: "canceling statement due to user request" })
+            )
+          }
+          return Effect.zipRight(gate === undefined ? Effect.void : Deferred.await(gate), store.appendMany(requests))
+        })
+    }
+  })
+
 /** A saga worker (and the responders) in a scope of its own. */
 export const startWorker = (
   w: ReturnType<typeof world>,
@@ -151,20 +192,28 @@ export const startWorker = (
   timing: { readonly pollInterval: Duration.DurationInput; readonly projections: typeof projectionOptions } = {
     pollInterval: "200 millis",
     projections: projectionOptions
-  }
+  },
+  runner: {
+    readonly claimTimeout?: Duration.DurationInput
+    /** The event store the saga runner (only) sees. */
+    readonly events?: EventStore.EventStore
+  } = {}
 ) =>
   Effect.gen(function* () {
     const scope = yield* Scope.make()
-    const runner = yield* SagaRunner.run([w.fulfilment], {
+    const events = runner.events ?? (yield* EventStore.EventStore)
+    const sagaRunner = yield* SagaRunner.run([w.fulfilment], {
       workerId,
       pollInterval: timing.pollInterval,
       projections: timing.projections,
+      transitionRetry: Schedule.exponential("50 millis"),
+      ...(runner.claimTimeout === undefined ? {} : { claimTimeout: runner.claimTimeout }),
       ...(publisher === undefined ? {} : { publisher, publishRetry: Schedule.spaced("20 millis") })
-    }).pipe(Scope.extend(scope))
+    }).pipe(Effect.provideService(EventStore.EventStore, events), Scope.extend(scope))
     yield* ProjectionRunner.run([w.paymentService, w.shippingService], { ...timing.projections, workerId }).pipe(
       Scope.extend(scope)
     )
-    return { runner, stop: Scope.close(scope, Exit.void) }
+    return { runner: sagaRunner, stop: Scope.close(scope, Exit.void) }
   })
 
 const statuses = (w: ReturnType<typeof world>) =>
@@ -442,6 +491,105 @@ export const sagaSuite = (name: string, storeLayer: Layer.Layer<Env>) =>
             "completion"
           )
           yield* Scope.close(scope, Exit.void)
+        }))
+
+      it.effect("a StoreError writing a step's outcome is retried: the step runs again, the saga completes, nothing compensates", () =>
+        Effect.gen(function* () {
+          const store = yield* SagaStore.SagaStoreTag
+          const w = world()
+          // The step's append is cancelled once, as Postgres does with SQLSTATE 57014.
+          const events = yield* flakyAppends((requests) => requests.some((r) => r.category === w.Stock.category), 1)
+          const worker = yield* startWorker(w, "w1", undefined, undefined, { events })
+          yield* w.place("flaky", 10)
+          const id = `${w.Order.category}-flaky`
+          yield* waitUntil(Effect.map(statuses(w), (m) => m.get(id)?.status === "completed"), "completion")
+          const steps = (yield* store.history(w.fulfilment.name, id)).map((h) => `${h.step}:${h.outcome}`)
+          assert.deepStrictEqual(steps, [
+            "reserve-stock:completed",
+            "charge-payment:awaiting",
+            "charge-payment:completed",
+            "ship:awaiting",
+            "ship:completed"
+          ])
+          assert.strictEqual((yield* w.countEvents(w.Stock, "reserved")).get(id), 1)
+          const status = (yield* statuses(w)).get(id)!
+          assert.strictEqual(status.attempts, 0)
+          assert.strictEqual(status.error, null)
+          yield* worker.stop
+        }))
+
+      it.effect("a compensation whose emit fails transiently is retried with backoff until it succeeds, shown in status, one history entry", () =>
+        Effect.gen(function* () {
+          const store = yield* SagaStore.SagaStoreTag
+          const w = world({ shipTimeout: "1 second" })
+          const gate = yield* Deferred.make<void>()
+          // The refund (charge-payment's compensation) fails twice, then waits for the test to look at the status.
+          const events = yield* flakyAppends(
+            (requests) => requests.some((r) => r.events.some((e) => e.eventType === `${w.Payment.category}.refunded`)),
+            2,
+            gate
+          )
+          const worker = yield* startWorker(w, "w1", undefined, undefined, { events })
+          yield* w.place("noship", 10)
+          const id = `${w.Order.category}-noship`
+          yield* waitUntil(
+            Effect.map(statuses(w), (m) => m.get(id)?.status === "compensating" && m.get(id)?.attempts === 2),
+            "two failed attempts in status",
+            15_000
+          )
+          const retrying = (yield* statuses(w)).get(id)!
+          assert.strictEqual(retrying.currentStep, "charge-payment")
+          assert.match(retrying.lastError ?? "", /canceling statement/)
+          yield* Deferred.succeed(gate, undefined)
+          yield* waitUntil(Effect.map(statuses(w), (m) => m.get(id)?.status === "failed"), "compensation to finish", 15_000)
+          const steps = (yield* store.history(w.fulfilment.name, id)).map((h) => `${h.step}:${h.outcome}`)
+          assert.deepStrictEqual(steps, [
+            "reserve-stock:completed",
+            "charge-payment:awaiting",
+            "charge-payment:completed",
+            "ship:awaiting",
+            "ship:timed-out",
+            "charge-payment:compensated",
+            "reserve-stock:compensated"
+          ])
+          assert.strictEqual((yield* w.countEvents(w.Payment, "refunded")).get(id), 1)
+          assert.strictEqual((yield* w.countEvents(w.Stock, "released")).get(id), 1)
+          const done = (yield* statuses(w)).get(id)!
+          assert.strictEqual(done.attempts, 0)
+          assert.match(done.error ?? "", /timed out/)
+          yield* worker.stop
+        }))
+
+      it.effect("a step that outlives its claim is taken over: it runs twice, its first outcome and emits are not written", () =>
+        Effect.gen(function* () {
+          const store = yield* SagaStore.SagaStoreTag
+          const gate = yield* Deferred.make<void>()
+          let runs = 0
+          // The first run of reserve-stock hangs until the test releases it; later runs go straight on.
+          const w = world({ onReserve: Effect.suspend(() => (++runs === 1 ? Deferred.await(gate) : Effect.void)) })
+          const worker = yield* startWorker(w, "w1", undefined, undefined, { claimTimeout: "300 millis" })
+          yield* w.place("slow", 10)
+          const id = `${w.Order.category}-slow`
+          const history = Effect.map(store.history(w.fulfilment.name, id), (h) => h.map((e) => `${e.step}:${e.outcome}`))
+          yield* waitUntil(
+            Effect.map(history, (h) => h.includes("reserve-stock:completed")),
+            "another run of the step to take over and complete",
+            15_000
+          )
+          // The first run finishes now, after its claim was taken over: it must write nothing.
+          yield* Deferred.succeed(gate, undefined)
+          yield* waitUntil(Effect.map(statuses(w), (m) => m.get(id)?.status === "completed"), "completion")
+          yield* Effect.sleep("200 millis")
+          assert.strictEqual(runs, 2)
+          assert.deepStrictEqual(yield* history, [
+            "reserve-stock:completed",
+            "charge-payment:awaiting",
+            "charge-payment:completed",
+            "ship:awaiting",
+            "ship:completed"
+          ])
+          assert.strictEqual((yield* w.countEvents(w.Stock, "reserved")).get(id), 1)
+          yield* worker.stop
         }))
 
       it.effect("an outbox publisher failing twice then succeeding publishes once per idempotency key", () =>
