@@ -85,6 +85,8 @@ export class InvalidInput extends Schema.TaggedError<InvalidInput>()("InvalidInp
 /**
  * Coarse classification of storage failures, so callers can react (retry a
  * serialization failure, back off on a lock timeout) without SQL codes.
+ * `Connection` covers an unreachable server, an unknown database and a
+ * refused login; `NotMigrated` means mire's tables or functions are missing.
  *
  * @since 0.1.0
  * @category errors
@@ -95,6 +97,7 @@ export const StoreErrorKind = Schema.Literal(
   "LockNotAvailable",
   "SerializationFailure",
   "Deadlock",
+  "NotMigrated",
   "Other"
 )
 
@@ -118,6 +121,10 @@ export class StoreError extends Schema.TaggedError<StoreError>()("StoreError", {
 }) {
   override get message(): string {
     const detail = this.cause instanceof Error ? this.cause.message : String(this.cause)
+    if (this.kind === "Connection") return `${detail} (${this.operation} failed: Connection)`
+    if (this.kind === "NotMigrated") {
+      return `${this.operation} failed: mire's schema is not installed (${detail}); run \`mire migrate\` or \`PgMigrations.migrate()\``
+    }
     return `${this.operation} failed (${this.kind}): ${detail}`
   }
 }
@@ -138,5 +145,52 @@ export class OrderingViolation extends Schema.TaggedError<OrderingViolation>()("
 }) {
   override get message(): string {
     return `subscription ${this.subscriptionId}: ${this.streamId} v${this.version} arrived after v${this.lastDelivered} was delivered`
+  }
+}
+
+/**
+ * A subscription holds a stream's `seen` version waiting for `missing`, and
+ * `missing` is not in the log although a later version is committed: it was
+ * deleted (a clean-up, a partial restore) and can never arrive. Delivery
+ * stops instead of holding the stream (and the checkpoint) forever.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class MissingVersion extends Schema.TaggedError<MissingVersion>()("MissingVersion", {
+  subscriptionId: Schema.String,
+  streamId: Schema.String,
+  missing: Schema.Number,
+  seen: Schema.Number
+}) {
+  override get message(): string {
+    return `subscription ${this.subscriptionId}: ${this.streamId} v${this.missing} is missing from the log (v${this.seen} is committed), so ${this.streamId} cannot be delivered past v${this.missing - 1}`
+  }
+}
+
+/**
+ * The log or a checkpoint holds a transaction id at or above the server's
+ * next one: the database was restored (or replicated) into a cluster whose
+ * xid counter is behind the original's. New events would sort behind every
+ * checkpoint and never be delivered, so the subscription refuses to start.
+ * Recovery: raise the new cluster's xid epoch above `storedTransactionId`
+ * (`pg_resetwal --epoch`, with the server stopped, before it takes writes);
+ * see the README, "Restoring into a new cluster".
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class XidAhead extends Schema.TaggedError<XidAhead>()("XidAhead", {
+  /** The subscription that found it ("" for a status check). */
+  subscriptionId: Schema.String,
+  /** Where: the event log, or this subscription's checkpoint. */
+  source: Schema.Literal("log", "checkpoint"),
+  storedTransactionId: Schema.BigIntFromSelf,
+  serverTransactionId: Schema.BigIntFromSelf
+}) {
+  override get message(): string {
+    const where = this.source === "log" ? "the event log" : `the checkpoint of ${this.subscriptionId}`
+    const epoch = (this.storedTransactionId >> 32n) + 1n
+    return `${where} holds transaction id ${this.storedTransactionId}, ahead of this server's next transaction id ${this.serverTransactionId}: the database was restored or replicated into a cluster with a younger transaction counter, so new events would sort behind every checkpoint and never be delivered. Stop the server and raise its xid epoch before it takes writes (pg_resetwal --epoch=${epoch} <datadir>), then restart; see the README, "Restoring into a new cluster"`
   }
 }

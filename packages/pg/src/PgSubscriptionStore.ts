@@ -2,22 +2,24 @@
  * The PostgreSQL `SubscriptionStore`: polls `es_events` by the
  * `(transaction_id, global_position)` cursor behind
  * `pg_snapshot_xmin(pg_current_snapshot())`, evaluated in the same statement
- * as the page, and listens on `mire_events` for wake-ups.
+ * as the page, and is woken by the store layer's one `PgWakeups` listener.
  *
  * @since 0.1.0
  */
 import * as PgClient from "@effect/sql-pg/PgClient"
+import * as SqlClient from "@effect/sql/SqlClient"
 import type * as Statement from "@effect/sql/Statement"
 import type * as Cursor from "@mire/core/Cursor"
+import { type StoreError, XidAhead } from "@mire/core/EventStoreError"
 import * as Subscription from "@mire/core/Subscription"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import * as Stream from "effect/Stream"
 import { deliveredJson, fencedUpdate } from "./internal/checkpoint.js"
-import { refail, toStoreError } from "./internal/errors.js"
+import { refail } from "./internal/errors.js"
 import { decodeEventRows, eventColumns } from "./internal/rows.js"
-import { channel } from "./PgEventStore.js"
+import * as Xid from "./internal/xid.js"
+import * as PgWakeups from "./PgWakeups.js"
 
 /**
  * The poll statement (exported for plan checks).
@@ -54,13 +56,73 @@ export const pollStatement = (
 }
 
 /**
+ * Transaction ids against the server's: `serverTransactionId` is the next
+ * one (`pg_snapshot_xmax(pg_current_snapshot())`, which assigns none),
+ * `logTransactionId` the log's highest, `checkpointsAhead` every checkpoint
+ * at or above the server's, and `ahead` the error a subscription would fail
+ * with (the log, or the first checkpoint). For `mire status`.
+ *
+ * @since 0.1.0
+ * @category status
+ */
+export interface XidStatus {
+  readonly serverTransactionId: bigint
+  readonly logTransactionId: Option.Option<bigint>
+  readonly checkpointsAhead: ReadonlyArray<{ readonly subscriptionId: string; readonly transactionId: bigint }>
+  readonly ahead: Option.Option<XidAhead>
+}
+
+/**
+ * Checks the log and every checkpoint against the server's transaction ids
+ * (see {@link XidStatus}); a restore into a new cluster shows here.
+ *
+ * @since 0.1.0
+ * @category status
+ */
+export const xidStatus: Effect.Effect<XidStatus, StoreError, SqlClient.SqlClient> = Effect.gen(function* () {
+  const sql = (yield* SqlClient.SqlClient).withoutTransforms()
+  const rows = yield* sql<Xid.XidRow & { subscription_id: string | null; txid: string | null }>`
+    SELECT ${sql.literal(Xid.xidColumns)}, s.subscription_id, s.last_transaction_id::text AS txid
+    FROM (SELECT 1) one LEFT JOIN es_subscriptions s
+      ON s.last_transaction_id >= pg_snapshot_xmax(pg_current_snapshot())
+    ORDER BY s.subscription_id`.pipe(refail("xidStatus"))
+  const first = rows[0]!
+  const checkpointsAhead = rows.flatMap((row) =>
+    row.subscription_id === null || row.txid === null || !Xid.isAhead(row, BigInt(row.txid))
+      ? []
+      : [{ subscriptionId: row.subscription_id, transactionId: BigInt(row.txid) }]
+  )
+  const log = Xid.check(first, "", undefined)
+  return {
+    serverTransactionId: BigInt(first.xid_server),
+    logTransactionId: Option.map(Option.fromNullable(first.xid_log), BigInt),
+    checkpointsAhead,
+    ahead: Option.isSome(log)
+      ? log
+      : Option.map(Option.fromNullable(checkpointsAhead[0]), (c) =>
+          new XidAhead({
+            subscriptionId: c.subscriptionId,
+            source: "checkpoint",
+            storedTransactionId: c.transactionId,
+            serverTransactionId: BigInt(first.xid_server)
+          })
+        )
+  }
+})
+
+/**
  * Builds the store.
  *
  * @since 0.1.0
  * @category constructors
  */
-export const make: Effect.Effect<Subscription.SubscriptionStore, never, PgClient.PgClient> = Effect.gen(function* () {
+export const make: Effect.Effect<
+  Subscription.SubscriptionStore,
+  never,
+  PgClient.PgClient | PgWakeups.PgWakeupsTag
+> = Effect.gen(function* () {
   const client = yield* PgClient.PgClient
+  const listener = yield* PgWakeups.PgWakeupsTag
   const sql = client.withoutTransforms()
   const categoryFilter = (filter: Subscription.Filter) =>
     filter.categories === undefined ? sql`TRUE` : sql`category = ANY(${filter.categories})`
@@ -82,17 +144,76 @@ export const make: Effect.Effect<Subscription.SubscriptionStore, never, PgClient
         ),
         refail("baseline")
       ),
-    readCheckpoint: (subscriptionId) =>
-      sql<{ txid: string; position: string; delivered: Record<string, number> }>`
-        SELECT last_transaction_id::text AS txid, last_position::text AS position, delivered
-        FROM es_subscriptions WHERE subscription_id = ${subscriptionId}`.pipe(
+    missing: (wanted) =>
+      wanted.length === 0
+        ? Effect.succeed([])
+        : sql<{ stream_id: string; version: number }>`
+            SELECT w.stream_id, w.version::float8 AS version
+            FROM unnest(${wanted.map((w) => w.streamId)}::text[], ${wanted.map((w) => w.version)}::int8[]) AS w(stream_id, version)
+            WHERE NOT EXISTS (
+              SELECT 1 FROM es_events e WHERE e.stream_id = w.stream_id AND e.stream_version = w.version)`.pipe(
+            Effect.map((rows) => rows.map((row) => ({ streamId: row.stream_id, version: row.version }))),
+            refail("missing")
+          ),
+    inversionBelow: (filter, upTo) =>
+      sql<{ txid: string; position: string }>`
+        WITH after AS (
+          SELECT stream_id, min(stream_version) AS first_after FROM es_events
+          WHERE (transaction_id, global_position) > (${upTo.transactionId.toString()}::xid8, ${upTo.position})
+            AND ${categoryFilter(filter)}
+          GROUP BY stream_id)
+        SELECT f.transaction_id::text AS txid, f.global_position::text AS position
+        FROM after JOIN es_events f ON f.stream_id = after.stream_id AND f.stream_version > after.first_after
+        WHERE (f.transaction_id, f.global_position) <= (${upTo.transactionId.toString()}::xid8, ${upTo.position})
+        ORDER BY f.transaction_id, f.global_position LIMIT 1`.pipe(
         Effect.map((rows) =>
           Option.map(Option.fromNullable(rows[0]), (row) => ({
-            cursor: { transactionId: BigInt(row.txid), position: BigInt(row.position) },
-            delivered: new Map(Object.entries(row.delivered ?? {}).filter(([, v]) => typeof v === "number"))
+            transactionId: BigInt(row.txid),
+            position: BigInt(row.position)
           }))
         ),
-        refail("readCheckpoint")
+        refail("inversionBelow")
+      ),
+    prefixes: (filter, after, upTo) =>
+      sql<{ stream_id: string; version: number | null }>`
+        WITH s AS (
+          SELECT DISTINCT stream_id FROM es_events
+          WHERE (transaction_id, global_position) > (${after.transactionId.toString()}::xid8, ${after.position})
+            AND (transaction_id, global_position) <= (${upTo.transactionId.toString()}::xid8, ${upTo.position})
+            AND ${categoryFilter(filter)})
+        SELECT s.stream_id, COALESCE(
+          (SELECT min(e.stream_version) - 1 FROM es_events e WHERE e.stream_id = s.stream_id
+             AND (e.transaction_id, e.global_position) > (${upTo.transactionId.toString()}::xid8, ${upTo.position})),
+          (SELECT max(e.stream_version) FROM es_events e WHERE e.stream_id = s.stream_id))::float8 AS version
+        FROM s`.pipe(
+        Effect.map(
+          (rows) =>
+            new Map(
+              rows.flatMap((row) => (row.version === null || row.version <= 0 ? [] : [[row.stream_id, row.version] as const]))
+            )
+        ),
+        refail("prefixes")
+      ),
+    // Also where a subscription starts: a log or checkpoint ahead of the server's xids fails it (XidAhead).
+    readCheckpoint: (subscriptionId) =>
+      sql<Xid.XidRow & { txid: string | null; position: string | null; delivered: Record<string, number> | null }>`
+        SELECT ${sql.literal(Xid.xidColumns)},
+               s.last_transaction_id::text AS txid, s.last_position::text AS position, s.delivered
+        FROM (SELECT 1) one LEFT JOIN es_subscriptions s ON s.subscription_id = ${subscriptionId}`.pipe(
+        refail("readCheckpoint"),
+        Effect.flatMap((rows) => {
+          const row = rows[0]
+          if (row === undefined) return Effect.succeed(Option.none())
+          const checkpoint = row.txid === null || row.position === null ? undefined : { txid: row.txid, position: row.position }
+          const ahead = Xid.check(row, subscriptionId, checkpoint === undefined ? undefined : BigInt(checkpoint.txid))
+          if (Option.isSome(ahead)) return Effect.fail(ahead.value)
+          return Effect.succeed(
+            Option.map(Option.fromNullable(checkpoint), (c) => ({
+              cursor: { transactionId: BigInt(c.txid), position: BigInt(c.position) },
+              delivered: new Map(Object.entries(row.delivered ?? {}).filter(([, v]) => typeof v === "number"))
+            }))
+          )
+        })
       ),
     writeCheckpoint: (subscriptionId, checkpoint, fence) =>
       (Option.isNone(fence)
@@ -109,7 +230,8 @@ export const make: Effect.Effect<Subscription.SubscriptionStore, never, PgClient
         Effect.map((rows) => rows.length > 0),
         refail("writeCheckpoint")
       ),
-    wakeups: client.listen(channel).pipe(Stream.mapError(toStoreError("listen"))),
+    // The store layer's one listener, fanned out (closing this stream never affects another subscription).
+    wakeups: listener.subscribe(PgWakeups.eventsChannel),
     lag: (filter, after) =>
       sql<{ events: number; age: number; oldest: number }>`
         SELECT count(*)::float8 AS events,
@@ -138,4 +260,4 @@ export const make: Effect.Effect<Subscription.SubscriptionStore, never, PgClient
 export const layer: Layer.Layer<Subscription.SubscriptionStoreTag, never, PgClient.PgClient> = Layer.effect(
   Subscription.SubscriptionStoreTag,
   make
-)
+).pipe(Layer.provide(PgWakeups.layer))

@@ -13,6 +13,12 @@ export * as PgMigrations from "./PgMigrations.js"
 /** @since 0.1.0 */
 export * as PgSagaStore from "./PgSagaStore.js"
 /** @since 0.1.0 */
+export * as PgStatus from "./PgStatus.js"
+/** @since 0.1.0 */
 export * as PgStore from "./PgStore.js"
 /** @since 0.1.0 */
 export * as PgSubscriptionStore from "./PgSubscriptionStore.js"
+/** @since 0.1.0 */
+export * as PgWakeups from "./PgWakeups.js"
+/** @since 0.1.0 */
+export * as PgTransaction from "./PgTransaction.js"
