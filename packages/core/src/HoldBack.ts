@@ -11,7 +11,17 @@
  * The backstop: an event at or below the version already delivered for its
  * stream is an {@link OrderingViolation}; nothing of that page is delivered.
  *
- * Both stores' subscriptions run this one function.
+ * Cost and memory: a step works on the streams of its page only (an
+ * overlay, then applied in place: O(page)), never copying whole maps; a
+ * checkpoint walks only the streams delivered past its cursor.
+ * A stream whose last event is at or below the safe cursor, with nothing
+ * held, is forgotten once more than `retain` such streams are remembered
+ * (oldest first): if it appears again, its delivered version is looked up in
+ * the log ({@link unknownStreams}), exactly as for a stream first seen after
+ * a restart. Memory is O(held + streams delivered past the safe cursor +
+ * retain), whatever the number of streams ever seen.
+ *
+ * Both stores' subscriptions run these functions.
  *
  * @since 0.1.0
  */
@@ -19,25 +29,141 @@ import * as Cursor from "./Cursor.js"
 import { OrderingViolation } from "./EventStoreError.js"
 import type { RecordedEvent } from "./RecordedEvent.js"
 
+/** A cursor as one bigint, ordered as the cursor. */
+const keyOf = (cursor: Cursor.Cursor): bigint => (cursor.transactionId << 64n) | cursor.position
+
+/** `Cursor.order`, inlined for the hot path. */
+const compare = (a: Cursor.Cursor, b: Cursor.Cursor): -1 | 0 | 1 =>
+  a.transactionId < b.transactionId
+    ? -1
+    : a.transactionId > b.transactionId
+      ? 1
+      : a.position < b.position
+        ? -1
+        : a.position > b.position
+          ? 1
+          : 0
+
+
 /**
- * What a subscription remembers between polls.
+ * A FIFO over an array with a moving head (amortized O(1) push and shift,
+ * no holes to walk: a JS `Map` iterated from the front after many deletes
+ * walks its deleted slots).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Queue<A> {
+  items: Array<A>
+  head: number
+}
+
+const queue = <A>(): Queue<A> => ({ items: [], head: 0 })
+
+const peek = <A>(q: Queue<A>): A | undefined => q.items[q.head]
+
+const shift = <A>(q: Queue<A>): void => {
+  q.head++
+  if (q.head >= 1024 && q.head * 2 >= q.items.length) {
+    q.items = q.items.slice(q.head)
+    q.head = 0
+  }
+}
+
+/**
+ * Where a stream's last seen event stands: past the safe cursor (`recent`),
+ * at or below it (`retained`), or superseded by a later one (`stale`).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Seen {
+  readonly streamId: string
+  readonly cursor: Cursor.Cursor
+  place: "recent" | "retained" | "stale"
+}
+
+/**
+ * A held event's place in cursor order.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface HeldMark {
+  readonly cursor: Cursor.Cursor
+  released: boolean
+}
+
+/**
+ * The storage of a {@link State}: mutable, owned by the state chain that
+ * {@link step} and {@link commit} advance. Not for direct use.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Storage {
+  /** Highest version delivered per remembered stream. */
+  readonly delivered: Map<string, number>
+  /** Held events per stream, ascending by version. */
+  readonly held: Map<string, ReadonlyArray<RecordedEvent>>
+  /** Held events by cursor key. */
+  readonly heldMarks: Map<bigint, HeldMark>
+  /** Held events in cursor order (released ones dropped lazily): the first bounds the safe cursor. */
+  readonly heldOrder: Queue<HeldMark>
+  /** Versions delivered before a restart, past its checkpoint: skipped when read again. */
+  readonly skip: Map<string, number>
+  /** The last event delivered or skipped per stream. */
+  readonly lastSeen: Map<string, Seen>
+  /** Last seen events past the safe cursor, in cursor order (stale ones dropped lazily). */
+  readonly recent: Queue<Seen>
+  /** Last seen events at or below the safe cursor, in cursor order: the oldest are forgotten beyond `retain`. */
+  readonly retained: Queue<Seen>
+  /** How many `retained` entries are not stale. */
+  retainedCount: number
+}
+
+/**
+ * What a subscription remembers between polls. A state is used once: the
+ * state a step returns shares (and has updated) its storage.
  *
  * @since 0.1.0
  * @category models
  */
 export interface State {
-  /** Highest version delivered per stream (seeded from the baseline when a stream is first seen). */
-  readonly delivered: ReadonlyMap<string, number>
-  /** Events read but held, per stream, ascending by version. */
-  readonly held: ReadonlyMap<string, ReadonlyArray<RecordedEvent>>
-  /** Versions delivered before a restart, past its checkpoint: skipped when read again. */
-  readonly skip: ReadonlyMap<string, number>
-  /** The cursor of the last event delivered or skipped per stream (absent: none read yet). */
-  readonly lastSeen: ReadonlyMap<string, Cursor.Cursor>
+  readonly storage: Storage
+  /** How many streams at or below the safe cursor are remembered before the oldest are forgotten. */
+  readonly retain: number
 }
 
-/** @since 0.1.0 @category constructors */
-export const empty: State = { delivered: new Map(), held: new Map(), skip: new Map(), lastSeen: new Map() }
+/**
+ * The default of `retain`: streams behind the safe cursor remembered to spare
+ * a baseline lookup when they appear again.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const defaultRetain = 4096
+
+/**
+ * A state remembering nothing.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (options: { readonly retain?: number | undefined } = {}): State => ({
+  storage: {
+    delivered: new Map(),
+    held: new Map(),
+    heldMarks: new Map(),
+    heldOrder: queue(),
+    skip: new Map(),
+    lastSeen: new Map(),
+    recent: queue(),
+    retained: queue(),
+    retainedCount: 0
+  },
+  retain: Math.max(0, options.retain ?? defaultRetain)
+})
 
 /**
  * The state of a subscription resuming from a checkpoint that records
@@ -46,12 +172,17 @@ export const empty: State = { delivered: new Map(), held: new Map(), skip: new M
  * @since 0.1.0
  * @category constructors
  */
-export const resume = (delivered: ReadonlyMap<string, number>): State => ({
-  delivered: new Map(delivered),
-  held: new Map(),
-  skip: new Map(delivered),
-  lastSeen: new Map()
-})
+export const resume = (
+  delivered: ReadonlyMap<string, number>,
+  options: { readonly retain?: number | undefined } = {}
+): State => {
+  const state = make(options)
+  for (const [streamId, version] of delivered) {
+    state.storage.delivered.set(streamId, version)
+    state.storage.skip.set(streamId, version)
+  }
+  return state
+}
 
 /**
  * A checkpoint: the cursor it persists and the versions delivered past it.
@@ -62,6 +193,46 @@ export const resume = (delivered: ReadonlyMap<string, number>): State => ({
 export interface Checkpoint {
   readonly cursor: Cursor.Cursor
   readonly delivered: ReadonlyMap<string, number>
+}
+
+/**
+ * A held stream: the version it waits for and the lowest version held.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Waiting {
+  readonly streamId: string
+  readonly missing: number
+  readonly seen: number
+}
+
+/**
+ * A stream's state once a plan is applied.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Change {
+  delivered: number
+  held: Array<RecordedEvent>
+  lastSeen: Cursor.Cursor | undefined
+}
+
+/**
+ * What a page makes deliverable, decided but not yet applied to the state.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Plan {
+  /** Deliverable events, in delivery order. */
+  readonly deliver: ReadonlyArray<RecordedEvent>
+  /** The cursor of the page's last event. */
+  readonly read: Cursor.Cursor
+  readonly changes: ReadonlyMap<string, Change>
+  readonly added: ReadonlyArray<RecordedEvent>
+  readonly released: ReadonlyArray<RecordedEvent>
 }
 
 /**
@@ -77,45 +248,70 @@ export interface Step {
 }
 
 /**
- * Streams of a page that the state knows nothing about: their baseline (the
- * highest version at or below the subscription's start cursor) must be
- * looked up before {@link step}.
+ * Streams of a page that the state does not remember: their baseline (the
+ * highest version at or below the read cursor before the page, that is the
+ * version delivered, or before the subscription started) must be looked up
+ * before {@link step}. When the subscription started at the beginning of the
+ * log (`fromStart`), a stream whose version 1 is in the page needs no lookup:
+ * nothing of it can have been delivered.
  *
  * @since 0.1.0
  */
-export const unknownStreams = (state: State, page: ReadonlyArray<RecordedEvent>): ReadonlyArray<string> => {
+export const unknownStreams = (
+  state: State,
+  page: ReadonlyArray<RecordedEvent>,
+  fromStart = false
+): ReadonlyArray<string> => {
   const unknown = new Set<string>()
-  for (const event of page) if (!state.delivered.has(event.streamId)) unknown.add(event.streamId)
+  const first = new Set<string>()
+  for (const event of page) {
+    if (state.storage.delivered.has(event.streamId)) continue
+    if (fromStart && event.streamVersion === 1) first.add(event.streamId)
+    else unknown.add(event.streamId)
+  }
+  for (const streamId of first) unknown.delete(streamId)
   return [...unknown]
 }
 
 /**
- * Delivers what a page makes deliverable. `baseline` gives, for streams first
- * seen in this page, the version already delivered before the subscription
- * started (0 if none).
+ * Decides what a page makes deliverable, without changing the state: O(page
+ * + what the page's streams hold). `baseline` gives, for streams the state
+ * does not remember, the version already delivered (0 if none).
  *
- * @example
- * const result = HoldBack.step(state, page, baseline, "orders-projection")
  * @since 0.1.0
  */
-export const step = (
+export const plan = (
   state: State,
   page: ReadonlyArray<RecordedEvent>,
   baseline: ReadonlyMap<string, number>,
   subscriptionId: string
-): Step | OrderingViolation => {
-  const delivered = new Map(state.delivered)
-  const held = new Map(state.held)
-  const lastSeen = new Map(state.lastSeen)
+): Plan | OrderingViolation => {
+  const { delivered, held, skip } = state.storage
+  const changes = new Map<string, Change>()
+  const added: Array<RecordedEvent> = []
+  const released: Array<RecordedEvent> = []
   const deliver: Array<RecordedEvent> = []
+  const change = (streamId: string): Change => {
+    let c = changes.get(streamId)
+    if (c === undefined) {
+      c = {
+        delivered: delivered.get(streamId) ?? baseline.get(streamId) ?? 0,
+        held: [...(held.get(streamId) ?? [])],
+        lastSeen: undefined
+      }
+      changes.set(streamId, c)
+    }
+    return c
+  }
   for (const event of page) {
-    const skipped = state.skip.get(event.streamId)
+    const c = change(event.streamId)
+    const skipped = skip.get(event.streamId)
     if (skipped !== undefined && event.streamVersion <= skipped) {
       // Delivered before the restart (its checkpoint recorded it): at-least-once needs no second delivery.
-      lastSeen.set(event.streamId, Cursor.of(event))
+      c.lastSeen = Cursor.of(event)
       continue
     }
-    const last = delivered.get(event.streamId) ?? baseline.get(event.streamId) ?? 0
+    const last = c.delivered
     if (event.streamVersion <= last) {
       return new OrderingViolation({
         subscriptionId,
@@ -127,27 +323,114 @@ export const step = (
     if (event.streamVersion === last + 1) {
       deliver.push(event)
       let version = event.streamVersion
-      const waiting = held.get(event.streamId) ?? []
       let i = 0
-      lastSeen.set(event.streamId, Cursor.of(event))
-      while (i < waiting.length && waiting[i]!.streamVersion === version + 1) {
-        deliver.push(waiting[i]!)
-        lastSeen.set(event.streamId, Cursor.max(lastSeen.get(event.streamId)!, Cursor.of(waiting[i]!)))
+      while (i < c.held.length && c.held[i]!.streamVersion === version + 1) {
+        deliver.push(c.held[i]!)
+        released.push(c.held[i]!)
         version++
         i++
       }
-      if (i > 0) {
-        if (i === waiting.length) held.delete(event.streamId)
-        else held.set(event.streamId, waiting.slice(i))
-      }
-      delivered.set(event.streamId, version)
+      if (i > 0) c.held.splice(0, i)
+      // The releasing event sorts after every event it releases: it is the stream's last seen.
+      c.lastSeen = Cursor.of(event)
+      c.delivered = version
     } else {
-      delivered.set(event.streamId, last)
-      const waiting = [...(held.get(event.streamId) ?? []), event].sort((a, b) => a.streamVersion - b.streamVersion)
-      held.set(event.streamId, waiting)
+      let at = c.held.length
+      while (at > 0 && c.held[at - 1]!.streamVersion > event.streamVersion) at--
+      c.held.splice(at, 0, event)
+      added.push(event)
     }
   }
-  return { state: { delivered, held, skip: state.skip, lastSeen }, deliver }
+  const read = page.length === 0 ? Cursor.start : Cursor.of(page[page.length - 1]!)
+  return { deliver, read, changes, added, released }
+}
+
+/**
+ * Applies a plan (of this state, for the page read after it) and returns the
+ * next state, forgetting what a checkpoint no longer needs. O(page).
+ *
+ * @since 0.1.0
+ */
+export const commit = (state: State, decided: Plan): State => {
+  const storage = state.storage
+  const { delivered, held, heldMarks, heldOrder, lastSeen, recent } = storage
+  const seen: Array<readonly [string, Cursor.Cursor]> = []
+  for (const [streamId, c] of decided.changes) {
+    delivered.set(streamId, c.delivered)
+    if (c.held.length > 0) held.set(streamId, c.held)
+    else held.delete(streamId)
+    if (c.lastSeen !== undefined) seen.push([streamId, c.lastSeen])
+  }
+  // Every cursor of this page sorts after every cursor remembered: appending in order keeps the queues sorted.
+  for (const event of decided.added) {
+    const mark: HeldMark = { cursor: Cursor.of(event), released: false }
+    heldMarks.set(keyOf(mark.cursor), mark)
+    heldOrder.items.push(mark)
+  }
+  for (const event of decided.released) {
+    const key = keyOf(Cursor.of(event))
+    const mark = heldMarks.get(key)
+    if (mark !== undefined) mark.released = true
+    heldMarks.delete(key)
+  }
+  while (peek(heldOrder)?.released === true) shift(heldOrder)
+  seen.sort((a, b) => compare(a[1], b[1]))
+  for (const [streamId, cursor] of seen) {
+    const previous = lastSeen.get(streamId)
+    if (previous !== undefined) {
+      if (previous.place === "retained") storage.retainedCount--
+      previous.place = "stale"
+    }
+    const entry: Seen = { streamId, cursor, place: "recent" }
+    lastSeen.set(streamId, entry)
+    recent.items.push(entry)
+  }
+  const next: State = { storage: state.storage, retain: state.retain }
+  if (decided.changes.size > 0) forget(next, safeCursor(next, decided.read))
+  return next
+}
+
+/**
+ * Decides and applies a page: {@link plan} then {@link commit}.
+ *
+ * @example
+ * const result = HoldBack.step(state, page, baseline, "orders-projection")
+ * @since 0.1.0
+ */
+export const step = (
+  state: State,
+  page: ReadonlyArray<RecordedEvent>,
+  baseline: ReadonlyMap<string, number>,
+  subscriptionId: string
+): Step | OrderingViolation => {
+  const decided = plan(state, page, baseline, subscriptionId)
+  if ("_tag" in decided) return decided
+  return { state: commit(state, decided), deliver: decided.deliver }
+}
+
+/** Moves streams at or below `safe` out of `recent`, and forgets the oldest beyond `retain`. */
+const forget = (state: State, safe: Cursor.Cursor): void => {
+  const storage = state.storage
+  const { delivered, held, skip, lastSeen, recent, retained } = storage
+  for (let entry = peek(recent); entry !== undefined; entry = peek(recent)) {
+    if (entry.place === "recent") {
+      if (compare(entry.cursor, safe) > 0) break
+      entry.place = "retained"
+      retained.items.push(entry)
+      storage.retainedCount++
+    }
+    shift(recent)
+  }
+  for (let entry = peek(retained); entry !== undefined && storage.retainedCount > state.retain; entry = peek(retained)) {
+    shift(retained)
+    if (entry.place !== "retained") continue
+    entry.place = "stale"
+    storage.retainedCount--
+    lastSeen.delete(entry.streamId)
+    skip.delete(entry.streamId)
+    // A stream with held events keeps its delivered version.
+    if (!held.has(entry.streamId)) delivered.delete(entry.streamId)
+  }
 }
 
 /**
@@ -157,31 +440,36 @@ export const step = (
  * @since 0.1.0
  */
 export const safeCursor = (state: State, read: Cursor.Cursor): Cursor.Cursor => {
-  let safe = read
-  for (const events of state.held.values()) {
-    for (const event of events) safe = Cursor.min(safe, Cursor.before(Cursor.of(event)))
-  }
-  return safe
+  const lowest = peek(state.storage.heldOrder)
+  if (lowest === undefined) return read
+  const held = Cursor.before(lowest.cursor)
+  return compare(held, read) < 0 ? held : read
 }
 
 /**
  * The checkpoint to persist after reading up to `read`: the safe cursor, and
  * for every stream with a delivered (or skipped) event past it, the version
  * delivered, so that a restart from the cursor neither delivers those events
- * again nor takes them for an ordering violation.
+ * again nor takes them for an ordering violation. Costs O(streams delivered
+ * past the cursor + streams recorded by the restart's checkpoint).
  *
  * @since 0.1.0
  */
 export const checkpoint = (state: State, read: Cursor.Cursor): Checkpoint => {
+  const { delivered, skip, lastSeen, recent } = state.storage
   const cursor = safeCursor(state, read)
-  const delivered = new Map<string, number>()
-  for (const [streamId, version] of state.delivered) {
-    const seen = state.lastSeen.get(streamId)
-    // Unseen since a restart: its recorded versions are still past the cursor.
-    const pending = seen === undefined ? state.skip.has(streamId) : Cursor.order(seen, cursor) > 0
-    if (pending && version > 0) delivered.set(streamId, Math.max(version, state.skip.get(streamId) ?? 0))
+  const out = new Map<string, number>()
+  const record = (streamId: string) => {
+    const version = Math.max(delivered.get(streamId) ?? 0, skip.get(streamId) ?? 0)
+    if (version > 0) out.set(streamId, version)
   }
-  return { cursor, delivered }
+  for (let i = recent.head; i < recent.items.length; i++) {
+    const entry = recent.items[i]!
+    if (entry.place === "recent" && compare(entry.cursor, cursor) > 0) record(entry.streamId)
+  }
+  // Unseen since a restart: its recorded versions are still past the cursor.
+  for (const streamId of skip.keys()) if (!lastSeen.has(streamId)) record(streamId)
+  return { cursor, delivered: out }
 }
 
 /**
@@ -189,8 +477,46 @@ export const checkpoint = (state: State, read: Cursor.Cursor): Checkpoint => {
  *
  * @since 0.1.0
  */
-export const heldCount = (state: State): number => {
-  let n = 0
-  for (const events of state.held.values()) n += events.length
-  return n
+export const heldCount = (state: State): number => state.storage.heldMarks.size
+
+/**
+ * The number of streams the state remembers (delivered versions, held or not).
+ *
+ * @since 0.1.0
+ */
+export const rememberedCount = (state: State): number => state.storage.delivered.size
+
+/**
+ * The versions held streams wait for: every held stream of the state, or,
+ * with a plan, every held stream once the plan is applied. O(held).
+ *
+ * @since 0.1.0
+ */
+export const waiting = (state: State, decided?: Plan): ReadonlyArray<Waiting> => {
+  const out: Array<Waiting> = []
+  const { delivered, held } = state.storage
+  for (const [streamId, events] of held) {
+    if (decided?.changes.has(streamId) === true) continue
+    const first = events[0]
+    if (first !== undefined) out.push({ streamId, missing: (delivered.get(streamId) ?? 0) + 1, seen: first.streamVersion })
+  }
+  for (const [streamId, c] of decided?.changes ?? []) {
+    const first = c.held[0]
+    if (first !== undefined) out.push({ streamId, missing: c.delivered + 1, seen: first.streamVersion })
+  }
+  return out
+}
+
+/**
+ * The versions the streams of a plan wait for, once it is applied. O(page).
+ *
+ * @since 0.1.0
+ */
+export const waitingIn = (decided: Plan): ReadonlyArray<Waiting> => {
+  const out: Array<Waiting> = []
+  for (const [streamId, c] of decided.changes) {
+    const first = c.held[0]
+    if (first !== undefined) out.push({ streamId, missing: c.delivered + 1, seen: first.streamVersion })
+  }
+  return out
 }

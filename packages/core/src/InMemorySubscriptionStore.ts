@@ -64,6 +64,56 @@ export const make = (mem: InMemoryEventStore.InMemoryStore): Subscription.Subscr
       }
       return result
     }),
+  missing: (wanted) =>
+    Effect.sync(() =>
+      wanted.filter(({ streamId, version }) => {
+        const events = mem.streams.get(streamId)?.events ?? []
+        // Versions are 1..n at their index unless rows were deleted (then they shift left).
+        if (events[version - 1]?.streamVersion === version) return false
+        return !events.some((e) => e.streamVersion === version)
+      })
+    ),
+  inversionBelow: (filter, upTo) =>
+    Effect.sync(() => {
+      const wanted = matches(filter)
+      const firstAfter_ = new Map<string, number>()
+      for (let i = firstAfter(mem.byCursor, upTo); i < mem.byCursor.length; i++) {
+        const event = mem.byCursor[i]!
+        if (!wanted(event)) continue
+        const first = firstAfter_.get(event.streamId)
+        if (first === undefined || event.streamVersion < first) firstAfter_.set(event.streamId, event.streamVersion)
+      }
+      let lowest: Cursor.Cursor | undefined
+      for (const [streamId, first] of firstAfter_) {
+        for (const event of mem.streams.get(streamId)?.events ?? []) {
+          const cursor = Cursor.of(event)
+          if (event.streamVersion > first && Cursor.order(cursor, upTo) <= 0) {
+            lowest = lowest === undefined ? cursor : Cursor.min(lowest, cursor)
+          }
+        }
+      }
+      return Option.fromNullable(lowest)
+    }),
+  prefixes: (filter, after, upTo) =>
+    Effect.sync(() => {
+      const wanted = matches(filter)
+      const result = new Map<string, number>()
+      for (let i = firstAfter(mem.byCursor, after); i < mem.byCursor.length; i++) {
+        const event = mem.byCursor[i]!
+        if (Cursor.order(Cursor.of(event), upTo) > 0) break
+        if (!wanted(event) || result.has(event.streamId)) continue
+        let prefix = 0
+        let firstAbove = Number.POSITIVE_INFINITY
+        for (const e of mem.streams.get(event.streamId)?.events ?? []) {
+          if (Cursor.order(Cursor.of(e), upTo) > 0) firstAbove = Math.min(firstAbove, e.streamVersion)
+          else prefix = Math.max(prefix, e.streamVersion)
+        }
+        const version = Number.isFinite(firstAbove) ? firstAbove - 1 : prefix
+        result.set(event.streamId, version)
+      }
+      for (const [streamId, version] of result) if (version <= 0) result.delete(streamId)
+      return result
+    }),
   readCheckpoint: (subscriptionId) =>
     Effect.sync(() =>
       Option.map(Option.fromNullable(mem.subscriptions.get(subscriptionId)), (row) => ({

@@ -7,6 +7,12 @@
  * - **Per-stream order**: see {@link HoldBack}; the persisted checkpoint
  *   never moves past a held event.
  * - **Backstop**: a regression fails the poll with `OrderingViolation`.
+ * - **Gaps are loud**: a held stream whose next version is not in the log,
+ *   although a later one is committed, fails the poll with `MissingVersion`
+ *   (see {@link SubscriptionStore.missing} for why that absence is final).
+ * - **Bounded**: per-poll cost follows the page and what is held; memory
+ *   follows what is held or delivered past the safe cursor (see
+ *   {@link HoldBack}), not the number of streams ever seen.
  * - **Wake-ups**: appends notify; a waiting subscription polls at once, and
  *   polls every `pollInterval` anyway (a missed notification only delays).
  *
@@ -26,7 +32,7 @@ import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as Cursor from "./Cursor.js"
-import { InvalidInput, type OrderingViolation, type StoreError } from "./EventStoreError.js"
+import { InvalidInput, MissingVersion, type OrderingViolation, type StoreError, type XidAhead } from "./EventStoreError.js"
 import * as HoldBack from "./HoldBack.js"
 import * as Metrics from "./Metrics.js"
 import type { RecordedEvent } from "./RecordedEvent.js"
@@ -88,7 +94,35 @@ export interface SubscriptionStore {
   readonly poll: (filter: Filter, after: Cursor.Cursor, limit: number) => Effect.Effect<ReadonlyArray<RecordedEvent>, StoreError>
   /** For each stream, the highest version at or below `upTo` (absent: none). */
   readonly baseline: (streamIds: ReadonlyArray<string>, upTo: Cursor.Cursor) => Effect.Effect<ReadonlyMap<string, number>, StoreError>
-  readonly readCheckpoint: (subscriptionId: string) => Effect.Effect<Option.Option<HoldBack.Checkpoint>, StoreError>
+  /**
+   * Which of these `(stream, version)` are not in the log at all (committed
+   * and visible now, whatever the xmin horizon). Asked only for a version
+   * whose successor is committed: an append of version n+1 takes the stream
+   * row at version n, which the writer of n committed before (or in the same
+   * transaction), so once n+1 is committed, n is committed too and visible in
+   * every later snapshot. Its absence is then final: it was deleted.
+   */
+  readonly missing: (
+    wanted: ReadonlyArray<{ readonly streamId: string; readonly version: number }>
+  ) => Effect.Effect<ReadonlyArray<{ readonly streamId: string; readonly version: number }>, StoreError>
+  /**
+   * The lowest cursor at or below `upTo` of an event (of the filter) whose
+   * stream has a lower version after `upTo` (none: no stream is inverted
+   * across `upTo`). Reads the log after `upTo`: for resets, not polls.
+   */
+  readonly inversionBelow: (filter: Filter, upTo: Cursor.Cursor) => Effect.Effect<Option.Option<Cursor.Cursor>, StoreError>
+  /**
+   * For every stream (of the filter) with an event in `(after, upTo]`, the
+   * highest version whose predecessors and itself are all at or below
+   * `upTo` (its first version after `upTo`, minus one; absent when 0).
+   */
+  readonly prefixes: (
+    filter: Filter,
+    after: Cursor.Cursor,
+    upTo: Cursor.Cursor
+  ) => Effect.Effect<ReadonlyMap<string, number>, StoreError>
+  /** The persisted checkpoint; `XidAhead` when it or the log is ahead of the server's transaction ids (a restore into a new cluster). */
+  readonly readCheckpoint: (subscriptionId: string) => Effect.Effect<Option.Option<HoldBack.Checkpoint>, StoreError | XidAhead>
   /** Persists a checkpoint; with a fence, only while the lease matches. Returns whether it was written. */
   readonly writeCheckpoint: (
     subscriptionId: string,
@@ -123,6 +157,12 @@ export interface Options extends Filter {
   readonly batchSize?: number
   /** Longest wait between polls without a notification (default 1 s). */
   readonly pollInterval?: Duration.DurationInput
+  /**
+   * Streams behind the safe cursor remembered (to spare a lookup when they
+   * appear again) before the oldest are forgotten (default
+   * {@link HoldBack.defaultRetain}).
+   */
+  readonly retainStreams?: number
 }
 
 /**
@@ -134,16 +174,22 @@ export interface Options extends Filter {
 export interface Subscription {
   readonly subscriptionId: string
   /** One poll: the events it makes deliverable (possibly none). */
-  readonly poll: Effect.Effect<ReadonlyArray<RecordedEvent>, OrderingViolation | StoreError>
+  readonly poll: Effect.Effect<ReadonlyArray<RecordedEvent>, OrderingViolation | MissingVersion | StoreError>
   /** Persists the safe cursor (never past a held event); with a fence, only while it holds. */
   readonly checkpoint: (fence?: Fence) => Effect.Effect<boolean, StoreError>
-  /** Replays from the start, or from `cursor`; at-least-once, and the backstop forgets what was delivered. */
+  /**
+   * Replays from the start, or from any `cursor`: every stream is delivered in
+   * order from there (see {@link checkpointFor}); at-least-once, and the
+   * backstop forgets what was delivered.
+   */
   readonly reset: (cursor?: Cursor.Cursor) => Effect.Effect<void, StoreError>
   /** The read cursor and the cursor a checkpoint would persist. */
   readonly position: Effect.Effect<{
     readonly read: Cursor.Cursor
     readonly safe: Cursor.Cursor
     readonly held: number
+    /** Streams remembered (held, past the safe cursor, or retained behind it). */
+    readonly remembered: number
     /** What a checkpoint now would persist. */
     readonly checkpoint: HoldBack.Checkpoint
   }>
@@ -154,8 +200,33 @@ export interface Subscription {
    * Every deliverable batch, polling again at once after a full batch and
    * otherwise on a notification or the poll interval. Runs until interrupted.
    */
-  readonly batches: Stream.Stream<ReadonlyArray<RecordedEvent>, OrderingViolation | StoreError>
+  readonly batches: Stream.Stream<ReadonlyArray<RecordedEvent>, OrderingViolation | MissingVersion | StoreError>
 }
+
+/**
+ * The checkpoint that means "everything at or below `cursor` was delivered,
+ * in per-stream order", for any cursor. A stream inverted across `cursor`
+ * (a version at or below it after a lower version above it) cannot have had
+ * its higher version delivered: the checkpoint's cursor moves back before
+ * the lowest such event, so it is read again, and every stream with events
+ * between the two cursors is recorded with the versions delivered (its
+ * prefix at `cursor`), so nothing is delivered twice or taken for a
+ * regression. A cursor across which no stream is inverted is kept as is.
+ *
+ * @since 0.1.0
+ */
+export const checkpointFor = (
+  filter: Filter,
+  cursor: Cursor.Cursor
+): Effect.Effect<HoldBack.Checkpoint, StoreError, SubscriptionStoreTag> =>
+  Effect.gen(function* () {
+    if (Cursor.isZero(cursor)) return checkpointAt(Cursor.start)
+    const store = yield* SubscriptionStoreTag
+    const lowest = yield* store.inversionBelow(filter, cursor)
+    if (Option.isNone(lowest)) return checkpointAt(cursor)
+    const safe = Cursor.before(lowest.value)
+    return { cursor: safe, delivered: yield* store.prefixes(filter, safe, cursor) }
+  })
 
 interface Internal {
   readonly read: Cursor.Cursor
@@ -176,7 +247,7 @@ interface Internal {
  */
 export const make = (
   options: Options
-): Effect.Effect<Subscription, StoreError | InvalidInput, SubscriptionStoreTag | Scope.Scope> =>
+): Effect.Effect<Subscription, StoreError | InvalidInput | XidAhead, SubscriptionStoreTag | Scope.Scope> =>
   Effect.gen(function* () {
     const store = yield* SubscriptionStoreTag
     const subscriptionId = options.subscriptionId
@@ -193,12 +264,17 @@ export const make = (
       return yield* new InvalidInput({ field: "batchSize", reason: `${batchSize} is not a positive integer` })
     }
     const pollInterval = Duration.decode(options.pollInterval ?? "1 second")
+    const retain = options.retainStreams ?? HoldBack.defaultRetain
+    if (!Number.isSafeInteger(retain) || retain < 0) {
+      return yield* new InvalidInput({ field: "retainStreams", reason: `${retain} is not a non-negative integer` })
+    }
     const persisted = Option.getOrElse(yield* store.readCheckpoint(subscriptionId), () => checkpointAt(Cursor.start))
-    const state = yield* Ref.make<Internal>({
-      read: persisted.cursor,
-      start: persisted.cursor,
-      ordering: HoldBack.resume(persisted.delivered)
+    const initial = (checkpoint: HoldBack.Checkpoint): Internal => ({
+      read: checkpoint.cursor,
+      start: checkpoint.cursor,
+      ordering: HoldBack.resume(checkpoint.delivered, { retain })
     })
+    const state = yield* Ref.make<Internal>(initial(persisted))
     const wake = yield* Queue.sliding<void>(1)
     yield* store.wakeups.pipe(
       Stream.runForEach(() => Queue.offer(wake, undefined)),
@@ -209,22 +285,46 @@ export const make = (
     const lagGauge = Metric.tagged(Metrics.subscriptionLag, "subscription", subscriptionId)
     const deliveredCounter = Metric.tagged(Metrics.delivered, "subscription", subscriptionId)
 
+    /** Fails when a held stream waits for a version that is not in the log (see `SubscriptionStore.missing`). */
+    const checkGaps = (waiting: ReadonlyArray<HoldBack.Waiting>) =>
+      Effect.gen(function* () {
+        if (waiting.length === 0) return
+        const absent = yield* store.missing(waiting.map((w) => ({ streamId: w.streamId, version: w.missing })))
+        const gap = waiting.find((w) => absent.some((a) => a.streamId === w.streamId && a.version === w.missing))
+        if (gap !== undefined) return yield* new MissingVersion({ subscriptionId, ...gap })
+      })
+
     const poll = Effect.gen(function* () {
       const current = yield* Ref.get(state)
       const page = yield* store.poll(filter, current.read, batchSize)
-      if (page.length === 0) return []
-      const unknown = HoldBack.unknownStreams(current.ordering, page)
-      const baseline =
-        unknown.length === 0 || Cursor.isZero(current.start)
-          ? new Map<string, number>()
-          : yield* store.baseline(unknown, current.start)
-      const result = HoldBack.step(current.ordering, page, baseline, subscriptionId)
-      if ("_tag" in result) return yield* result
-      const next: Internal = { ...current, read: Cursor.of(page[page.length - 1]!), ordering: result.state }
-      yield* Ref.set(state, next)
-      yield* Metric.set(heldGauge, HoldBack.heldCount(result.state))
-      yield* Metric.incrementBy(deliveredCounter, result.deliver.length)
-      return result.deliver
+      if (page.length === 0) {
+        // Caught up: every held stream's missing version is checked again (it may have been deleted since).
+        yield* checkGaps(HoldBack.waiting(current.ordering))
+        return []
+      }
+      // Streams not remembered (never seen, or forgotten behind the safe cursor): their delivered version
+      // is the highest at or below the read cursor, since every event of theirs up to it was read.
+      const unknown = HoldBack.unknownStreams(current.ordering, page, Cursor.isZero(current.start))
+      const baseline = unknown.length === 0 ? new Map<string, number>() : yield* store.baseline(unknown, current.read)
+      const decided = HoldBack.plan(current.ordering, page, baseline, subscriptionId)
+      if ("_tag" in decided) return yield* decided
+      // Before anything is applied: streams held in this page are checked at once; a short page (caught up)
+      // checks every held stream.
+      yield* checkGaps(
+        page.length < batchSize ? HoldBack.waiting(current.ordering, decided) : HoldBack.waitingIn(decided)
+      )
+      // Applied and recorded in one synchronous step (the state's storage is updated in place): an
+      // interruption cannot leave the storage ahead of the read cursor.
+      // A reset meanwhile wins: this page was read for the state it replaced.
+      const next = yield* Ref.modify(state, (s): readonly [Internal | undefined, Internal] => {
+        if (s !== current) return [undefined, s]
+        const applied: Internal = { ...s, read: decided.read, ordering: HoldBack.commit(s.ordering, decided) }
+        return [applied, applied]
+      })
+      if (next === undefined) return []
+      yield* Metric.set(heldGauge, HoldBack.heldCount(next.ordering))
+      yield* Metric.incrementBy(deliveredCounter, decided.deliver.length)
+      return decided.deliver
     }).pipe(
       Effect.tap((delivered) => Effect.annotateCurrentSpan("mire.batch_size", delivered.length)),
       Effect.withSpan("Subscription.poll", { attributes: { "mire.subscription_id": subscriptionId } })
@@ -232,7 +332,13 @@ export const make = (
 
     const position = Effect.map(Ref.get(state), (s) => {
       const checkpoint = HoldBack.checkpoint(s.ordering, s.read)
-      return { read: s.read, safe: checkpoint.cursor, held: HoldBack.heldCount(s.ordering), checkpoint }
+      return {
+        read: s.read,
+        safe: checkpoint.cursor,
+        held: HoldBack.heldCount(s.ordering),
+        remembered: HoldBack.rememberedCount(s.ordering),
+        checkpoint
+      }
     })
 
     const checkpoint = (fence?: Fence) =>
@@ -241,10 +347,11 @@ export const make = (
       )
 
     const reset = (cursor: Cursor.Cursor = Cursor.start) =>
-      Effect.zipRight(
-        Ref.set(state, { read: cursor, start: cursor, ordering: HoldBack.empty }),
-        Effect.asVoid(store.writeCheckpoint(subscriptionId, checkpointAt(cursor), Option.none()))
-      )
+      Effect.gen(function* () {
+        const checkpoint = yield* checkpointFor(filter, cursor).pipe(Effect.provideService(SubscriptionStoreTag, store))
+        yield* Ref.set(state, initial(checkpoint))
+        yield* store.writeCheckpoint(subscriptionId, checkpoint, Option.none())
+      })
 
     const awaitWakeup = Queue.take(wake).pipe(
       Effect.timeout(pollInterval),

@@ -6,9 +6,10 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import { subscriptionSuite } from "../../core/test/conformance/subscriptionSuite.js"
 import * as PgSubscriptionStore from "../src/PgSubscriptionStore.js"
+import { pgRaw } from "./raw.js"
 import { storeLayer } from "./utils.js"
 
-const layerPg = PgSubscriptionStore.layer.pipe(Layer.provideMerge(storeLayer({ maxConnections: 60 })))
+const layerPg = PgSubscriptionStore.layer.pipe(Layer.provideMerge(pgRaw), Layer.provideMerge(storeLayer({ maxConnections: 60 })))
 
 subscriptionSuite("postgres", layerPg)
 

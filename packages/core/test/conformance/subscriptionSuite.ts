@@ -14,7 +14,7 @@ import * as EventStore from "../../src/EventStore.js"
 import * as ExpectedVersion from "../../src/ExpectedVersion.js"
 import type { NewEvent, RecordedEvent } from "../../src/RecordedEvent.js"
 import * as Subscription from "../../src/Subscription.js"
-import { unique } from "../fixtures.js"
+import { Raw, unique } from "../fixtures.js"
 import { begin, collectUntil, perStreamOrdered } from "./scopes.js"
 
 const ev = (mark: string): NewEvent => ({ eventType: "ordering.marked", schemaVersion: 1, data: { mark } })
@@ -39,7 +39,7 @@ const versionsOf = (events: ReadonlyArray<RecordedEvent>, stream: string) =>
 
 export const subscriptionSuite = (
   name: string,
-  storeLayer: Layer.Layer<EventStore.EventStore | Subscription.SubscriptionStoreTag>
+  storeLayer: Layer.Layer<EventStore.EventStore | Subscription.SubscriptionStoreTag | Raw>
 ) =>
   describe(`subscriptions: ${name}`, () => {
     layer(storeLayer, { timeout: "180 seconds", excludeTestServices: true })((it) => {
@@ -240,6 +240,38 @@ export const subscriptionSuite = (
           assert.deepStrictEqual(versionsOf(tail, stream), [2])
         }))
 
+      it.scoped("reset to a cursor inside the inverted pair delivers v1 then v2, also after a restart", () =>
+        Effect.gen(function* () {
+          const category = unique("ordrc")
+          const [stream, other] = [`${category}-s1`, `${category}-u`]
+          const subscriptionId = unique("ord-rc-")
+          // A takes its xid first; v1 commits with a later xid; A appends v2 and then u1: v2 < u1 < v1 in cursor order.
+          const a = yield* begin
+          yield* EventStore.append(stream, category, ExpectedVersion.NoStream, [ev("v1")])
+          yield* a.run(EventStore.append(stream, category, ExpectedVersion.Exact(1), [ev("v2")]))
+          yield* a.run(EventStore.append(other, category, ExpectedVersion.NoStream, [ev("u1")]))
+          yield* a.commit
+          const [v1, v2, u1] = [yield* cursorOf(stream, 1), yield* cursorOf(stream, 2), yield* cursorOf(other, 1)]
+          assert.isTrue(Cursor.order(v2, u1) < 0 && Cursor.order(u1, v1) < 0, "v2 < u1 < v1 in cursor order")
+          const sub = yield* Subscription.make({ subscriptionId, categories: [category] })
+          const first = yield* collectUntil(sub, (g) => g.length >= 3)
+          assert.deepStrictEqual(versionsOf(first, stream), [1, 2])
+          for (const cut of [v2, u1]) {
+            // Reset between v2 and v1: v2 was not deliverable there (v1 was not), u1 was delivered iff cut >= u1.
+            yield* sub.reset(cut)
+            const replay = yield* collectUntil(sub, (g) => versionsOf(g, stream).length >= 2)
+            assert.deepStrictEqual(versionsOf(replay, stream), [1, 2], `reset to ${Cursor.format(cut)}`)
+            assert.deepStrictEqual(versionsOf(replay, other), Cursor.order(cut, u1) < 0 ? [1] : [])
+            assert.deepStrictEqual(yield* sub.poll, [])
+            // The reset is persisted: a restart from it delivers the same, in order.
+            yield* sub.reset(cut)
+            const restarted = yield* Subscription.make({ subscriptionId, categories: [category] })
+            const again = yield* collectUntil(restarted, (g) => versionsOf(g, stream).length >= 2)
+            assert.deepStrictEqual(versionsOf(again, stream), [1, 2], `restart after reset to ${Cursor.format(cut)}`)
+            assert.deepStrictEqual(versionsOf(again, other), Cursor.order(cut, u1) < 0 ? [1] : [])
+          }
+        }))
+
       it.scoped("an open uncommitted append pauses delivery; commit and rollback resume it, nothing skipped", () =>
         Effect.gen(function* () {
           const category = unique("ordun")
@@ -361,7 +393,8 @@ export const subscriptionSuite = (
         Effect.gen(function* () {
           const [a, b, c] = [unique("cata"), unique("catb"), unique("catc")]
           const both = yield* Subscription.make({ subscriptionId: unique("cats-"), categories: [a, b], batchSize: 2 })
-          const all = yield* Subscription.make({ subscriptionId: unique("all-"), batchSize: 50 })
+          // The whole log holds every earlier test's events: large pages keep this read quick on a loaded machine.
+          const all = yield* Subscription.make({ subscriptionId: unique("all-"), batchSize: 1000 })
           for (const category of [a, b, c, a]) {
             yield* EventStore.append(`${category}-s`, category, ExpectedVersion.Any, [ev(category)])
           }
@@ -393,6 +426,51 @@ export const subscriptionSuite = (
           assert.strictEqual((yield* sub.lag).events, 0)
           const all = yield* Stream.runCollect(EventStore.readCategory(category))
           assert.strictEqual(Chunk.size(all), 3)
+        }))
+
+      // Last: it deletes a row (and puts one back), which any whole-log reader running meanwhile would see.
+      it.scoped("a deleted version fails the subscription with MissingVersion instead of holding the stream forever", () =>
+        Effect.gen(function* () {
+          const raw = yield* Raw
+          const category = unique("ordmv")
+          const [stream, other] = [`${category}-s`, `${category}-t`]
+          const subscriptionId = unique("ord-mv-")
+          for (let v = 1; v <= 3; v++) {
+            yield* EventStore.append(stream, category, v === 1 ? ExpectedVersion.NoStream : ExpectedVersion.Exact(v - 1), [
+              ev(`v${v}`)
+            ])
+          }
+          yield* EventStore.append(other, category, ExpectedVersion.NoStream, [ev("t1")])
+          yield* raw.deleteEvent(stream, 2)
+          // Read both ways: in one page, and one event per page (v3 held alone in a full page).
+          for (const batchSize of [100, 1]) {
+            const sub = yield* Subscription.make({ subscriptionId: `${subscriptionId}${batchSize}`, categories: [category], batchSize })
+            const start = Date.now()
+            for (;;) {
+              const result = yield* Effect.either(sub.poll)
+              if (result._tag === "Left") {
+                const error = result.left
+                assert.strictEqual(error._tag, "MissingVersion", String(error))
+                if (error._tag === "MissingVersion") {
+                  assert.strictEqual(error.subscriptionId, `${subscriptionId}${batchSize}`)
+                  assert.strictEqual(error.streamId, stream)
+                  assert.strictEqual(error.missing, 2)
+                  assert.strictEqual(error.seen, 3)
+                  assert.include(error.message, `${stream} v2 is missing`)
+                }
+                break
+              }
+              assert.isBelow(Date.now() - start, 10_000, "timed out: the stream is held silently")
+              yield* Effect.sleep("25 millis")
+            }
+            // It stays failed: the stream is not delivered past the gap, and the checkpoint stays before v3.
+            const again = yield* Effect.either(sub.poll)
+            assert.strictEqual(again._tag === "Left" ? again.left._tag : "delivered", "MissingVersion")
+            const { checkpoint } = yield* sub.position
+            assert.isTrue(Cursor.order(checkpoint.cursor, yield* cursorOf(stream, 3)) < 0)
+          }
+          // Mend the log for whatever reads it whole later.
+          yield* raw.insert({ streamId: stream, category, version: 2, eventType: "ordering.marked", schemaVersion: 1, data: { mark: "v2" } })
         }))
     })
   })
