@@ -26,7 +26,14 @@ import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as Cursor from "./Cursor.js"
-import { type EventDecodeError, InvalidInput, type OrderingViolation, type StoreError } from "./EventStoreError.js"
+import {
+  type EventDecodeError,
+  InvalidInput,
+  type MissingVersion,
+  type OrderingViolation,
+  type StoreError,
+  type XidAhead
+} from "./EventStoreError.js"
 import * as Lease from "./Lease.js"
 import * as Metrics from "./Metrics.js"
 import type * as Projection from "./Projection.js"
@@ -71,11 +78,39 @@ export interface Options {
   readonly leaseTtl?: Duration.DurationInput
   /** How often a follower tries to acquire (default 5 s). */
   readonly leaseRecheckInterval?: Duration.DurationInput
-  /** Delays between handler attempts (default exponential from 100 ms, jittered). */
+  /** Delays between handler attempts (default {@link defaultRetry}: exponential from 100 ms, jittered). */
   readonly retry?: Schedule.Schedule<unknown, unknown>
   /** Attempts per event before the projection stops (default 5). */
   readonly maxAttempts?: number
 }
+
+/**
+ * The default delays between a failing handler's attempts: exponential from
+ * 100 ms, doubling (100, 200, 400, 800 ms, …), each delay jittered by a random
+ * factor between 0.8 and 1.2.
+ *
+ * @since 0.1.0
+ * @category schedules
+ */
+export const defaultRetry: Schedule.Schedule<Duration.Duration> = Schedule.exponential("100 millis").pipe(Schedule.jittered)
+
+/**
+ * The schedule a runner retries a failing handler with (for a transactional
+ * projection, the whole batch): the delays of `retry` (default
+ * {@link defaultRetry}), at most `maxAttempts - 1` times (default 5 attempts
+ * in all), after which the projection stops with `ProjectionFailed`.
+ *
+ * @example
+ * // The delays a runner waits after each of the first 3 failures (of 4 attempts), computed without waiting:
+ * const delays = Schedule.run(Schedule.delays(ProjectionRunner.retrySchedule({ maxAttempts: 4 })), 0, [1, 2, 3])
+ * @since 0.1.0
+ * @category schedules
+ */
+export const retrySchedule = (options: {
+  readonly retry?: Schedule.Schedule<unknown, unknown> | undefined
+  readonly maxAttempts?: number | undefined
+}): Schedule.Schedule<unknown, unknown> =>
+  (options.retry ?? defaultRetry).pipe(Schedule.intersect(Schedule.recurs(Math.max(1, options.maxAttempts ?? 5) - 1)))
 
 /**
  * The state of one projection on this runner.
@@ -113,9 +148,9 @@ export interface ProjectionStatus {
  */
 export interface ProjectionRunner {
   readonly workerId: string
-  readonly status: Effect.Effect<ReadonlyArray<ProjectionStatus>, StoreError>
+  readonly status: Effect.Effect<ReadonlyArray<ProjectionStatus>, StoreError | XidAhead>
   /** Waits until the projection has handled everything appended so far (lag 0). */
-  readonly whenCaughtUp: (subscriptionId: string, timeout?: Duration.DurationInput) => Effect.Effect<void, StoreError | InvalidInput>
+  readonly whenCaughtUp: (subscriptionId: string, timeout?: Duration.DurationInput) => Effect.Effect<void, StoreError | InvalidInput | XidAhead>
 }
 
 /**
@@ -133,7 +168,7 @@ interface Slot {
   failure: Option.Option<ProjectionFailed>
 }
 
-type LeaderExit = ProjectionFailed | OrderingViolation | Lease.LeaseLost | StoreError | InvalidInput
+type LeaderExit = ProjectionFailed | OrderingViolation | MissingVersion | XidAhead | Lease.LeaseLost | StoreError | InvalidInput
 
 const failed = (
   subscriptionId: string,
@@ -161,8 +196,7 @@ const resolve = (options: Options) => {
     leaseTtl,
     recheck,
     heartbeat: Duration.min(recheck, Duration.divide(leaseTtl, 3).pipe(Option.getOrElse(() => leaseTtl))),
-    retry: options.retry ?? Schedule.exponential("100 millis").pipe(Schedule.jittered),
-    maxAttempts: Math.max(1, options.maxAttempts ?? 5)
+    retry: retrySchedule(options).pipe(Schedule.tapOutput(() => Metric.increment(Metrics.handlerRetries)))
   }
 }
 
@@ -196,12 +230,7 @@ const lead = <R>(
         return projection.process(event)
       }).pipe(
         Effect.tapError(() => Metric.increment(Metrics.handlerFailures)),
-        Effect.retry(
-          config.retry.pipe(
-            Schedule.intersect(Schedule.recurs(config.maxAttempts - 1)),
-            Schedule.tapOutput(() => Metric.increment(Metrics.handlerRetries))
-          )
-        ),
+        Effect.retry(config.retry),
         Effect.mapError((cause) => failed(subscriptionId, event, attempts, cause))
       )
     }
@@ -243,10 +272,7 @@ const lead = <R>(
             e._tag === "HandlerFailure" || e._tag === "EventDecodeError" ? Metric.increment(Metrics.handlerFailures) : Effect.void
           ),
           Effect.retry({
-            schedule: config.retry.pipe(
-              Schedule.intersect(Schedule.recurs(config.maxAttempts - 1)),
-              Schedule.tapOutput(() => Metric.increment(Metrics.handlerRetries))
-            ),
+            schedule: config.retry,
             // Only the handler is retried here. A StoreError (a COMMIT whose outcome is unknown, a lost
             // connection) ends the leadership instead, and the next one resumes from the persisted
             // checkpoint, so a batch that did commit is never applied twice.
@@ -375,8 +401,9 @@ const supervise = <R>(
               ? error
               : new ProjectionFailed({
                   subscriptionId: projection.subscriptionId,
-                  streamId: error._tag === "OrderingViolation" ? error.streamId : "",
-                  streamVersion: error._tag === "OrderingViolation" ? error.version : 0,
+                  streamId: error._tag === "OrderingViolation" || error._tag === "MissingVersion" ? error.streamId : "",
+                  streamVersion:
+                    error._tag === "OrderingViolation" ? error.version : error._tag === "MissingVersion" ? error.missing : 0,
                   globalPosition: 0n,
                   eventType: "",
                   attempts: 0,

@@ -246,9 +246,8 @@ describe("ProjectionSpec", () => {
       })
       const running = yield* ProjectionSpec.start(projection)
       yield* ProjectionSpec.stream(Account, "p1", opened, Withdrawn.make({ amount: 1 }), Deposited.make({ amount: 1 }))
-      const started = Date.now()
+      // Not NotCaughtUp after 30 s: ProjectionFailed, as soon as the projection stops (no wall-clock bound needed).
       const failure = yield* Effect.flip(running.whenCaughtUp("30 seconds"))
-      assert.isBelow(Date.now() - started, 5_000, "no wait for the timeout")
       assert.strictEqual(failure._tag, "ProjectionFailed")
       if (failure._tag === "ProjectionFailed") {
         assert.strictEqual(failure.streamId, "kit-p1")

@@ -22,9 +22,10 @@
  * held-back and delivered counts, lease acquisitions/losses, fence
  * refusals, handler failures and retries).
  *
- * This example exports to the console: spans as they end, metrics once at
- * shutdown. Swap the exporters for OTLP ones (`@opentelemetry/exporter-*`)
- * to send them to a collector.
+ * This example prints a short summary when it ends: the spans by name (how
+ * many, total and longest duration, errors) and the value of every metric.
+ * In production, give {@link Telemetry} OTLP exporters
+ * (`@opentelemetry/exporter-*`) to send the same data to a collector.
  *
  * Run: `npm run example -- telemetry`
  *
@@ -32,8 +33,9 @@
  */
 import * as NodeSdk from "@effect/opentelemetry/NodeSdk"
 import { Aggregate, AggregateRoot, EventStore, Metrics, Projection, ProjectionRunner } from "@mire/core"
-import { ConsoleMetricExporter, type MetricReader, PeriodicExportingMetricReader } from "@opentelemetry/sdk-metrics"
-import { ConsoleSpanExporter, SimpleSpanProcessor, type SpanProcessor } from "@opentelemetry/sdk-trace-base"
+import { SpanStatusCode } from "@opentelemetry/api"
+import { MetricReader, type ResourceMetrics } from "@opentelemetry/sdk-metrics"
+import type { ReadableSpan, SpanProcessor } from "@opentelemetry/sdk-trace-base"
 import { Console, Effect, Either, Layer, Metric, Schema } from "effect"
 
 /** @since 0.1.0 @category events */
@@ -84,18 +86,144 @@ export const Telemetry = (exporters: {
   )
 
 /**
- * Console exporters: each span printed as it ends; metrics printed once,
- * when the layer closes.
+ * Spans of one name: how many ended, their total and longest duration, and
+ * how many ended in error.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface SpanStats {
+  readonly name: string
+  readonly count: number
+  readonly totalMillis: number
+  readonly maxMillis: number
+  readonly errors: number
+}
+
+/**
+ * A span processor that keeps, per span name, the count and durations of the
+ * spans that ended (not the spans themselves).
+ *
+ * @since 0.1.0
+ * @category telemetry
+ */
+export class SpanStatsProcessor implements SpanProcessor {
+  private readonly byName = new Map<string, SpanStats>()
+  onStart(): void {}
+  onEnd(span: ReadableSpan): void {
+    const millis = span.duration[0] * 1_000 + span.duration[1] / 1_000_000
+    const before = this.byName.get(span.name) ?? { name: span.name, count: 0, totalMillis: 0, maxMillis: 0, errors: 0 }
+    this.byName.set(span.name, {
+      name: span.name,
+      count: before.count + 1,
+      totalMillis: before.totalMillis + millis,
+      maxMillis: Math.max(before.maxMillis, millis),
+      errors: before.errors + (span.status.code === SpanStatusCode.ERROR ? 1 : 0)
+    })
+  }
+  forceFlush(): Promise<void> {
+    return Promise.resolve()
+  }
+  shutdown(): Promise<void> {
+    return Promise.resolve()
+  }
+  /** The spans seen so far, by name. */
+  get stats(): ReadonlyArray<SpanStats> {
+    return [...this.byName.values()]
+  }
+}
+
+/**
+ * A metric reader that reads every metric once, when the SDK shuts down
+ * (Effect's metrics included), and keeps what it read.
+ *
+ * @since 0.1.0
+ * @category telemetry
+ */
+export class FinalMetricReader extends MetricReader {
+  private read: ResourceMetrics | undefined = undefined
+  protected override async onShutdown(): Promise<void> {
+    this.read = (await this.collect()).resourceMetrics
+  }
+  protected override onForceFlush(): Promise<void> {
+    return Promise.resolve()
+  }
+  /** The metrics read at shutdown (none before). */
+  get metrics(): ResourceMetrics | undefined {
+    return this.read
+  }
+}
+
+const millis = (n: number) => (n < 10 ? n.toFixed(2) : n.toFixed(1))
+
+/**
+ * The span part of the summary: one line per span name, the most time first.
+ *
+ * @since 0.1.0
+ * @category telemetry
+ */
+export const summarizeSpans = (stats: ReadonlyArray<SpanStats>): ReadonlyArray<string> => {
+  const sorted = [...stats].sort((a, b) => b.totalMillis - a.totalMillis)
+  const width = Math.max(4, ...sorted.map((s) => s.name.length))
+  return [
+    `spans (${sorted.reduce((n, s) => n + s.count, 0)}):`,
+    `  ${"name".padEnd(width)}  count  total ms    max ms  errors`,
+    ...sorted.map(
+      (s) =>
+        `  ${s.name.padEnd(width)}  ${String(s.count).padStart(5)}  ${millis(s.totalMillis).padStart(8)}  ${millis(s.maxMillis).padStart(8)}  ${String(s.errors).padStart(6)}`
+    )
+  ]
+}
+
+/**
+ * The metric part of the summary: one line per metric and attribute set,
+ * by name (a histogram as its count, sum and maximum).
+ *
+ * @since 0.1.0
+ * @category telemetry
+ */
+export const summarizeMetrics = (metrics: ResourceMetrics | undefined): ReadonlyArray<string> => {
+  const rows: Array<readonly [string, string]> = []
+  for (const metric of (metrics?.scopeMetrics ?? []).flatMap((scope) => scope.metrics)) {
+    for (const point of metric.dataPoints) {
+      const attributes = Object.entries(point.attributes).map(([k, v]) => `${k}=${String(v)}`)
+      const name = attributes.length === 0 ? metric.descriptor.name : `${metric.descriptor.name}{${attributes.join(",")}}`
+      const value = point.value
+      rows.push([
+        name,
+        typeof value === "number"
+          ? String(value)
+          : `count ${value.count}, sum ${millis(value.sum ?? 0)}, max ${millis(value.max ?? 0)}`
+      ])
+    }
+  }
+  rows.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+  const width = Math.max(0, ...rows.map(([name]) => name.length))
+  return [`metrics (${rows.length}):`, ...rows.map(([name, value]) => `  ${name.padEnd(width)}  ${value}`)]
+}
+
+/**
+ * The OpenTelemetry SDK over a {@link SpanStatsProcessor} and a
+ * {@link FinalMetricReader}; when the layer closes (after the SDK has shut
+ * down and read the metrics a last time) it prints the summary with `print`.
  *
  * @since 0.1.0
  * @category layers
  */
-export const ConsoleTelemetry: Layer.Layer<never> = Layer.suspend(() =>
-  Telemetry({
-    spanProcessor: new SimpleSpanProcessor(new ConsoleSpanExporter()),
-    metricReader: new PeriodicExportingMetricReader({ exporter: new ConsoleMetricExporter(), exportIntervalMillis: 60_000 })
-  })
-)
+export const SummaryTelemetry = (
+  print: (lines: ReadonlyArray<string>) => Effect.Effect<void> = (lines) => Console.log(lines.join("\n"))
+): Layer.Layer<never> =>
+  Layer.unwrapScoped(
+    Effect.gen(function* () {
+      const spans = new SpanStatsProcessor()
+      const metrics = new FinalMetricReader()
+      // Added before the SDK's own finalizers, so it runs after them.
+      yield* Effect.addFinalizer(() =>
+        Effect.suspend(() => print(["--- telemetry summary ---", ...summarizeSpans(spans.stats), ...summarizeMetrics(metrics.metrics)]))
+      )
+      return Telemetry({ spanProcessor: spans, metricReader: metrics })
+    })
+  )
 
 const count = (counter: Metric.Metric.Counter<number>) => Effect.map(Metric.value(counter), (state) => state.count)
 
@@ -144,8 +272,8 @@ export const work = Effect.gen(function* () {
 }).pipe(Effect.withSpan("example.telemetry"))
 
 /**
- * The work, exported to the console.
+ * The work, with a summary of its spans and metrics printed at the end.
  *
  * @since 0.1.0
  */
-export const program = work.pipe(Effect.provide(ConsoleTelemetry))
+export const program = work.pipe(Effect.provide(SummaryTelemetry()))

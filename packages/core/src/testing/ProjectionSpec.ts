@@ -24,7 +24,7 @@ import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import type * as Aggregate from "../Aggregate.js"
 import * as EventStore from "../EventStore.js"
-import { InvalidInput, type StoreError } from "../EventStoreError.js"
+import { InvalidInput, type StoreError, type XidAhead } from "../EventStoreError.js"
 import * as ExpectedVersion from "../ExpectedVersion.js"
 import type * as Lease from "../Lease.js"
 import type * as Projection from "../Projection.js"
@@ -45,12 +45,13 @@ export type Services = Subscription.SubscriptionStoreTag | Lease.LeaseStoreTag
 /**
  * Why waiting for a projection failed: it stopped on an event
  * (`ProjectionFailed`, naming it), did not catch up in time, or the store
- * failed.
+ * failed (`XidAhead`: its log or checkpoint is ahead of the server's
+ * transaction ids).
  *
  * @since 0.1.0
  * @category models
  */
-export type WaitError = ProjectionRunner.ProjectionFailed | NotCaughtUp | StoreError | InvalidInput
+export type WaitError = ProjectionRunner.ProjectionFailed | NotCaughtUp | StoreError | InvalidInput | XidAhead
 
 /**
  * Runner options for tests: quick polls and rechecks, short retries (three
@@ -132,7 +133,7 @@ export interface Running {
   readonly subscriptionId: string
   readonly runner: ProjectionRunner.ProjectionRunner
   /** The projection's status on its runner (state, lease, lag, handled, failure). */
-  readonly status: Effect.Effect<ProjectionRunner.ProjectionStatus, StoreError>
+  readonly status: Effect.Effect<ProjectionRunner.ProjectionStatus, StoreError | XidAhead>
   /** Waits until it has handled everything committed so far; see {@link caughtUp}. */
   readonly whenCaughtUp: (timeout?: Duration.DurationInput) => Effect.Effect<void, WaitError>
 }
