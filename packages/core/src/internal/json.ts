@@ -164,10 +164,9 @@ const writeArray = (state: State, array: ReadonlyArray<unknown>, depth: number):
 }
 
 const writeObject = (state: State, object: object, depth: number): JsonFault | undefined => {
-  const proto: unknown = Object.getPrototypeOf(object)
-  if (proto !== Object.prototype && proto !== null) return new JsonFault(`${kindOf(object)} is not JSON`)
+  if (!isPlainObject(object)) return new JsonFault(`${kindOf(object)} is not JSON`)
   if (Object.getOwnPropertySymbols(object).length > 0) return new JsonFault("a symbol key is not JSON")
-  const record = object as { readonly [key: string]: unknown }
+  const record = object
   const keys = sortedKeys(Object.keys(object))
   state.text += "{"
   for (let i = 0; i < keys.length; i++) {
@@ -239,10 +238,9 @@ const plain = (value: unknown, depth: number, maxDepth: number, budget: { left: 
         for (let i = 0; i < value.length; i++) if (!plain(value[i], depth + 1, maxDepth, budget)) return false
         return budget.left >= 0
       }
-      const proto: unknown = Object.getPrototypeOf(value)
-      if ((proto !== Object.prototype && proto !== null) || Object.getOwnPropertySymbols(value).length > 0) return false
+      if (!isPlainObject(value) || Object.getOwnPropertySymbols(value).length > 0) return false
       budget.left -= 2
-      const record = value as { readonly [key: string]: unknown }
+      const record = value
       for (const key in record) {
         budget.left -= key.length + 3
         if (!plain(record[key], depth + 1, maxDepth, budget)) return false
