@@ -126,7 +126,9 @@ const ephemeral = (
 ): Subscription.SubscriptionStore => ({
   ...store,
   readCheckpoint: () => Effect.succeed(Option.some(Subscription.checkpointAt(start))),
-  writeCheckpoint: () => Effect.succeed(false)
+  writeCheckpoint: () => Effect.succeed(false),
+  describe: () => Effect.void,
+  recordFailure: () => Effect.void
 })
 
 const tail = Command.make(

@@ -41,8 +41,10 @@ const table = (header: ReadonlyArray<string>, rows: ReadonlyArray<ReadonlyArray<
 }
 
 /**
- * The readable form of `mire status`: the commit-safe head, one row per
- * subscription, then the oldest open transaction.
+ * The readable form of `mire status`: a restore warning first (stored
+ * transaction ids ahead of the server's, with the recovery), the commit-safe
+ * head, one row per subscription (its categories, lag over them, and `ok` or
+ * `FAILED`), each failure on its own line, then the oldest open transaction.
  *
  * @since 0.1.0
  * @category formatting
@@ -54,19 +56,44 @@ export const status = (s: PgStatus.Status): string => {
     sub.fenceToken.toString(),
     sub.leasedUntil === null ? "-" : sub.leasedUntil.toISOString(),
     cursor(sub.checkpoint),
-    sub.lag.toString()
+    sub.categories === null ? "*" : sub.categories.join(","),
+    sub.lag.toString(),
+    sub.failure === null ? "ok" : "FAILED"
   ])
   const subscriptions =
     rows.length === 0
       ? "no subscriptions"
-      : table(["SUBSCRIPTION", "LEASE HOLDER", "FENCE", "LEASED UNTIL", "CHECKPOINT", "LAG"], rows)
+      : table(["SUBSCRIPTION", "LEASE HOLDER", "FENCE", "LEASED UNTIL", "CHECKPOINT", "CATEGORIES", "LAG", "STATE"], rows)
+  const failures = s.subscriptions.flatMap((sub) =>
+    sub.failure === null ? [] : [`${sub.subscriptionId} failed at ${sub.failure.at.toISOString()}: ${sub.failure.message}`]
+  )
+  const restore =
+    s.restore === null
+      ? []
+      : [
+          `RESTORE DETECTED: server's next transaction id ${s.restore.serverTransactionId}, ` +
+            `log's highest ${s.restore.logTransactionId ?? "-"}` +
+            (s.restore.checkpointsAhead.length === 0
+              ? ""
+              : `, checkpoints ahead: ${s.restore.checkpointsAhead.map((c) => `${c.subscriptionId} (${c.transactionId})`).join(", ")}`),
+          s.restore.message,
+          ""
+        ]
   const t = s.oldestTransaction
   const oldest =
     t === null
       ? "oldest open transaction: none"
       : `oldest open transaction: pid ${t.pid}, ${duration(t.ageMillis)}, ${t.state ?? "unknown state"}, ` +
         `database ${t.database ?? "-"}, application ${t.applicationName === "" ? "-" : t.applicationName}: ${t.query}`
-  return [`log head (commit-safe): ${cursor(s.head)}`, "", subscriptions, "", oldest].join("\n")
+  return [
+    ...restore,
+    `log head (commit-safe): ${cursor(s.head)}`,
+    "",
+    subscriptions,
+    ...(failures.length === 0 ? [] : ["", ...failures]),
+    "",
+    oldest
+  ].join("\n")
 }
 
 /**

@@ -9,6 +9,8 @@ import * as PgClient from "@effect/sql-pg/PgClient"
 import * as EventStore from "@mire/core/EventStore"
 import * as ExpectedVersion from "@mire/core/ExpectedVersion"
 import * as Lease from "@mire/core/Lease"
+import * as Projection from "@mire/core/Projection"
+import * as ProjectionRunner from "@mire/core/ProjectionRunner"
 import * as Subscription from "@mire/core/Subscription"
 import * as PgLeaseStore from "@mire/pg/PgLeaseStore"
 import * as PgSubscriptionStore from "@mire/pg/PgSubscriptionStore"
@@ -19,6 +21,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import { spawn } from "node:child_process"
 import { createServer } from "node:net"
@@ -151,9 +154,9 @@ describe("mire status and tail", () => {
         assert.isTrue(Exit.isSuccess(table.exit), table.stderr)
         const lines = table.stdout.split("\n")
         assert.match(lines[0]!, /^log head \(commit-safe\): \d+:5$/)
-        assert.match(lines[2]!, /^SUBSCRIPTION\s+LEASE HOLDER\s+FENCE\s+LEASED UNTIL\s+CHECKPOINT\s+LAG$/)
-        assert.match(lines[3]!, /^audit\s+worker-b\s+1\s+\d{4}-\d\d-\d\dT[\d:.]+Z\s+\d+:2\s+3$/)
-        assert.match(lines[4]!, /^balances\s+worker-a\s+1\s+\d{4}-\d\d-\d\dT[\d:.]+Z\s+\d+:5\s+0$/)
+        assert.match(lines[2]!, /^SUBSCRIPTION\s+LEASE HOLDER\s+FENCE\s+LEASED UNTIL\s+CHECKPOINT\s+CATEGORIES\s+LAG\s+STATE$/)
+        assert.match(lines[3]!, /^audit\s+worker-b\s+1\s+\d{4}-\d\d-\d\dT[\d:.]+Z\s+\d+:2\s+ledger\s+3\s+ok$/)
+        assert.match(lines[4]!, /^balances\s+worker-a\s+1\s+\d{4}-\d\d-\d\dT[\d:.]+Z\s+\d+:5\s+ledger\s+0\s+ok$/)
         assert.match(lines[6]!, /^oldest open transaction: /)
 
         const json = yield* mire(["status", "--json", "--url", url])
@@ -230,6 +233,116 @@ describe("mire status and tail", () => {
         assert.deepStrictEqual(positions, [...positions].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0)))
         const rows = yield* sql`SELECT subscription_id FROM es_subscriptions WHERE subscription_id LIKE 'mire-tail%'`
         assert.deepStrictEqual(rows, [])
+      })
+    )
+  })
+})
+
+describe("mire status tells the truth", () => {
+  const setup = Layer.mergeAll(PgSubscriptionStore.layer, PgLeaseStore.layer).pipe(
+    Layer.provideMerge(storeLayer()),
+    Layer.provideMerge(NodeContext.layer)
+  )
+  /** A projection's row as a runner leaves it: a fenced lease, a checkpoint after `events` events. */
+  const project = (subscriptionId: string, category: string, events: number) =>
+    Effect.gen(function* () {
+      const leases = yield* Lease.LeaseStoreTag
+      const lease = yield* leases.acquire(subscriptionId, "worker", Duration.minutes(10))
+      if (lease._tag !== "Some") return assert.fail("no lease")
+      const subscription = yield* Subscription.make({ subscriptionId, categories: [category] })
+      yield* eventually(Effect.filterOrFail(subscription.poll, (page) => page.length === events))
+      assert.isTrue(yield* subscription.checkpoint({ workerId: "worker", fenceToken: lease.value.fenceToken }))
+    })
+  const statusJson = (url: string) =>
+    Effect.map(mire(["status", "--json", "--url", url]), (run) => {
+      assert.isTrue(Exit.isSuccess(run.exit), run.stderr)
+      return JSON.parse(run.stdout) as {
+        readonly subscriptions: ReadonlyArray<Record<string, unknown>>
+        readonly restore: Record<string, unknown> | null
+      }
+    })
+  const byId = (subscriptions: ReadonlyArray<Record<string, unknown>>, id: string) =>
+    subscriptions.find((s) => s.subscriptionId === id) ?? assert.fail(`no ${id} in status`)
+
+  layer(setup, { timeout: "120 seconds", excludeTestServices: true })((it) => {
+    it.scoped("lag counts only a subscription's own categories: appends to one lag only the projection of it", () =>
+      Effect.gen(function* () {
+        const { url } = yield* TestDatabase
+        yield* EventStore.append("alpha-1", "alpha", ExpectedVersion.NoStream, [event(1), event(2)])
+        yield* EventStore.append("beta-1", "beta", ExpectedVersion.NoStream, [event(3)])
+        yield* project("alphas", "alpha", 2)
+        yield* project("betas", "beta", 1)
+        yield* EventStore.append("alpha-2", "alpha", ExpectedVersion.NoStream, [event(4), event(5), event(6)])
+        const parsed = yield* statusJson(url)
+        const alphas = byId(parsed.subscriptions, "alphas")
+        const betas = byId(parsed.subscriptions, "betas")
+        assert.deepStrictEqual([alphas.lag, alphas.categories], ["3", ["alpha"]])
+        assert.deepStrictEqual([betas.lag, betas.categories], ["0", ["beta"]])
+        assert.strictEqual(parsed.restore, null)
+        const table = yield* mire(["status", "--url", url])
+        assert.match(table.stdout, /^betas\s.*\sbeta\s+0\s+ok$/m)
+        assert.match(table.stdout, /^alphas\s.*\salpha\s+3\s+ok$/m)
+      })
+    )
+
+    it.scoped("a deleted version: the runner's projection fails with MissingVersion and status shows it until a reset", () =>
+      Effect.gen(function* () {
+        const { url } = yield* TestDatabase
+        const sql = yield* PgClient.PgClient
+        for (let v = 1; v <= 3; v++) {
+          yield* EventStore.append("gap-1", "gap", v === 1 ? ExpectedVersion.NoStream : ExpectedVersion.Exact(v - 1), [event(v)])
+        }
+        yield* sql`DELETE FROM es_events WHERE stream_id = 'gap-1' AND stream_version = 2`
+        const runner = yield* ProjectionRunner.run(
+          [Projection.atLeastOnce({ subscriptionId: "gaps", categories: ["gap"], handle: () => Effect.void })],
+          { workerId: "gap-worker", pollInterval: "50 millis" }
+        )
+        const failed = yield* eventually(
+          Effect.filterOrFail(runner.status, (all) => all[0]?.state === "failed" && Option.isSome(all[0].recordedFailure))
+        )
+        assert.include(Option.getOrThrow(failed[0]!.recordedFailure).message, "MissingVersion")
+
+        const parsed = yield* statusJson(url)
+        const gaps = byId(parsed.subscriptions, "gaps")
+        const failure = gaps.failure as { readonly message: string; readonly at: string }
+        assert.include(failure.message, "MissingVersion")
+        assert.include(failure.message, "gap-1 v2 is missing")
+        assert.isFalse(Number.isNaN(Date.parse(failure.at)))
+        const table = yield* mire(["status", "--url", url])
+        assert.match(table.stdout, /^gaps\s.*\sFAILED$/m)
+        assert.match(table.stdout, /^gaps failed at \S+: MissingVersion: subscription gaps: gap-1 v2 is missing/m)
+
+        // A reset (a checkpoint written again) clears it.
+        const store = yield* Subscription.SubscriptionStoreTag
+        yield* store.writeCheckpoint("gaps", Subscription.checkpointAt({ transactionId: 0n, position: 0n }), Option.none())
+        assert.strictEqual(byId((yield* statusJson(url)).subscriptions, "gaps").failure, null)
+      })
+    )
+  })
+
+  layer(setup, { timeout: "120 seconds", excludeTestServices: true })((it) => {
+    it.scoped("a restore (stored transaction ids ahead of the server's) is reported with the recovery", () =>
+      Effect.gen(function* () {
+        const { url } = yield* TestDatabase
+        const sql = yield* PgClient.PgClient
+        yield* EventStore.append("rst-1", "rst", ExpectedVersion.NoStream, [event(1)])
+        yield* project("restored", "rst", 1)
+        assert.strictEqual((yield* statusJson(url)).restore, null)
+        const shift = (3n * 2n ** 32n).toString()
+        yield* sql`UPDATE es_events SET transaction_id = (transaction_id::text::numeric + ${shift}::numeric)::text::xid8`
+        yield* sql`UPDATE es_subscriptions
+                   SET last_transaction_id = (last_transaction_id::text::numeric + ${shift}::numeric)::text::xid8`
+        const parsed = yield* statusJson(url)
+        const restore = parsed.restore ?? assert.fail("no restore in status --json")
+        assert.isTrue(BigInt(String(restore.logTransactionId)) > BigInt(String(restore.serverTransactionId)))
+        assert.deepStrictEqual(
+          (restore.checkpointsAhead as ReadonlyArray<Record<string, unknown>>).map((c) => c.subscriptionId),
+          ["restored"]
+        )
+        assert.include(String(restore.message), "pg_resetwal --epoch=")
+        const table = yield* mire(["status", "--url", url])
+        assert.match(table.stdout, /^RESTORE DETECTED: .*checkpoints ahead: restored/m)
+        assert.include(table.stdout, "pg_resetwal --epoch=")
       })
     )
   })

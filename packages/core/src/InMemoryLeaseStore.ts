@@ -91,6 +91,7 @@ export const make = (mem: InMemoryEventStore.InMemoryStore): Lease.LeaseStore =>
               }
               row.cursor = checkpoint.cursor
               row.delivered = checkpoint.delivered
+              row.failure = undefined
               return Effect.succeed(a)
             })
           )

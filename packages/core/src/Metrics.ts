@@ -35,6 +35,8 @@ export const snapshotInvalidations = Metric.counter("mire_snapshot_invalidations
 export const snapshotWrites = Metric.counter("mire_snapshot_writes_total", { incremental: true })
 /** Events behind the head, per subscription (tag `subscription`). @since 0.1.0 */
 export const subscriptionLag = Metric.gauge("mire_subscription_lag_events")
+/** Wake-ups a subscription took, by payload (the category; `""` after the listener reconnected), per subscription (tag `subscription`). @since 0.1.0 */
+export const wakeups = Metric.frequency("mire_subscription_wakeups")
 /** Events held back for per-stream order, per subscription. @since 0.1.0 */
 export const heldBack = Metric.gauge("mire_subscription_held_back")
 /** Events delivered by subscriptions. @since 0.1.0 */

@@ -1,8 +1,10 @@
 /**
  * What the database says about every subscription: lease holder, fence
- * token, checkpoint and lag, read from `es_subscriptions` (not one process's
- * view), and the oldest open transaction holding back the xmin horizon that
- * every subscription waits behind.
+ * token, checkpoint, categories, lag over those categories and the failure
+ * that stopped it, read from `es_subscriptions` (not one process's view); the
+ * oldest open transaction holding back the xmin horizon that every
+ * subscription waits behind; and whether stored transaction ids are ahead of
+ * the server's (a restore into a new cluster).
  *
  * The models are Schemas whose encoded side is the JSON shape of
  * `mire status --json`: bigints as strings, times as ISO 8601 strings,
@@ -14,9 +16,11 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import type * as Cursor from "@mire/core/Cursor"
 import { StoreError } from "@mire/core/EventStoreError"
 import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import { refail } from "./internal/errors.js"
+import * as PgSubscriptionStore from "./PgSubscriptionStore.js"
 
 /**
  * A subscription cursor: `(transactionId, position)`.
@@ -35,9 +39,13 @@ export const CursorSchema = Schema.Struct({
  * - `leaseHolder`: the worker that last acquired the lease (`null`: never
  *   leased); `leaseActive` says whether its lease is still running.
  * - `leasedUntil`: `null` when never leased or released.
- * - `lag`: committed events after the checkpoint up to the commit-safe
- *   head, over the whole log (the row does not record the subscription's
- *   categories, so a projection of one category counts the others too).
+ * - `categories`: what it reads (`null`: every category, or a row written
+ *   before mire recorded them).
+ * - `lag`: committed events of its categories after the checkpoint up to
+ *   the commit-safe head.
+ * - `failure`: why it stopped (a missing version, a restore, a handler that
+ *   kept failing) and when, until its next checkpoint or reset; `null` when
+ *   it has not failed.
  *
  * @since 0.1.0
  * @category models
@@ -49,7 +57,9 @@ export const SubscriptionStatus = Schema.Struct({
   leasedUntil: Schema.NullOr(Schema.Date),
   leaseActive: Schema.Boolean,
   checkpoint: CursorSchema,
+  categories: Schema.NullOr(Schema.Array(Schema.String)),
   lag: Schema.BigInt,
+  failure: Schema.NullOr(Schema.Struct({ message: Schema.String, at: Schema.Date })),
   updatedAt: Schema.Date
 })
 
@@ -84,6 +94,29 @@ export const OpenTransaction = Schema.Struct({
 export type OpenTransaction = typeof OpenTransaction.Type
 
 /**
+ * Transaction ids stored ahead of the server's (a dump/restore or a
+ * logical-replication cut-over into a cluster with a younger xid counter):
+ * the log's highest, and every checkpoint at or above the server's next
+ * transaction id. Until it is fixed, new events sort behind every checkpoint
+ * and no subscription starts. `message` says what happened and what to do.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const Restore = Schema.Struct({
+  serverTransactionId: Schema.BigInt,
+  logTransactionId: Schema.NullOr(Schema.BigInt),
+  checkpointsAhead: Schema.Array(Schema.Struct({ subscriptionId: Schema.String, transactionId: Schema.BigInt })),
+  message: Schema.String
+})
+
+/**
+ * @since 0.1.0
+ * @category models
+ */
+export type Restore = typeof Restore.Type
+
+/**
  * The whole picture. `head` is the commit-safe head of the log: the cursor
  * of the last event a subscription could deliver now.
  *
@@ -93,7 +126,9 @@ export type OpenTransaction = typeof OpenTransaction.Type
 export const Status = Schema.Struct({
   head: CursorSchema,
   subscriptions: Schema.Array(SubscriptionStatus),
-  oldestTransaction: Schema.NullOr(OpenTransaction)
+  oldestTransaction: Schema.NullOr(OpenTransaction),
+  /** `null` unless stored transaction ids are ahead of the server's (see {@link Restore}). */
+  restore: Schema.NullOr(Restore)
 })
 
 /**
@@ -177,10 +212,21 @@ export const subscriptions = (
              s.leased_until > now() AS "leaseActive",
              json_build_object('transactionId', s.last_transaction_id::text, 'position', s.last_position::text)
                AS checkpoint,
-             (SELECT count(*) FROM es_events e
-              WHERE (e.transaction_id, e.global_position) > (s.last_transaction_id, s.last_position)
-                AND (e.transaction_id, e.global_position) <= (${upTo.transactionId.toString()}::xid8, ${upTo.position})
-             )::text AS lag,
+             s.categories,
+             (CASE WHEN s.categories IS NULL THEN
+               (SELECT count(*) FROM es_events e
+                WHERE (e.transaction_id, e.global_position) > (s.last_transaction_id, s.last_position)
+                  AND (e.transaction_id, e.global_position) <= (${upTo.transactionId.toString()}::xid8, ${upTo.position}))
+             ELSE
+               -- One range of the (category, transaction_id, global_position) index per category.
+               (SELECT COALESCE(sum(n), 0) FROM unnest(s.categories) AS c(category) CROSS JOIN LATERAL (
+                  SELECT count(*) AS n FROM es_events e
+                  WHERE e.category = c.category
+                    AND (e.transaction_id, e.global_position) > (s.last_transaction_id, s.last_position)
+                    AND (e.transaction_id, e.global_position) <= (${upTo.transactionId.toString()}::xid8, ${upTo.position})) per)
+             END)::text AS lag,
+             CASE WHEN s.failure IS NULL OR s.failed_at IS NULL THEN NULL
+               ELSE json_build_object('message', s.failure, 'at', ${iso("s.failed_at")}) END AS failure,
              ${iso("s.updated_at")} AS "updatedAt"
       FROM es_subscriptions s
       ORDER BY s.subscription_id`.pipe(refail("status"))
@@ -188,7 +234,25 @@ export const subscriptions = (
   })
 
 /**
- * The head, every subscription and the oldest open transaction.
+ * The restore condition of an {@link PgSubscriptionStore.XidStatus}, or `null`.
+ *
+ * @since 0.1.0
+ * @category conversions
+ */
+export const restoreOf = (xids: PgSubscriptionStore.XidStatus): Restore | null =>
+  Option.match(xids.ahead, {
+    onNone: () => null,
+    onSome: (ahead) => ({
+      serverTransactionId: xids.serverTransactionId,
+      logTransactionId: Option.getOrNull(xids.logTransactionId),
+      checkpointsAhead: xids.checkpointsAhead,
+      message: ahead.message
+    })
+  })
+
+/**
+ * The head, every subscription, the oldest open transaction and whether
+ * stored transaction ids are ahead of the server's (a restore).
  *
  * @example
  * const { subscriptions } = yield* PgStatus.status
@@ -197,8 +261,8 @@ export const subscriptions = (
  */
 export const status: Effect.Effect<Status, StoreError, SqlClient.SqlClient> = Effect.gen(function* () {
   const at = yield* head
-  const [subs, oldest] = yield* Effect.all([subscriptions(at), oldestTransaction])
-  return { head: at, subscriptions: subs, oldestTransaction: oldest }
+  const [subs, oldest, xids] = yield* Effect.all([subscriptions(at), oldestTransaction, PgSubscriptionStore.xidStatus])
+  return { head: at, subscriptions: subs, oldestTransaction: oldest, restore: restoreOf(xids) }
 }).pipe(Effect.withSpan("PgStatus.status"))
 
 /**

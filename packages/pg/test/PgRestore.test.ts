@@ -8,10 +8,14 @@ import { assert, describe, layer } from "@effect/vitest"
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as EventStore from "@mire/core/EventStore"
 import * as ExpectedVersion from "@mire/core/ExpectedVersion"
+import { XidAhead } from "@mire/core/EventStoreError"
+import * as Projection from "@mire/core/Projection"
+import * as ProjectionRunner from "@mire/core/ProjectionRunner"
 import * as Subscription from "@mire/core/Subscription"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import * as PgStatus from "../src/PgStatus.js"
 import * as PgStore from "../src/PgStore.js"
 import * as PgSubscriptionStore from "../src/PgSubscriptionStore.js"
 import { migratedLayer } from "./utils.js"
@@ -96,6 +100,48 @@ describe("restore into a new cluster", () => {
           yield* Subscription.make({ subscriptionId: "own-sub", categories: ["own"] })
         })
       ))
+  })
+})
+
+describe("restore into a new cluster: status", () => {
+  layer(storeLayer(), { timeout: "60 seconds", excludeTestServices: true })((it) => {
+    it.scoped("ProjectionRunner.status reports the restore per projection (failed, XidAhead) and PgStatus reports it", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        yield* appendSome("prs")
+        assert.strictEqual((yield* PgStatus.status).restore, null)
+        yield* sql`UPDATE es_events SET transaction_id = (transaction_id::text::numeric + ${shift.toString()}::numeric)::text::xid8`
+        const handle = () => Effect.void
+        const runner = yield* ProjectionRunner.run(
+          [
+            Projection.atLeastOnce({ subscriptionId: "prs-a", categories: ["prs"], handle }),
+            Projection.atLeastOnce({ subscriptionId: "prs-b", categories: ["prs"], handle })
+          ],
+          { workerId: "restored-worker", pollInterval: "50 millis" }
+        )
+        // The call succeeds: each projection reports the restore as its own failure.
+        const all = yield* runner.status
+        assert.deepStrictEqual(
+          all.map((s) => [s.subscriptionId, s.state]),
+          [
+            ["prs-a", "failed"],
+            ["prs-b", "failed"]
+          ]
+        )
+        for (const s of all) {
+          const cause = Option.getOrThrow(s.failure).cause
+          assert.instanceOf(cause, XidAhead)
+          assert.include(String(cause instanceof XidAhead ? cause.message : cause), "pg_resetwal --epoch=4")
+        }
+
+        const status = yield* PgStatus.status
+        const restore = status.restore ?? assert.fail("PgStatus.status reports no restore")
+        assert.isTrue(Option.isSome(Option.fromNullable(restore.logTransactionId)))
+        assert.isTrue((restore.logTransactionId ?? 0n) > restore.serverTransactionId)
+        assert.include(restore.message, "the event log holds transaction id")
+        assert.include(restore.message, "pg_resetwal --epoch=4")
+        assert.strictEqual(PgStatus.toJson(status).restore?.serverTransactionId, restore.serverTransactionId.toString())
+      }))
   })
 })
 
