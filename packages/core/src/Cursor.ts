@@ -40,27 +40,65 @@ export const of = (event: { readonly transactionId: bigint; readonly globalPosit
  * or below it, the event itself is above it.
  *
  * @since 0.1.0
+ * @category constructors
  */
 export const before = (cursor: Cursor): Cursor => ({ transactionId: cursor.transactionId, position: cursor.position - 1n })
 
+/** The tuple order on its parts: the one comparison every cursor order shares. */
+const compare = (transactionA: bigint, positionA: bigint, transactionB: bigint, positionB: bigint): -1 | 0 | 1 =>
+  transactionA < transactionB
+    ? -1
+    : transactionA > transactionB
+      ? 1
+      : positionA < positionB
+        ? -1
+        : positionA > positionB
+          ? 1
+          : 0
+
 /**
- * Tuple order.
+ * Tuple order (direct comparisons, no combinators: it is on the hot path of
+ * every poll).
  *
  * @since 0.1.0
+ * @category ordering
  */
-export const order: Order.Order<Cursor> = Order.combine(
-  Order.mapInput(Order.bigint, (c: Cursor) => c.transactionId),
-  Order.mapInput(Order.bigint, (c: Cursor) => c.position)
-)
+export const order: Order.Order<Cursor> = (self, that) =>
+  compare(self.transactionId, self.position, that.transactionId, that.position)
 
-/** @since 0.1.0 */
+/**
+ * Recorded events in cursor order, without building their cursors.
+ *
+ * @since 0.1.0
+ * @category ordering
+ */
+export const eventOrder: Order.Order<{ readonly transactionId: bigint; readonly globalPosition: bigint }> = (
+  self,
+  that
+) => compare(self.transactionId, self.globalPosition, that.transactionId, that.globalPosition)
+
+/**
+ * @since 0.1.0
+ * @category ordering
+ */
 export const min: (self: Cursor, that: Cursor) => Cursor = Order.min(order)
 
-/** @since 0.1.0 */
+/**
+ * @since 0.1.0
+ * @category ordering
+ */
 export const max: (self: Cursor, that: Cursor) => Cursor = Order.max(order)
 
-/** @since 0.1.0 */
+/**
+ * @since 0.1.0
+ * @category predicates
+ */
 export const isZero = (cursor: Cursor): boolean => cursor.transactionId === 0n && cursor.position === 0n
 
-/** `(123, 456)`. @since 0.1.0 */
+/**
+ * `(123, 456)`.
+ *
+ * @since 0.1.0
+ * @category formatting
+ */
 export const format = (cursor: Cursor): string => `(${cursor.transactionId}, ${cursor.position})`

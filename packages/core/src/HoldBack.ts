@@ -11,15 +11,25 @@
  * The backstop: an event at or below the version already delivered for its
  * stream is an {@link OrderingViolation}; nothing of that page is delivered.
  *
+ * After a restart, the versions its checkpoint records as delivered past
+ * its cursor are skipped when read again. Such a stream's highest version
+ * can sort before a lower one still to be read again (v5 at xid 12, v4 at
+ * xid 15): it is never forgotten, and every checkpoint records it, until
+ * all its skipped versions are known to be read again, that is once it
+ * delivers its next version (which sorts after every version delivered
+ * before the restart) or once the subscription is caught up
+ * ({@link caughtUp}); from then on, it is remembered like any other stream.
+ *
  * Cost and memory: a step works on the streams of its page only (an
  * overlay, then applied in place: O(page)), never copying whole maps; a
- * checkpoint walks only the streams delivered past its cursor.
+ * checkpoint walks only the streams delivered or skipped past its cursor.
  * A stream whose last event is at or below the safe cursor, with nothing
- * held, is forgotten once more than `retain` such streams are remembered
- * (oldest first): if it appears again, its delivered version is looked up in
- * the log ({@link unknownStreams}), exactly as for a stream first seen after
- * a restart. Memory is O(held + streams delivered past the safe cursor +
- * retain), whatever the number of streams ever seen.
+ * held or skipped, is forgotten once more than `retain` such streams are
+ * remembered (oldest first): if it appears again, its delivered version is
+ * looked up in the log ({@link unknownStreams}), exactly as for a stream
+ * first seen after a restart. Memory is O(held + streams delivered past the
+ * safe cursor + streams skipped since the restart + retain), whatever the
+ * number of streams ever seen.
  *
  * Both stores' subscriptions run these functions.
  *
@@ -32,18 +42,7 @@ import type { RecordedEvent } from "./RecordedEvent.js"
 /** A cursor as one bigint, ordered as the cursor. */
 const keyOf = (cursor: Cursor.Cursor): bigint => (cursor.transactionId << 64n) | cursor.position
 
-/** `Cursor.order`, inlined for the hot path. */
-const compare = (a: Cursor.Cursor, b: Cursor.Cursor): -1 | 0 | 1 =>
-  a.transactionId < b.transactionId
-    ? -1
-    : a.transactionId > b.transactionId
-      ? 1
-      : a.position < b.position
-        ? -1
-        : a.position > b.position
-          ? 1
-          : 0
-
+const compare = Cursor.order
 
 /**
  * A FIFO over an array with a moving head (amortized O(1) push and shift,
@@ -72,7 +71,9 @@ const shift = <A>(q: Queue<A>): void => {
 
 /**
  * Where a stream's last seen event stands: past the safe cursor (`recent`),
- * at or below it (`retained`), or superseded by a later one (`stale`).
+ * at or below it (`retained`), at or below it but kept beyond `retain`
+ * while the stream is skipped after a restart (`pinned`), or superseded by
+ * a later one (`stale`).
  *
  * @since 0.1.0
  * @category models
@@ -80,7 +81,7 @@ const shift = <A>(q: Queue<A>): void => {
 export interface Seen {
   readonly streamId: string
   readonly cursor: Cursor.Cursor
-  place: "recent" | "retained" | "stale"
+  place: "recent" | "retained" | "pinned" | "stale"
 }
 
 /**
@@ -110,7 +111,11 @@ export interface Storage {
   readonly heldMarks: Map<bigint, HeldMark>
   /** Held events in cursor order (released ones dropped lazily): the first bounds the safe cursor. */
   readonly heldOrder: Queue<HeldMark>
-  /** Versions delivered before a restart, past its checkpoint: skipped when read again. */
+  /**
+   * Versions delivered before a restart, past its checkpoint: skipped when
+   * read again. A stream stays here (never forgotten, recorded by every
+   * checkpoint) until its skipped versions are all known to be read again.
+   */
   readonly skip: Map<string, number>
   /** The last event delivered or skipped per stream. */
   readonly lastSeen: Map<string, Seen>
@@ -253,9 +258,13 @@ export interface Step {
  * version delivered, or before the subscription started) must be looked up
  * before {@link step}. When the subscription started at the beginning of the
  * log (`fromStart`), a stream whose version 1 is in the page needs no lookup:
- * nothing of it can have been delivered.
+ * nothing of it can have been delivered. After a restart it still does: a
+ * checkpoint written by older code may lie between a stream's v2 and its
+ * later-sorting v1, and only the lookup (v2 at or below the cursor) makes
+ * that an {@link OrderingViolation} instead of a silently lost v2.
  *
  * @since 0.1.0
+ * @category decisions
  */
 export const unknownStreams = (
   state: State,
@@ -279,6 +288,7 @@ export const unknownStreams = (
  * does not remember, the version already delivered (0 if none).
  *
  * @since 0.1.0
+ * @category decisions
  */
 export const plan = (
   state: State,
@@ -350,16 +360,20 @@ export const plan = (
  * next state, forgetting what a checkpoint no longer needs. O(page).
  *
  * @since 0.1.0
+ * @category decisions
  */
 export const commit = (state: State, decided: Plan): State => {
   const storage = state.storage
-  const { delivered, held, heldMarks, heldOrder, lastSeen, recent } = storage
+  const { delivered, held, heldMarks, heldOrder, lastSeen, recent, skip } = storage
   const seen: Array<readonly [string, Cursor.Cursor]> = []
   for (const [streamId, c] of decided.changes) {
     delivered.set(streamId, c.delivered)
     if (c.held.length > 0) held.set(streamId, c.held)
     else held.delete(streamId)
     if (c.lastSeen !== undefined) seen.push([streamId, c.lastSeen])
+    // Its next version sorts after every version delivered before the restart: all of them were read again.
+    const skipped = skip.get(streamId)
+    if (skipped !== undefined && c.delivered > skipped) skip.delete(streamId)
   }
   // Every cursor of this page sorts after every cursor remembered: appending in order keeps the queues sorted.
   for (const event of decided.added) {
@@ -396,6 +410,7 @@ export const commit = (state: State, decided: Plan): State => {
  * @example
  * const result = HoldBack.step(state, page, baseline, "orders-projection")
  * @since 0.1.0
+ * @category decisions
  */
 export const step = (
   state: State,
@@ -408,7 +423,11 @@ export const step = (
   return { state: commit(state, decided), deliver: decided.deliver }
 }
 
-/** Moves streams at or below `safe` out of `recent`, and forgets the oldest beyond `retain`. */
+/**
+ * Moves streams at or below `safe` out of `recent`, and forgets the oldest
+ * beyond `retain`, except skipped ones (pinned until {@link commit} or
+ * {@link caughtUp} releases them).
+ */
 const forget = (state: State, safe: Cursor.Cursor): void => {
   const storage = state.storage
   const { delivered, held, skip, lastSeen, recent, retained } = storage
@@ -424,13 +443,43 @@ const forget = (state: State, safe: Cursor.Cursor): void => {
   for (let entry = peek(retained); entry !== undefined && storage.retainedCount > state.retain; entry = peek(retained)) {
     shift(retained)
     if (entry.place !== "retained") continue
-    entry.place = "stale"
     storage.retainedCount--
+    if (skip.has(entry.streamId)) {
+      // A lower skipped version may still be ahead: forgetting it would take that version for a regression.
+      entry.place = "pinned"
+      continue
+    }
+    entry.place = "stale"
     lastSeen.delete(entry.streamId)
-    skip.delete(entry.streamId)
     // A stream with held events keeps its delivered version.
     if (!held.has(entry.streamId)) delivered.delete(entry.streamId)
   }
+}
+
+/**
+ * Records that a poll found nothing after the read cursor: every event read
+ * before the restart (all older than the xmin horizon then, hence now) has
+ * been read again, so no skipped version is still ahead. Skipped streams
+ * are then remembered like any other: those behind the safe cursor beyond
+ * `retain`, or not seen again, are forgotten. O(streams skipped). Returns
+ * the state itself when nothing is skipped.
+ *
+ * @since 0.1.0
+ * @category decisions
+ */
+export const caughtUp = (state: State): State => {
+  const storage = state.storage
+  const { delivered, held, skip, lastSeen } = storage
+  if (skip.size === 0) return state
+  for (const streamId of skip.keys()) {
+    const entry = lastSeen.get(streamId)
+    if (entry !== undefined && entry.place !== "pinned") continue
+    if (entry !== undefined) entry.place = "stale"
+    lastSeen.delete(streamId)
+    if (!held.has(streamId)) delivered.delete(streamId)
+  }
+  skip.clear()
+  return { storage, retain: state.retain }
 }
 
 /**
@@ -438,6 +487,7 @@ const forget = (state: State, safe: Cursor.Cursor): void => {
  * held event (a restart must present it again).
  *
  * @since 0.1.0
+ * @category checkpoints
  */
 export const safeCursor = (state: State, read: Cursor.Cursor): Cursor.Cursor => {
   const lowest = peek(state.storage.heldOrder)
@@ -450,13 +500,16 @@ export const safeCursor = (state: State, read: Cursor.Cursor): Cursor.Cursor => 
  * The checkpoint to persist after reading up to `read`: the safe cursor, and
  * for every stream with a delivered (or skipped) event past it, the version
  * delivered, so that a restart from the cursor neither delivers those events
- * again nor takes them for an ordering violation. Costs O(streams delivered
- * past the cursor + streams recorded by the restart's checkpoint).
+ * again nor takes them for an ordering violation. A stream skipped since
+ * the restart is recorded as long as a skipped version may still be ahead.
+ * Costs O(streams delivered past the cursor + streams skipped since the
+ * restart).
  *
  * @since 0.1.0
+ * @category checkpoints
  */
 export const checkpoint = (state: State, read: Cursor.Cursor): Checkpoint => {
-  const { delivered, skip, lastSeen, recent } = state.storage
+  const { delivered, skip, recent } = state.storage
   const cursor = safeCursor(state, read)
   const out = new Map<string, number>()
   const record = (streamId: string) => {
@@ -467,8 +520,8 @@ export const checkpoint = (state: State, read: Cursor.Cursor): Checkpoint => {
     const entry = recent.items[i]!
     if (entry.place === "recent" && compare(entry.cursor, cursor) > 0) record(entry.streamId)
   }
-  // Unseen since a restart: its recorded versions are still past the cursor.
-  for (const streamId of skip.keys()) if (!lastSeen.has(streamId)) record(streamId)
+  // Skipped since a restart: a lower skipped version may still be ahead, past the cursor.
+  for (const streamId of skip.keys()) record(streamId)
   return { cursor, delivered: out }
 }
 
@@ -476,6 +529,7 @@ export const checkpoint = (state: State, read: Cursor.Cursor): Checkpoint => {
  * The number of held events.
  *
  * @since 0.1.0
+ * @category accessors
  */
 export const heldCount = (state: State): number => state.storage.heldMarks.size
 
@@ -483,6 +537,7 @@ export const heldCount = (state: State): number => state.storage.heldMarks.size
  * The number of streams the state remembers (delivered versions, held or not).
  *
  * @since 0.1.0
+ * @category accessors
  */
 export const rememberedCount = (state: State): number => state.storage.delivered.size
 
@@ -491,6 +546,7 @@ export const rememberedCount = (state: State): number => state.storage.delivered
  * with a plan, every held stream once the plan is applied. O(held).
  *
  * @since 0.1.0
+ * @category accessors
  */
 export const waiting = (state: State, decided?: Plan): ReadonlyArray<Waiting> => {
   const out: Array<Waiting> = []
@@ -511,6 +567,7 @@ export const waiting = (state: State, decided?: Plan): ReadonlyArray<Waiting> =>
  * The versions the streams of a plan wait for, once it is applied. O(page).
  *
  * @since 0.1.0
+ * @category accessors
  */
 export const waitingIn = (decided: Plan): ReadonlyArray<Waiting> => {
   const out: Array<Waiting> = []
