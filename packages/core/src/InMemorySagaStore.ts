@@ -24,9 +24,10 @@ const roundTrip = (value: unknown): unknown => (value === undefined ? value : Js
 
 const storedRow = (row: SagaStore.InstanceRow): SagaStore.InstanceRow => ({ ...row, state: roundTrip(row.state) })
 
-const storedPayload = (payload: SagaStore.OutboxMessage["payload"]): SagaStore.OutboxMessage["payload"] => {
-  const stored = roundTrip(payload)
-  return Json.isPlainObject(stored) ? stored : payload
+/** What Postgres keeps of a message's (checked) payload text: `jsonb`'s parse of it. */
+const storedPayload = (message: SagaStore.StorableMessage): SagaStore.OutboxMessage["payload"] => {
+  const stored = Json.parseAsJsonb(message.payloadJson)
+  return Json.isPlainObject(stored) ? stored : message.payload
 }
 
 const isDue = (row: SagaStore.InstanceRow, now: Date): boolean =>
@@ -103,6 +104,15 @@ export const make = (mem: InMemoryEventStore.InMemoryStore): Effect.Effect<SagaS
           Effect.sync(() => claims.get(key)?.token === token && instances.get(key)?.version === version)
         )
       },
+      extendClaim: (sagaName, instanceId, token, until, failure) =>
+        Effect.sync(() => {
+          const key = keyOf(sagaName, instanceId)
+          const row = instances.get(key)
+          if (claims.get(key)?.token !== token || row === undefined) return false
+          claims.set(key, { token, until: until.getTime() })
+          if (failure !== undefined) instances.set(key, { ...row, attempts: failure.attempts, lastError: failure.lastError })
+          return true
+        }),
       claimWaiting: (correlationId) =>
         Effect.suspend(() => {
           const key = byCorrelation.get(correlationId)
@@ -124,7 +134,11 @@ export const make = (mem: InMemoryEventStore.InMemoryStore): Effect.Effect<SagaS
       appendHistory: (entry) => mem.onCommit(() => void history.push(entry)),
       enqueue: (messages) =>
         Effect.suspend(() => {
-          const stored = messages.map((message) => ({ ...message, payload: storedPayload(message.payload) }))
+          const stored = messages.map((message) => ({
+            idempotencyKey: message.idempotencyKey,
+            topic: message.topic,
+            payload: storedPayload(message)
+          }))
           return mem.onCommit(() => {
             for (const message of stored) {
               if (outbox.has(message.idempotencyKey)) continue

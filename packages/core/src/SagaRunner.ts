@@ -12,21 +12,31 @@
  *   step with no transaction open (a slow step never holds the xmin horizon,
  *   so it delays no subscription), then writes the outcome in one short
  *   transaction with the events it emits, its outbox messages and its
- *   history entry, only if its claim still holds. A step still running when
- *   its claim expires may be claimed and run again by another worker, and
- *   the first one's outcome and emits are then not written: a step's side
+ *   history entry, only if its claim still holds. While the step runs and
+ *   its outcome is written, the worker extends its claim every third of
+ *   `claimTimeout`, so a step of any length runs once. Only a worker that
+ *   cannot extend its claim (crashed, frozen, cut off from the database)
+ *   loses it after `claimTimeout`: another worker then runs the step again
+ *   and the first one's outcome and emits are not written. A step's side
  *   effects outside the database run at least once, its recorded outcome
- *   and emits exactly once. A crashed worker's claims expire after
- *   `claimTimeout`; a worker that stops releases its claims.
+ *   and emits exactly once. A worker that stops releases its claims.
  * - **Retries**: a `StoreError` while writing an outcome (a cancelled
- *   statement, a lost connection, a failed COMMIT) fails the transition,
- *   not the saga: the instance is due again after a backoff
- *   (`transitionRetry`) and its step runs again. Only the step's own
- *   failure, an error response or a timeout compensates. A failing
- *   compensation is retried the same way until it succeeds. Both show as
- *   `attempts` and `lastError` in `status`, without a history entry per
- *   retry. Workers wake on notifications and poll as a fallback; deadlines
- *   are stored, so timeouts survive restarts.
+ *   statement, a lost connection, a failed COMMIT) fails the write, not
+ *   the saga: the same outcome is written again after a backoff
+ *   (`transitionRetry`) while the claim holds; the step does not run
+ *   again. Only the step's own failure, an error response or a timeout
+ *   compensates. A failing compensation is released and retried with the
+ *   same backoff until it succeeds. Both show as `attempts` and
+ *   `lastError` in `status`, without a history entry per retry.
+ * - **Refusals**: what a step (or compensation) produces must be storable:
+ *   its emits valid events, its encoded state and outbox payloads JSON that
+ *   PostgreSQL keeps unchanged (no bigint, NUL, `undefined`, `Date`...,
+ *   checked before any I/O). Anything else is the step's own failure, not
+ *   retried: a refused step compensates; a refused compensation is recorded
+ *   in history (`compensation-refused: ...`) and the older steps are still
+ *   compensated, the instance ending `failed`.
+ * - Workers wake on notifications and poll as a fallback; deadlines are
+ *   stored, so timeouts survive restarts.
  * - **Outbox**: messages are published at least once, with a stable
  *   idempotency key, retried with a `Schedule` on failure.
  *
@@ -34,6 +44,7 @@
  */
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
+import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
@@ -47,6 +58,7 @@ import * as Stream from "effect/Stream"
 import * as EventStore from "./EventStore.js"
 import type { EventDecodeError, StoreError } from "./EventStoreError.js"
 import * as ExpectedVersion from "./ExpectedVersion.js"
+import * as Json from "./internal/json.js"
 import type * as Lease from "./Lease.js"
 import * as Metrics from "./Metrics.js"
 import * as Projection from "./Projection.js"
@@ -83,9 +95,10 @@ export interface Options<E = never, R = never> {
   /** Delays between publish attempts of a message (default exponential from 100 ms, capped at 30 s). */
   readonly publishRetry?: Schedule.Schedule<unknown, unknown>
   /**
-   * How long a claimed instance stays hidden from other workers while its
-   * step runs (default 60 s). A step still running after that may be run
-   * again by another worker; only one outcome is ever written.
+   * How long a claim lasts unless extended (default 60 s). A worker extends
+   * its claims every third of it while their steps run; a worker that
+   * cannot (crashed, frozen) loses them after this long, and another worker
+   * runs the step again; only one outcome is ever written.
    */
   readonly claimTimeout?: Duration.DurationInput
   /**
@@ -233,7 +246,7 @@ const awaitResponse = (
     dueAt: now
   })
 
-/** The instance ended failed for good (nothing to compensate, or a compensation that can never be written). */
+/** The instance ended failed for good (its state or input no longer decodes). */
 const fail = (row: SagaStore.InstanceRow, error: string, now: Date): SagaStore.InstanceRow =>
   advance(row, now, { status: "failed", error })
 
@@ -355,9 +368,11 @@ const plan = <S, Start, R>(saga: Saga.Saga<S, Start, R>, row: SagaStore.Instance
         result: result.right,
         state,
         applied: (next, now) => ({ history: [[step.name, "compensated"]], row: compensated(row, index, next, now) }),
+        // Refused (an invalid emit, a payload that is not JSON): retrying cannot help. The refusal is
+        // recorded and the older steps are still compensated; the instance ends `failed` as usual.
         refused: (cause, now) => ({
           history: [[step.name, `compensation-refused: ${cause}`]],
-          row: fail(row, `compensation of ${step.name} was refused: ${cause}`, now)
+          row: compensated(row, index, row.state, now)
         })
       }
     }
@@ -399,7 +414,8 @@ const plan = <S, Start, R>(saga: Saga.Saga<S, Start, R>, row: SagaStore.Instance
 /**
  * Writes what a step produced (its emits, outbox messages and encoded
  * state) in a savepoint. Refused (an invalid emit, a state that fails its
- * Schema): `StepFailed`, nothing of it stays. A `StoreError` stays one: it
+ * Schema, a state or outbox payload that is not JSON, checked before any
+ * I/O): `StepFailed`, nothing of it stays. A `StoreError` stays one: it
  * fails the whole transition, which is retried.
  */
 const apply = <S, Start, R>(
@@ -411,6 +427,31 @@ const apply = <S, Start, R>(
 ): Effect.Effect<unknown, Saga.StepFailed | StoreError, EventStore.EventStore | SagaStore.SagaStoreTag> =>
   Effect.gen(function* () {
     const store = yield* SagaStore.SagaStoreTag
+    // What the step produced must be JSON Postgres stores unchanged, checked before any I/O: anything
+    // else is the step's own failure (never a retry, which would run it again to the same end).
+    const encoded = yield* Effect.mapError(
+      Schema.encode(saga.state)(result.state ?? state),
+      (e) => new Saga.StepFailed({ step: name, cause: ParseResult.TreeFormatter.formatErrorSync(e) })
+    )
+    const stateFault = Json.encode(encoded, EventStore.defaults.maxDepth, EventStore.defaults.maxEventSize)
+    if (stateFault instanceof Json.JsonFault) {
+      return yield* new Saga.StepFailed({ step: name, cause: `${stateFault.path("state")}: ${stateFault.reason}` })
+    }
+    const outbox: Array<SagaStore.StorableMessage> = []
+    for (const [i, message] of (result.outbox ?? []).entries()) {
+      const text = Json.isPlainObject(message.payload)
+        ? Json.encode(message.payload, EventStore.defaults.maxDepth, EventStore.defaults.maxEventSize)
+        : new Json.JsonFault("is not a JSON object")
+      if (text instanceof Json.JsonFault) {
+        return yield* new Saga.StepFailed({ step: name, cause: `${text.path(`outbox[${i}].payload`)}: ${text.reason}` })
+      }
+      outbox.push({
+        idempotencyKey: message.key ?? `${row.correlationId}:${name}:${i}`,
+        topic: message.topic,
+        payload: message.payload,
+        payloadJson: text
+      })
+    }
     const emits = result.emit ?? []
     if (emits.length > 0) {
       yield* EventStore.appendMany(
@@ -431,20 +472,8 @@ const apply = <S, Start, R>(
         }))
       )
     }
-    const outbox = result.outbox ?? []
-    if (outbox.length > 0) {
-      yield* store.enqueue(
-        outbox.map((m, i) => ({
-          idempotencyKey: m.key ?? `${row.correlationId}:${name}:${i}`,
-          topic: m.topic,
-          payload: m.payload
-        }))
-      )
-    }
-    return yield* Effect.mapError(
-      Schema.encode(saga.state)(result.state ?? state),
-      (e) => new Saga.StepFailed({ step: name, cause: ParseResult.TreeFormatter.formatErrorSync(e) })
-    )
+    if (outbox.length > 0) yield* store.enqueue(outbox)
+    return encoded
   }).pipe(
     EventStore.transaction,
     Effect.catchIf(
@@ -680,6 +709,58 @@ export const run = <S, Start, R, PE = never, PR = never>(
     const claimMillis = Duration.toMillis(Duration.decode(options.claimTimeout ?? "60 seconds"))
     const retrySchedule = options.transitionRetry ?? defaultTransitionRetry
 
+    const extendEvery = Duration.millis(Math.max(1, Math.floor(claimMillis / 3)))
+    const claimUntil = Effect.map(now, (at) => new Date(at.getTime() + claimMillis))
+
+    // Keeps a claim alive while its step runs and its outcome is written: every third of
+    // `claimTimeout`, the claim's expiry moves to `claimTimeout` from now. Completes `lost` (and
+    // stops) once the claim is found taken over or released; a StoreError is retried on schedule.
+    const keepClaim = <S2, Start2, R2>(
+      saga: Saga.Saga<S2, Start2, R2>,
+      row: SagaStore.InstanceRow,
+      token: string,
+      lost: Deferred.Deferred<void>
+    ) => {
+      const extend = Effect.flatMap(claimUntil, (until) => store.extendClaim(saga.name, row.instanceId, token, until)).pipe(
+        Effect.catchAll((error) =>
+          Effect.as(Effect.logWarning(`saga ${saga.name}: instance ${row.instanceId}: could not extend its claim`, error), true)
+        )
+      )
+      return Effect.sleep(extendEvery).pipe(
+        Effect.zipRight(Effect.repeat(extend, { schedule: Schedule.spaced(extendEvery), while: (held) => held })),
+        Effect.zipRight(Deferred.succeed(lost, undefined))
+      )
+    }
+
+    // Writes a planned outcome; a StoreError retries the write of the same plan (the step does not run
+    // again) with `transitionRetry`, counted in status, while the claim holds. `false` once it does not.
+    const persistHeld = <S2, Start2, R2>(
+      saga: Saga.Saga<S2, Start2, R2>,
+      row: SagaStore.InstanceRow,
+      token: string,
+      planned: Exclude<Plan<S2>, { readonly _tag: "Retry" }>,
+      lost: Deferred.Deferred<void>
+    ) =>
+      Effect.suspend(() => {
+        let attempts = row.attempts
+        return persist(saga, row, token, planned, options.workerId).pipe(
+          Effect.tapError((error) =>
+            Effect.gen(function* () {
+              attempts++
+              const lastError = `transition failed: ${describe(error)}`
+              yield* Effect.logWarning(`saga ${saga.name}: instance ${row.instanceId}: ${lastError}; will retry the write`)
+              const held = yield* Effect.flatMap(claimUntil, (until) =>
+                store.extendClaim(saga.name, row.instanceId, token, until, { attempts, lastError })
+              ).pipe(Effect.orElseSucceed(() => true))
+              if (!held) yield* Deferred.succeed(lost, undefined)
+            })
+          ),
+          Effect.retry({ schedule: retrySchedule, while: () => Effect.map(Deferred.isDone(lost), (done) => !done) }),
+          // The claim was lost while the write kept failing: another worker has the instance.
+          Effect.catchTag("StoreError", () => Effect.succeed(false))
+        )
+      })
+
     // One transition of one due instance: claimed, run with no transaction open, written fenced by
     // the claim; false when none was due.
     const driveOne = <S2, Start2, R2>(saga: Saga.Saga<S2, Start2, R2>) =>
@@ -699,15 +780,18 @@ export const run = <S, Start, R, PE = never, PR = never>(
               yield* rewriteClaimed(saga, row, token, retryLater(row, error, delay, yield* now))
             })
           const attempt = Effect.gen(function* () {
+            // While the step runs and its outcome is written, the claim is kept alive.
+            const lost = yield* Deferred.make<void>()
+            yield* Effect.forkScoped(keepClaim(saga, row, token, lost))
             const planned = yield* plan(saga, row)
             if (planned._tag === "Retry") return yield* retry(planned.error)
-            const written = yield* persist(saga, row, token, planned, options.workerId)
+            const written = yield* persistHeld(saga, row, token, planned, lost)
             if (!written) {
               yield* Effect.logWarning(
-                `saga ${saga.name}: instance ${row.instanceId}: its claim was taken over while its step ran; outcome not written`
+                `saga ${saga.name}: instance ${row.instanceId}: its claim no longer holds; outcome not written by this worker`
               )
             }
-          })
+          }).pipe(Effect.scoped)
           yield* restore(attempt).pipe(
             // Whatever went wrong rolled back (a StoreError, a defect): the transition is retried with backoff.
             Effect.catchAllCause((cause) =>

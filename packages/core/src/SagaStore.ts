@@ -77,6 +77,18 @@ export interface OutboxMessage {
 }
 
 /**
+ * An outbox message as the runner hands it to a store: its payload checked
+ * to be JSON and written as `payloadJson`, which the store keeps as is
+ * (never serialising `payload` again).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface StorableMessage extends OutboxMessage {
+  readonly payloadJson: string
+}
+
+/**
  * An outbox row.
  *
  * @since 0.1.0
@@ -130,13 +142,29 @@ export interface SagaStore {
     token: string,
     version: number
   ) => Effect.Effect<boolean, StoreError>
+  /**
+   * Outside any transaction: moves the expiry of the claim `token` holds on
+   * the instance to `until`, in one short statement (a step that outlives
+   * `claimTimeout` keeps its claim while it runs); with `failure`, also
+   * records a failed attempt of the transition (shown in status) without
+   * releasing the claim. `false` when the instance no longer carries
+   * `token` (its claim was taken over, or its outcome written): then
+   * nothing changes.
+   */
+  readonly extendClaim: (
+    sagaName: string,
+    instanceId: string,
+    token: string,
+    until: Date,
+    failure?: { readonly attempts: number; readonly lastError: string }
+  ) => Effect.Effect<boolean, StoreError>
   /** Inside a transaction: locks the waiting instance with this correlation id. */
   readonly claimWaiting: (correlationId: string) => Effect.Effect<Option.Option<InstanceRow>, StoreError>
   /** Writes an instance's new state and clears its claim (inside a transaction that locked it). */
   readonly update: (row: InstanceRow) => Effect.Effect<void, StoreError>
   readonly appendHistory: (entry: HistoryEntry) => Effect.Effect<void, StoreError>
-  /** Queues outbox messages (a key seen before is ignored). */
-  readonly enqueue: (messages: ReadonlyArray<OutboxMessage>) => Effect.Effect<void, StoreError>
+  /** Queues outbox messages, storing each `payloadJson` (a key seen before is ignored). */
+  readonly enqueue: (messages: ReadonlyArray<StorableMessage>) => Effect.Effect<void, StoreError>
   /**
    * Claims up to `limit` pending messages due at `now`: each is hidden from
    * other publishers until `visibleAt` and its attempt counted, in one short

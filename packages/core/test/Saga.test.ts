@@ -4,9 +4,11 @@ import * as TestClock from "effect/TestClock"
 import * as InMemory from "../src/InMemory.js"
 import * as SagaRunner from "../src/SagaRunner.js"
 import * as SagaStore from "../src/SagaStore.js"
+import { sagaClaimSuite } from "./conformance/sagaClaimSuite.js"
 import { sagaSuite, startWorker, world } from "./conformance/sagaSuite.js"
 
 sagaSuite("in-memory", InMemory.layer)
+sagaClaimSuite("in-memory", InMemory.layer, { live: false })
 
 it.scoped("in-memory saga timeouts run on logical time (TestClock)", () =>
   Effect.gen(function* () {

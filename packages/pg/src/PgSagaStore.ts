@@ -136,6 +136,21 @@ export const make: Effect.Effect<SagaStore.SagaStore, never, PgClient.PgClient |
         Effect.map((rows) => rows.length > 0),
         refail("sagaHoldsClaim")
       ),
+    extendClaim: (sagaName, instanceId, token, until, failure) =>
+      (failure === undefined
+        ? sql`
+            UPDATE es_saga_instances SET claimed_until = ${until}
+            WHERE saga_name = ${sagaName} AND instance_id = ${instanceId} AND claim_token = ${token}::uuid
+            RETURNING 1`
+        : sql`
+            UPDATE es_saga_instances
+            SET claimed_until = ${until}, attempts = ${failure.attempts}, last_error = ${failure.lastError}
+            WHERE saga_name = ${sagaName} AND instance_id = ${instanceId} AND claim_token = ${token}::uuid
+            RETURNING 1`
+      ).pipe(
+        Effect.map((rows) => rows.length > 0),
+        refail("sagaExtendClaim")
+      ),
     claimWaiting: (correlationId) =>
       sql<Row>`
         SELECT ${cols} FROM es_saga_instances
@@ -164,7 +179,7 @@ export const make: Effect.Effect<SagaStore.SagaStore, never, PgClient.PgClient |
       sql`
         INSERT INTO es_outbox (idempotency_key, topic, payload)
         SELECT * FROM unnest(${messages.map((m) => m.idempotencyKey)}::text[], ${messages.map((m) => m.topic)}::text[],
-          ${messages.map((m) => JSON.stringify(m.payload))}::jsonb[])
+          ${messages.map((m) => m.payloadJson)}::jsonb[])
         ON CONFLICT (idempotency_key) DO NOTHING`.pipe(Effect.asVoid, refail("outboxEnqueue")),
     claimOutbox: (now, visibleAt, limit) =>
       sql<OutboxRowDb>`
