@@ -1,7 +1,10 @@
 import * as Layer from "effect/Layer"
 import { projectionSuite } from "../../core/test/conformance/projectionSuite.js"
 import * as PgStore from "../src/PgStore.js"
-import { pgReadModel } from "./raw.js"
+import { pgRaw, pgReadModel } from "./raw.js"
 import { migratedLayer } from "./utils.js"
 
-projectionSuite("postgres", pgReadModel.pipe(Layer.provideMerge(PgStore.layer), Layer.provideMerge(migratedLayer({ maxConnections: 40 }))))
+projectionSuite(
+  "postgres",
+  Layer.mergeAll(pgReadModel, pgRaw).pipe(Layer.provideMerge(PgStore.layer), Layer.provideMerge(migratedLayer({ maxConnections: 40 })))
+)

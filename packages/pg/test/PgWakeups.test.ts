@@ -49,12 +49,17 @@ const consume = (subscriptionId: string, category: string) =>
   })
 
 /** Appends to fresh streams until one is delivered within 1 s of its append: the wake-ups are up. */
-const warmUp = (seen: Ref.Ref<ReadonlyArray<string>>, category: string) =>
+const warmUp = (
+  seen: Ref.Ref<ReadonlyArray<string>>,
+  category: string,
+  append: (streamId: string) => Effect.Effect<unknown, EventStore.AppendError, EventStore.EventStore> = (streamId) =>
+    EventStore.append(streamId, category, ExpectedVersion.NoStream, [ev])
+) =>
   Effect.gen(function* () {
     const n = yield* Ref.make(0)
     yield* Effect.gen(function* () {
       const streamId = `${category}-warm-${yield* Ref.getAndUpdate(n, (i) => i + 1)}`
-      yield* EventStore.append(streamId, category, ExpectedVersion.NoStream, [ev])
+      yield* append(streamId)
       yield* awaitSeen(seen, streamId, "1 second")
     }).pipe(Effect.retry(Schedule.recurs(30)))
   })
@@ -111,27 +116,34 @@ describe("PgWakeups", () => {
       return Effect.gen(function* () {
         const sql = yield* SqlClient.SqlClient
         const context = yield* Layer.build(PgStore.layer)
+        // A second store layer stands for another process: its appends reach this one's
+        // subscription only through PostgreSQL's NOTIFY and this layer's listener, never
+        // through the in-process fan-out.
+        const writer = yield* Layer.build(PgStore.layer)
+        const appendElsewhere = (streamId: string) =>
+          EventStore.append(streamId, "wkt", ExpectedVersion.NoStream, [ev]).pipe(Effect.provide(writer))
         yield* Effect.gen(function* () {
           const seen = yield* consume("wake-t", "wkt")
-          yield* warmUp(seen, "wkt")
-          // One listening connection for the whole store layer (subscriptions and sagas).
+          yield* warmUp(seen, "wkt", appendElsewhere)
+          // One listening connection per store layer (subscriptions and sagas share it): two layers, two.
           const backends = yield* listenerBackends(sql)
-          assert.strictEqual(backends.length, 1)
-          yield* sql`SELECT pg_terminate_backend(${backends[0]!.pid})`
-          // Committed while the listener is down: delivered by the wake after reconnecting.
-          yield* EventStore.append("wkt-during", "wkt", ExpectedVersion.NoStream, [ev])
+          assert.strictEqual(backends.length, 2)
+          for (const backend of backends) yield* sql`SELECT pg_terminate_backend(${backend.pid})`
+          // Committed elsewhere while the listeners are down: delivered by the wake after reconnecting.
+          yield* appendElsewhere("wkt-during")
           yield* awaitSeen(seen, "wkt-during", "2 seconds")
           for (const i of [1, 2, 3]) {
-            yield* EventStore.append(`wkt-after-${i}`, "wkt", ExpectedVersion.NoStream, [ev])
+            yield* appendElsewhere(`wkt-after-${i}`)
             yield* awaitSeen(seen, `wkt-after-${i}`, "2 seconds")
           }
           assert.isTrue(
             warnings.some((w) => w.includes("listener")),
             `a warning names the listener: ${JSON.stringify(warnings)}`
           )
+          const old = new Set(backends.map((b) => b.pid))
           const after = yield* listenerBackends(sql)
-          assert.strictEqual(after.length, 1)
-          assert.notStrictEqual(after[0]!.pid, backends[0]!.pid)
+          assert.strictEqual(after.length, 2)
+          assert.isTrue(after.every((b) => !old.has(b.pid)), "both listeners reconnected on new connections")
         }).pipe(Effect.provide(context))
       }).pipe(Effect.provide(Logger.add(capture)))
     })

@@ -12,6 +12,7 @@ import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import * as Scope from "effect/Scope"
 import * as EventStore from "../../src/EventStore.js"
+import { MissingVersion } from "../../src/EventStoreError.js"
 import * as ExpectedVersion from "../../src/ExpectedVersion.js"
 import * as Lease from "../../src/Lease.js"
 import * as Metrics from "../../src/Metrics.js"
@@ -19,10 +20,10 @@ import * as Projection from "../../src/Projection.js"
 import * as ProjectionRunner from "../../src/ProjectionRunner.js"
 import type { NewEvent } from "../../src/RecordedEvent.js"
 import type * as Subscription from "../../src/Subscription.js"
-import { TxReadModel, unique } from "../fixtures.js"
+import { Raw, TxReadModel, unique } from "../fixtures.js"
 import { waitUntil } from "./scopes.js"
 
-type Env = EventStore.EventStore | Subscription.SubscriptionStoreTag | Lease.LeaseStoreTag | TxReadModel
+type Env = EventStore.EventStore | Subscription.SubscriptionStoreTag | Lease.LeaseStoreTag | TxReadModel | Raw
 
 const ev = (mark: string): NewEvent => ({ eventType: "proj.marked", schemaVersion: 1, data: { mark } })
 
@@ -332,6 +333,61 @@ export const projectionSuite = (name: string, storeLayer: Layer.Layer<Env>) =>
           assert.isAtLeast(failedStatus.lag.events, 4, "the checkpoint stays before the failed event")
           yield* w.stop
         }))
+
+      it.effect("a deleted version stops the projection with ProjectionFailed (cause MissingVersion), shown in status", () => {
+        const category = unique("pgap")
+        const [stream, other] = [`${category}-s`, `${category}-t`]
+        let deleted = false
+        return Effect.gen(function* () {
+          const raw = yield* Raw
+          for (let v = 1; v <= 3; v++) {
+            yield* EventStore.append(stream, category, v === 1 ? ExpectedVersion.NoStream : ExpectedVersion.Exact(v - 1), [ev(`v${v}`)])
+          }
+          yield* EventStore.append(other, category, ExpectedVersion.NoStream, [ev("t1")])
+          yield* raw.deleteEvent(stream, 2)
+          deleted = true
+          const handled: Array<string> = []
+          const projection = Projection.atLeastOnce({
+            subscriptionId: unique("sub-gap-"),
+            categories: [category],
+            handle: ({ recorded }) => Effect.sync(() => void handled.push(`${recorded.streamId}@${recorded.streamVersion}`))
+          })
+          const w = yield* startWorker("gap-a", [projection], fast)
+          yield* waitUntil(
+            Effect.map(w.runner.status, (all) => all.some((s) => s.state === "failed")),
+            "the projection to stop at the gap"
+          )
+          const [status] = yield* w.runner.status
+          assert.strictEqual(status!.state, "failed")
+          const failure = Option.getOrThrow(status!.failure)
+          assert.strictEqual(failure._tag, "ProjectionFailed")
+          assert.strictEqual(failure.subscriptionId, projection.subscriptionId)
+          assert.strictEqual(failure.streamId, stream)
+          assert.strictEqual(failure.streamVersion, 2)
+          const cause = failure.cause
+          assert.instanceOf(cause, MissingVersion)
+          if (cause instanceof MissingVersion) {
+            assert.strictEqual(cause.streamId, stream)
+            assert.strictEqual(cause.missing, 2)
+            assert.strictEqual(cause.seen, 3)
+          }
+          // Nothing past the gap was handled: the stream is never delivered out of order.
+          assert.notInclude(handled, `${stream}@3`)
+          assert.isAtLeast(status!.lag.events, 1, "the checkpoint stays before v3")
+          yield* w.stop
+        }).pipe(
+          // Mend the log for whatever reads it whole later, also when an assertion failed.
+          Effect.ensuring(
+            Effect.suspend(() =>
+              deleted
+                ? Effect.flatMap(Raw, (raw) =>
+                    raw.insert({ streamId: stream, category, version: 2, eventType: "proj.marked", schemaVersion: 1, data: { mark: "v2" } })
+                  )
+                : Effect.void
+            )
+          )
+        )
+      })
 
       it.effect("the seeds' multi_replica: fence 1 -> 2, first 5 events on one replica, next 5 on the other", () =>
         Effect.gen(function* () {

@@ -219,6 +219,23 @@ export const startWorker = (
 const statuses = (w: ReturnType<typeof world>) =>
   Effect.map(SagaRunner.status(w.fulfilment), (all) => new Map(all.map((s) => [s.instanceId, s])))
 
+/**
+ * Waits until the persisted checkpoint of `subscriptionId` (a transactional
+ * projection: written with what it handled) has nothing after it in
+ * `categories`: everything appended so far was handled.
+ */
+const caughtUp = (subscriptionId: string, categories: ReadonlyArray<string>, what: string) =>
+  Effect.flatMap(Subscription.SubscriptionStoreTag, (subscriptions) =>
+    waitUntil(
+      Effect.flatMap(subscriptions.readCheckpoint(subscriptionId), (checkpoint) =>
+        Option.isNone(checkpoint)
+          ? Effect.succeed(false)
+          : Effect.map(subscriptions.lag({ categories }, checkpoint.value.cursor), (lag) => lag.events === 0)
+      ),
+      what
+    )
+  )
+
 export const sagaSuite = (name: string, storeLayer: Layer.Layer<Env>) =>
   describe(`sagas: ${name}`, () => {
     layer(storeLayer, { timeout: "240 seconds", excludeTestServices: true })((it) => {
@@ -363,7 +380,8 @@ export const sagaSuite = (name: string, storeLayer: Layer.Layer<Env>) =>
             ),
             "the start projection to replay"
           )
-          yield* Effect.sleep("300 millis")
+          // Everything placed (the second start event included) was handled by the start projection.
+          yield* caughtUp(`saga-start:${w.fulfilment.name}`, [w.Order.category], "the start projection to catch up")
           const all = yield* SagaRunner.status(w.fulfilment)
           assert.strictEqual(all.length, 1)
           assert.strictEqual((yield* w.countEvents(w.Stock, "reserved")).get(id), 1)
@@ -436,6 +454,72 @@ export const sagaSuite = (name: string, storeLayer: Layer.Layer<Env>) =>
           yield* Scope.close(scope, Exit.void)
         }))
 
+      it.effect("a saga's state is what jsonb keeps: the next step reads keys in jsonb's order, -0 as 0, on every store", () =>
+        Effect.gen(function* () {
+          const tag = unique("")
+          const Start = Schema.TaggedStruct("Begun", {})
+          const none = { initial: {}, apply: (s: {}) => s }
+          const Job = Aggregate.make({ category: `job${tag}`, events: Start, ...none })
+          // Encoded keys in non-jsonb order (jsonb sorts by length, then bytewise), a -0, a 1.0, nested objects.
+          const State = Schema.Struct({
+            zz: Schema.Number,
+            a: Schema.Number,
+            nested: Schema.Struct({ yy: Schema.Number, b: Schema.Array(Schema.Number) }),
+            raw: Schema.Unknown
+          })
+          type S = typeof State.Type
+          const written: S = {
+            zz: 1.0,
+            a: -0,
+            nested: { yy: 2, b: [1.5, -0] },
+            raw: { ccc: 1, bb: { d: -0, c: [{ z: 1, y: 2 }] }, é: 1e21, a: null }
+          }
+          const seen: Array<S> = []
+          const saga = Saga.make({
+            name: `jsonb${tag}`,
+            state: State,
+            startOn: {
+              aggregate: Job,
+              start: (_, recorded) =>
+                Option.some({ instanceId: recorded.streamId, state: { zz: 0, a: 0, nested: { yy: 0, b: [] }, raw: null } })
+            },
+            steps: [
+              Saga.step<S, typeof Start.Type>("write", { run: () => Effect.succeed({ state: written }) }),
+              Saga.step<S, typeof Start.Type>("read", { run: (state) => Effect.as(Effect.sync(() => seen.push(state)), {}) })
+            ]
+          })
+          const scope = yield* Scope.make()
+          yield* SagaRunner.run([saga], { workerId: "w1", pollInterval: "200 millis", projections: projectionOptions }).pipe(
+            Scope.extend(scope)
+          )
+          const id = `${Job.category}-j1`
+          yield* EventStore.append(id, Job.category, ExpectedVersion.Any, [{ eventType: `${Job.category}.begun`, schemaVersion: 1, data: {} }])
+          yield* waitUntil(
+            Effect.map(SagaRunner.status(saga, "completed"), (done) => done.some((s) => s.instanceId === id)),
+            "completion"
+          )
+          yield* Scope.close(scope, Exit.void)
+          const expected = {
+            a: 0,
+            zz: 1,
+            raw: { a: null, bb: { c: [{ y: 2, z: 1 }], d: 0 }, é: 1e21, ccc: 1 },
+            nested: { b: [1.5, 0], yy: 2 }
+          }
+          // The next step read the state after a jsonb round trip (deep equality tells -0 from 0, at any depth);
+          // the undecoded part keeps jsonb's key order (by length, then bytewise) at every level.
+          const read = seen.at(-1)
+          assert.deepStrictEqual(read, expected)
+          assert.strictEqual(JSON.stringify(read?.raw), `{"a":null,"bb":{"c":[{"y":2,"z":1}],"d":0},"é":1e+21,"ccc":1}`)
+          // And the stored row holds exactly that, keys in jsonb's order at every level.
+          const store = yield* SagaStore.SagaStoreTag
+          const [row] = (yield* store.list(saga.name)).filter((r) => r.instanceId === id)
+          assert.deepStrictEqual(row?.state, expected)
+          assert.strictEqual(
+            JSON.stringify(row?.state),
+            `{"a":0,"zz":1,"raw":{"a":null,"bb":{"c":[{"y":2,"z":1}],"d":0},"é":1e+21,"ccc":1},"nested":{"b":[1.5,0],"yy":2}}`
+          )
+        }))
+
       it.effect("a repeated reply to an earlier step does not complete a later step awaiting the same events", () =>
         Effect.gen(function* () {
           const tag = unique("")
@@ -483,7 +567,8 @@ export const sagaSuite = (name: string, storeLayer: Layer.Layer<Env>) =>
           yield* waitingOn("second")
           // The first step's reply again (a retry, a redelivery): the second step must keep waiting.
           yield* reply(0, 100)
-          yield* Effect.sleep("500 millis")
+          // The response projection handled it (and everything before it): the instance must still wait.
+          yield* caughtUp(`saga-responses:${saga.name}`, [Quote.category], "the response projection to catch up")
           assert.isTrue((yield* SagaRunner.status(saga, "waiting")).some((s) => s.instanceId === id && s.currentStep === "second"))
           yield* reply(1, 250)
           yield* waitUntil(
@@ -493,7 +578,7 @@ export const sagaSuite = (name: string, storeLayer: Layer.Layer<Env>) =>
           yield* Scope.close(scope, Exit.void)
         }))
 
-      it.effect("a StoreError writing a step's outcome is retried: the step runs again, the saga completes, nothing compensates", () =>
+      it.effect("a StoreError writing a step's outcome is retried: the write is redone, the saga completes, nothing compensates", () =>
         Effect.gen(function* () {
           const store = yield* SagaStore.SagaStoreTag
           const w = world()
@@ -560,14 +645,39 @@ export const sagaSuite = (name: string, storeLayer: Layer.Layer<Env>) =>
           yield* worker.stop
         }))
 
-      it.effect("a step that outlives its claim is taken over: it runs twice, its first outcome and emits are not written", () =>
+      it.effect("a step whose claim cannot be extended is taken over: it runs twice, its first outcome and emits are not written", () =>
         Effect.gen(function* () {
           const store = yield* SagaStore.SagaStoreTag
           const gate = yield* Deferred.make<void>()
           let runs = 0
           // The first run of reserve-stock hangs until the test releases it; later runs go straight on.
           const w = world({ onReserve: Effect.suspend(() => (++runs === 1 ? Deferred.await(gate) : Effect.void)) })
-          const worker = yield* startWorker(w, "w1", undefined, undefined, { claimTimeout: "300 millis" })
+          // The store as the worker sees it: the first claim's token is noted, and `fenced` completes
+          // once a write under that token was refused (the first run's outcome, after the takeover).
+          let firstToken: string | undefined
+          const fenced = yield* Deferred.make<void>()
+          const watched: SagaStore.SagaStore = {
+            ...store,
+            claimDue: (sagaName, now, token, until) =>
+              Effect.tap(store.claimDue(sagaName, now, token, until), (claimed) =>
+                Effect.sync(() => {
+                  if (Option.isSome(claimed) && firstToken === undefined) firstToken = token
+                })
+              ),
+            holdsClaim: (sagaName, instanceId, token, version) =>
+              Effect.tap(store.holdsClaim(sagaName, instanceId, token, version), (holds) =>
+                !holds && token === firstToken ? Deferred.succeed(fenced, undefined) : Effect.void
+              ),
+            // The first run's worker cannot reach the store to extend its claim (a partition), so it expires.
+            extendClaim: (sagaName, instanceId, token, until, failure) =>
+              token === firstToken
+                ? Effect.fail(new StoreError({ kind: "Connection", operation: "sagaExtendClaim", cause: "partitioned" }))
+                : store.extendClaim(sagaName, instanceId, token, until, failure)
+          }
+          // A claim outlives any single transition on a loaded machine, but not the hung first run.
+          const worker = yield* startWorker(w, "w1", undefined, undefined, { claimTimeout: "2 seconds" }).pipe(
+            Effect.provideService(SagaStore.SagaStoreTag, watched)
+          )
           yield* w.place("slow", 10)
           const id = `${w.Order.category}-slow`
           const history = Effect.map(store.history(w.fulfilment.name, id), (h) => h.map((e) => `${e.step}:${e.outcome}`))
@@ -579,7 +689,8 @@ export const sagaSuite = (name: string, storeLayer: Layer.Layer<Env>) =>
           // The first run finishes now, after its claim was taken over: it must write nothing.
           yield* Deferred.succeed(gate, undefined)
           yield* waitUntil(Effect.map(statuses(w), (m) => m.get(id)?.status === "completed"), "completion")
-          yield* Effect.sleep("200 millis")
+          // The first run's write was attempted and refused by the fence.
+          yield* waitUntil(Deferred.isDone(fenced), "the first run's write to be refused")
           assert.strictEqual(runs, 2)
           assert.deepStrictEqual(yield* history, [
             "reserve-stock:completed",
@@ -613,7 +724,11 @@ export const sagaSuite = (name: string, storeLayer: Layer.Layer<Env>) =>
             (id) => `${Saga.correlationId(w.fulfilment.name, id)}:ship:0`
           )
           yield* waitUntil(Effect.sync(() => keys.every((k) => published.get(k) === 1)), "both messages published")
-          yield* Effect.sleep("200 millis")
+          // Marked published (after publishing), so no worker claims them again.
+          yield* waitUntil(
+            Effect.map(store.outbox, (rows) => rows.filter((r) => keys.includes(r.idempotencyKey) && r.published).length === 2),
+            "both messages marked published"
+          )
           for (const key of keys) {
             assert.strictEqual(attempts.get(key), 3)
             assert.strictEqual(published.get(key), 1)

@@ -141,7 +141,7 @@ export const subscriptionSuite = (
               break
             }
             assert.deepStrictEqual(result.right, [], "v1 must not be delivered after a checkpoint that passed v2")
-            assert.isBelow(Date.now() - start, 10_000, "timed out waiting for the backstop to trip")
+            assert.isBelow(Date.now() - start, 30_000, "timed out waiting for the backstop to trip")
             yield* Effect.sleep("25 millis")
           }
         }))
@@ -380,13 +380,14 @@ export const subscriptionSuite = (
             yield* Effect.sleep("100 millis")
             const appendedAt = Date.now()
             yield* EventStore.append(`${category}-s${attempt}`, category, ExpectedVersion.NoStream, [ev("wake")])
-            const deadline = appendedAt + 1500
+            // Generous for a loaded machine, yet far below the 20 s poll interval: only a wake-up delivers in time.
+            const deadline = appendedAt + 6000
             while (deliveredAt === 0 && Date.now() < deadline) yield* Effect.sleep("5 millis")
             if (deliveredAt !== 0) latency = deliveredAt - appendedAt
           }
           yield* Fiber.join(consumer)
           console.log(`[subscriptions: ${name}] wake-up latency: ${latency} ms (poll interval 20 s)`)
-          assert.isBelow(latency, 1000)
+          assert.isBelow(latency, 5000)
         }))
 
       it.scoped("a subscription over a list of categories, or the whole log, sees exactly those", () =>
@@ -460,7 +461,7 @@ export const subscriptionSuite = (
                 }
                 break
               }
-              assert.isBelow(Date.now() - start, 10_000, "timed out: the stream is held silently")
+              assert.isBelow(Date.now() - start, 30_000, "timed out: the stream is held silently")
               yield* Effect.sleep("25 millis")
             }
             // It stays failed: the stream is not delivered past the gap, and the checkpoint stays before v3.

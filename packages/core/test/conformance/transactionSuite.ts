@@ -3,6 +3,7 @@
  */
 import { assert, describe, layer } from "@effect/vitest"
 import * as Data from "effect/Data"
+import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Fiber from "effect/Fiber"
@@ -92,8 +93,12 @@ export const transactionSuite = (name: string, storeLayer: Layer.Layer<EventStor
           assert.strictEqual(failure, "boom")
           const defect = yield* Effect.exit(EventStore.transaction(Effect.zipRight(writeTwo("d"), Effect.die("crash"))))
           assert.isTrue(defect._tag === "Failure")
-          const fiber = yield* Effect.fork(EventStore.transaction(Effect.zipRight(writeTwo("i"), Effect.never)))
-          yield* Effect.sleep("200 millis")
+          // Interrupted after both writes (not before them, which would prove nothing).
+          const written = yield* Deferred.make<void>()
+          const fiber = yield* Effect.fork(
+            EventStore.transaction(Effect.zipRight(writeTwo("i"), Effect.zipRight(Deferred.succeed(written, undefined), Effect.never)))
+          )
+          yield* Deferred.await(written)
           yield* Fiber.interrupt(fiber)
           for (const tag of ["f", "d", "i"]) {
             assert.strictEqual(yield* EventStore.streamVersion(`${category}-${tag}1`), 0, tag)
@@ -108,17 +113,22 @@ export const transactionSuite = (name: string, storeLayer: Layer.Layer<EventStor
         Effect.gen(function* () {
           const category = unique("iso")
           const s = `${category}-s`
+          // The scope appends, signals, and commits only once the test has looked from outside.
+          const appended = yield* Deferred.make<void>()
+          const looked = yield* Deferred.make<void>()
           const fiber = yield* Effect.fork(
             EventStore.transaction(
               Effect.gen(function* () {
                 yield* EventStore.append(s, category, ExpectedVersion.NoStream, [ev("1")])
                 assert.strictEqual(yield* EventStore.streamVersion(s), 1)
-                yield* Effect.sleep("300 millis")
+                yield* Deferred.succeed(appended, undefined)
+                yield* Deferred.await(looked)
               })
             )
           )
-          yield* Effect.sleep("100 millis")
+          yield* Deferred.await(appended)
           assert.strictEqual(yield* EventStore.streamVersion(s), 0)
+          yield* Deferred.succeed(looked, undefined)
           yield* Fiber.join(fiber)
           assert.strictEqual(yield* EventStore.streamVersion(s), 1)
         }))
@@ -132,20 +142,28 @@ export const transactionSuite = (name: string, storeLayer: Layer.Layer<EventStor
           const missing = yield* EventStore.transaction(EventStore.loadForUpdate(Account, unique("none")))
           assert.isTrue(Option.isNone(missing))
           const order: Array<string> = []
+          const locked = yield* Deferred.make<void>()
+          const writerStarted = yield* Deferred.make<void>()
           const holder = yield* Effect.fork(
             EventStore.transaction(
               Effect.gen(function* () {
                 yield* EventStore.loadForUpdate(Account, id)
+                yield* Deferred.succeed(locked, undefined)
+                // The writer has started: it gets time to (wrongly) append before this scope ends.
+                yield* Deferred.await(writerStarted)
                 yield* Effect.sleep("400 millis")
                 order.push("holder commits")
               })
             )
           )
-          yield* Effect.sleep("100 millis")
+          yield* Deferred.await(locked)
           const writer = yield* Effect.fork(
-            EventStore.append(`${Account.category}-${id}`, Account.category, ExpectedVersion.Any, [
-              { eventType: `${Account.category}.deposited`, schemaVersion: 1, data: { amount: 1 } }
-            ]).pipe(Effect.tap(() => Effect.sync(() => order.push("writer appends"))))
+            Effect.zipRight(
+              Deferred.succeed(writerStarted, undefined),
+              EventStore.append(`${Account.category}-${id}`, Account.category, ExpectedVersion.Any, [
+                { eventType: `${Account.category}.deposited`, schemaVersion: 1, data: { amount: 1 } }
+              ])
+            ).pipe(Effect.tap(() => Effect.sync(() => order.push("writer appends"))))
           )
           yield* Fiber.join(holder)
           yield* Fiber.join(writer)
