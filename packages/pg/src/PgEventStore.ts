@@ -6,8 +6,14 @@
  *   plan is prepared once per session): a compare-and-set on the stream rows
  *   and an `unnest` insert of every event, so a version conflict is seen at
  *   statement time (never at COMMIT) and a losing writer writes nothing.
- * - It notifies `mire_events` inside the appending transaction, so waiting
- *   subscriptions wake when it commits.
+ * - It notifies `mire_events` after the commit, never inside the appending
+ *   transaction (a notifying commit takes a database-wide lock through its
+ *   WAL flush, which serialises commits): each store layer has one notifier
+ *   that sends the categories written since its last notification, one
+ *   statement in flight, so concurrent appends cost about one NOTIFY; this
+ *   process's subscribers are woken in-process at once. Inside
+ *   `EventStore.transaction` the notification follows that transaction's
+ *   commit; inside a transaction mire did not open, it is sent within it.
  * - Transactions are ambient: inside `EventStore.transaction` every store
  *   call and every `sql` statement of the program share one connection.
  *
@@ -16,7 +22,7 @@
 import * as SqlClient from "@effect/sql/SqlClient"
 import type * as SqlError from "@effect/sql/SqlError"
 import * as EventStore from "@mire/core/EventStore"
-import { ConcurrencyConflict, type InvalidInput, type StoreError } from "@mire/core/EventStoreError"
+import { ConcurrencyConflict, type InvalidInput, StoreError } from "@mire/core/EventStoreError"
 import * as ExpectedVersion from "@mire/core/ExpectedVersion"
 import type { CommittedEvents } from "@mire/core/RecordedEvent"
 import type { StoredSnapshot } from "@mire/core/Snapshot"
@@ -24,9 +30,15 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Predicate from "effect/Predicate"
+import * as PubSub from "effect/PubSub"
+import * as Queue from "effect/Queue"
+import * as Ref from "effect/Ref"
+import * as Schedule from "effect/Schedule"
+import type * as Scope from "effect/Scope"
 import { refail, sqlState } from "./internal/errors.js"
-import { decodeEventRows, eventColumns } from "./internal/rows.js"
-import { transaction as transactionWith } from "./internal/transaction.js"
+import { corruptRow, decodeEventRows, decodeEventRowsSync, eventColumns } from "./internal/rows.js"
+import { AfterCommit, transaction as transactionWith } from "./internal/transaction.js"
+import * as PgWakeups from "./PgWakeups.js"
 
 /**
  * Applies mire's migrations (the same function as `PgMigrations.migrate`).
@@ -51,15 +63,82 @@ const kindOf = (expected: ExpectedVersion.ExpectedVersion): string =>
         ? "exists"
         : "exact"
 
+/** Backoff of a failed NOTIFY (retried with the same categories; later ones wait for the next). */
+const notifyRetry = Schedule.exponential("50 millis").pipe(Schedule.union(Schedule.spaced("2 seconds")))
+
 /**
- * The storage primitives over a `SqlClient`.
+ * The coalescing notifier of one store layer: `mark` wakes this process's
+ * subscribers (through `hub`, when there is one) and marks the categories
+ * dirty; one fiber, living in the current scope, sends every dirty category
+ * in one `pg_notify` statement, at most one in flight.
+ */
+const makeNotifier = (sql: SqlClient.SqlClient, hub: Option.Option<PubSub.PubSub<PgWakeups.Wakeup>>) =>
+  Effect.gen(function* () {
+    const dirty = yield* Ref.make<ReadonlySet<string>>(new Set())
+    const signal = yield* Queue.sliding<void>(1)
+    const send = Queue.take(signal).pipe(
+      Effect.zipRight(Ref.getAndSet(dirty, new Set())),
+      Effect.flatMap((categories) =>
+        categories.size === 0
+          ? Effect.void
+          : // Its own transaction writes nothing to keep: committing it without waiting for the WAL
+            // flush spares the appends' flushes (delivery is the same; notifications are never durable).
+            sql`SELECT pg_notify(${channel}, c), set_config('synchronous_commit', 'off', true)
+                FROM unnest(${[...categories]}::text[]) AS c`.pipe(
+              Effect.tapError((error) => Effect.logWarning(`mire: notifying ${channel} failed (${error.message}); retrying`)),
+              Effect.retry(notifyRetry),
+              Effect.asVoid
+            )
+      )
+    )
+    yield* Effect.forkScoped(Effect.repeat(send, Schedule.forever))
+    const publish = Option.match(hub, {
+      onNone: () => (_: ReadonlyArray<string>) => Effect.void,
+      onSome:
+        (pubsub) =>
+        (categories: ReadonlyArray<string>) =>
+          Effect.asVoid(PubSub.publishAll(pubsub, categories.map((payload) => ({ channel, payload }))))
+    })
+    return {
+      mark: (categories: ReadonlyArray<string>): Effect.Effect<void> =>
+        Effect.zipRight(
+          publish(categories),
+          Effect.zipRight(
+            Ref.update(dirty, (now) => new Set([...now, ...categories])),
+            Effect.asVoid(Queue.offer(signal, undefined))
+          )
+        )
+    }
+  })
+
+/**
+ * The storage primitives over a `SqlClient`; its notifier lives in the
+ * current scope. Appends also wake this process's subscribers through
+ * `PgWakeups.LocalWakeups` when it is provided (the layers provide it).
  *
  * @since 0.1.0
  * @category constructors
  */
-export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.SqlClient> = Effect.gen(function* () {
+export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.SqlClient | Scope.Scope> = Effect.gen(function* () {
   const sql = (yield* SqlClient.SqlClient).withoutTransforms()
   const columns = sql.literal(eventColumns)
+  const notifier = yield* makeNotifier(sql, yield* Effect.serviceOption(PgWakeups.LocalWakeups))
+
+  /**
+   * After an append: outside a transaction it has committed, so mark its categories; inside
+   * `EventStore.transaction`, mark them once that commits; inside a transaction mire did not
+   * open (no commit hook), NOTIFY within it (delivered when it commits).
+   */
+  const notifyCommitted = (categories: ReadonlyArray<string>) =>
+    Effect.flatMap(Effect.serviceOption(SqlClient.TransactionConnection), (connection) =>
+      Option.isNone(connection)
+        ? notifier.mark(categories)
+        : Effect.flatMap(Effect.serviceOption(AfterCommit), (hooks) =>
+            Option.isSome(hooks)
+              ? hooks.value.register(notifier.mark(categories))
+              : Effect.asVoid(sql`SELECT pg_notify(${channel}, c) FROM unnest(${categories}::text[]) AS c`)
+          )
+    )
 
   const inTransaction = Effect.map(Effect.serviceOption(SqlClient.TransactionConnection), Option.isSome)
 
@@ -181,6 +260,7 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
           e._tag === "ConcurrencyConflict" &&
           requests.some((r) => r.streamId === e.streamId && r.expected._tag === "Any")
       }),
+      Effect.tap(() => notifyCommitted([...new Set(requests.map((r) => r.category))])),
       refail("append")
     )
   }
@@ -192,6 +272,66 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
       : sql`SELECT ${columns} FROM es_events WHERE stream_id = ${streamId} AND stream_version <= ${from}
             ORDER BY stream_version DESC LIMIT ${limit}`
     ).pipe(refail("readStream"), Effect.flatMap(decodeEventRows))
+
+  const headOf = (u: unknown): number => (typeof u === "number" ? u : 0)
+
+  const loadPage = (streamId: string, from: number, limit: number) =>
+    sql<{ readonly head: unknown }>`
+      SELECT ${columns}, (SELECT version FROM es_streams WHERE stream_id = ${streamId})::float8 AS "head"
+      FROM es_events WHERE stream_id = ${streamId} AND stream_version >= ${from}
+      ORDER BY stream_version LIMIT ${limit}`.pipe(
+      refail("load"),
+      Effect.flatMap((rows) => {
+        const events = decodeEventRowsSync(rows)
+        return events instanceof StoreError
+          ? Effect.fail(events)
+          : Effect.succeed<EventStore.LoadPage>({ version: events.length === 0 ? 0 : headOf(rows[0]!.head), events })
+      })
+    )
+
+  interface SnapshotRow {
+    readonly eventId: unknown
+    readonly head: unknown
+    readonly snapshotAt: unknown
+    readonly snapshotVersion: unknown
+    readonly snapshotState: unknown
+  }
+
+  // One statement: the snapshot (its state on the first row only), the stream's version, and the
+  // events from the snapshot's version (the anchor) or from 1; one row of NULL events when there are none.
+  const loadSnapshotPage = (streamId: string, limit: number) =>
+    sql<SnapshotRow>`
+      SELECT e.*, (SELECT version FROM es_streams WHERE stream_id = ${streamId})::float8 AS "head",
+        sn.stream_version::float8 AS "snapshotAt", sn.snapshot_version AS "snapshotVersion",
+        CASE WHEN row_number() OVER (ORDER BY e."streamVersion") = 1 THEN sn.state END AS "snapshotState"
+      FROM (SELECT 1) AS one
+      LEFT JOIN es_snapshots sn ON sn.stream_id = ${streamId}
+      LEFT JOIN LATERAL (
+        SELECT ${columns} FROM es_events
+        WHERE stream_id = ${streamId} AND stream_version >= COALESCE(sn.stream_version, 1)
+        ORDER BY stream_version LIMIT ${limit}) e ON true
+      ORDER BY e."streamVersion"`.pipe(
+      refail("loadSnapshotted"),
+      Effect.flatMap((rows): Effect.Effect<EventStore.SnapshotLoadPage, StoreError> => {
+        const first = rows[0]
+        if (first === undefined) return Effect.fail(corruptRow(0, "no row"))
+        const events = first.eventId === null ? [] : decodeEventRowsSync(rows)
+        if (events instanceof StoreError) return Effect.fail(events)
+        const snapshotAt = first.snapshotAt
+        const snapshotVersion = first.snapshotVersion
+        if (snapshotAt !== null && (typeof snapshotAt !== "number" || typeof snapshotVersion !== "number")) {
+          return Effect.fail(corruptRow(0, "snapshot columns are not numbers"))
+        }
+        return Effect.succeed({
+          version: events.length === 0 ? 0 : headOf(first.head),
+          events,
+          snapshot:
+            typeof snapshotAt === "number" && typeof snapshotVersion === "number"
+              ? Option.some({ streamId, streamVersion: snapshotAt, snapshotVersion, state: first.snapshotState })
+              : Option.none()
+        })
+      })
+    )
 
   const readLogPage = (
     categories: ReadonlyArray<string> | undefined,
@@ -262,6 +402,8 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
     append,
     readStreamPage,
     readLogPage,
+    loadPage,
+    loadSnapshotPage,
     streamVersion,
     lockStream,
     transaction,
@@ -281,7 +423,7 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
  */
 export const makeWith = (
   options: Partial<EventStore.Options>
-): Effect.Effect<EventStore.EventStore, never, SqlClient.SqlClient> =>
+): Effect.Effect<EventStore.EventStore, never, SqlClient.SqlClient | Scope.Scope> =>
   Effect.map(makeStorage, (storage) => EventStore.make(storage, options))
 
 /**
@@ -290,7 +432,7 @@ export const makeWith = (
  * @since 0.1.0
  * @category constructors
  */
-export const make: Effect.Effect<EventStore.EventStore, never, SqlClient.SqlClient> = makeWith({})
+export const make: Effect.Effect<EventStore.EventStore, never, SqlClient.SqlClient | Scope.Scope> = makeWith({})
 
 /**
  * The PostgreSQL `EventStore` layer with the given limits.
@@ -302,7 +444,8 @@ export const make: Effect.Effect<EventStore.EventStore, never, SqlClient.SqlClie
  */
 export const layerWith = (
   options: Partial<EventStore.Options>
-): Layer.Layer<EventStore.EventStore, never, SqlClient.SqlClient> => Layer.effect(EventStore.EventStore, makeWith(options))
+): Layer.Layer<EventStore.EventStore, never, SqlClient.SqlClient> =>
+  Layer.scoped(EventStore.EventStore, makeWith(options)).pipe(Layer.provide(PgWakeups.localLayer))
 
 /**
  * The PostgreSQL `EventStore` layer. Run {@link PgMigrations.migrate} once
@@ -313,7 +456,7 @@ export const layerWith = (
  * @since 0.1.0
  * @category layers
  */
-export const layer: Layer.Layer<EventStore.EventStore, never, SqlClient.SqlClient> = Layer.effect(
+export const layer: Layer.Layer<EventStore.EventStore, never, SqlClient.SqlClient> = Layer.scoped(
   EventStore.EventStore,
   make
-)
+).pipe(Layer.provide(PgWakeups.localLayer))

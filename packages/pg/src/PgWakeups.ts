@@ -11,8 +11,9 @@
  * closes, and swallows connection errors). When the connection fails, a
  * warning is logged and it is re-established with backoff; after every
  * (re)connect each subscriber is woken once, since events may have been
- * committed while nobody listened. Local appends can wake subscribers
- * in-process with {@link PgWakeups.publish}.
+ * committed while nobody listened. The store's own appends wake this
+ * process's subscribers in-process through the layer's hub
+ * ({@link LocalWakeups}), before their NOTIFY comes back from the server.
  *
  * @since 0.1.0
  */
@@ -141,6 +142,32 @@ const clientConfig = (config: PgClient.PgClientConfig, name: string): pg.ClientC
 })
 
 /**
+ * The in-process hub of a store layer: the listener offers every
+ * notification to it, and the event store publishes its own commits to it,
+ * so this process's subscribers wake without a round trip to the server.
+ *
+ * @since 0.1.0
+ * @category tags
+ */
+export class LocalWakeups extends Context.Tag("@mire/pg/PgWakeups/LocalWakeups")<
+  LocalWakeups,
+  PubSub.PubSub<Wakeup>
+>() {}
+
+/**
+ * The hub of a store layer (no connection). `PgEventStore.layer` and
+ * {@link layer} both use this one layer, so within one build (layers are
+ * memoized) the store's appends reach the listener's subscribers.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const localLayer: Layer.Layer<LocalWakeups> = Layer.scoped(
+  LocalWakeups,
+  Effect.acquireRelease(PubSub.sliding<Wakeup>(1024), PubSub.shutdown)
+)
+
+/**
  * Starts the listener in the current scope and returns its fan-out.
  *
  * @since 0.1.0
@@ -149,12 +176,22 @@ const clientConfig = (config: PgClient.PgClientConfig, name: string): pg.ClientC
 export const make = (
   options: Options = {}
 ): Effect.Effect<PgWakeups, never, PgClient.PgClient | Scope.Scope> =>
+  Effect.flatMap(Effect.acquireRelease(PubSub.sliding<Wakeup>(1024), PubSub.shutdown), (hub) => makeWith(hub, options))
+
+/**
+ * Starts the listener in the current scope, offering to `hub`.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const makeWith = (
+  hub: PubSub.PubSub<Wakeup>,
+  options: Options = {}
+): Effect.Effect<PgWakeups, never, PgClient.PgClient | Scope.Scope> =>
   Effect.gen(function* () {
     const client = yield* PgClient.PgClient
     const channels = options.channels ?? [eventsChannel, sagasChannel]
     const config = clientConfig(client.config, options.applicationName ?? applicationName)
-    const hub = yield* PubSub.sliding<Wakeup>(1024)
-    yield* Effect.addFinalizer(() => PubSub.shutdown(hub))
 
     // One connection's life: connect, LISTEN, wake everyone, then wait for it to fail.
     const session: Effect.Effect<never, ListenerLost, Scope.Scope> = Effect.gen(function* () {
@@ -232,4 +269,7 @@ export const make = (
  * @since 0.1.0
  * @category layers
  */
-export const layer: Layer.Layer<PgWakeupsTag, never, PgClient.PgClient> = Layer.scoped(PgWakeupsTag, make())
+export const layer: Layer.Layer<PgWakeupsTag, never, PgClient.PgClient> = Layer.scoped(
+  PgWakeupsTag,
+  Effect.flatMap(LocalWakeups, (hub) => makeWith(hub))
+).pipe(Layer.provide(localLayer))

@@ -1,10 +1,12 @@
 import * as SqlClient from "@effect/sql/SqlClient"
 import type * as SqlError from "@effect/sql/SqlError"
 import type { StoreError } from "@mire/core/EventStoreError"
+import * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
+import * as Ref from "effect/Ref"
 import { IdleInTransactionTimeout } from "../PgTransaction.js"
 import { refail } from "./errors.js"
 
@@ -24,10 +26,22 @@ const boundIdle = (sql: SqlClient.SqlClient): Effect.Effect<void, SqlError.SqlEr
   )
 
 /**
+ * Inside an outermost {@link transaction}: registers effects to run once it
+ * has committed (never when it rolls back). An effect registered inside a
+ * savepoint that later rolls back still runs if the outer transaction
+ * commits: register only what is harmless then (a wake-up).
+ */
+export class AfterCommit extends Context.Tag("@mire/pg/internal/AfterCommit")<
+  AfterCommit,
+  { readonly register: (effect: Effect.Effect<void>) => Effect.Effect<void> }
+>() {}
+
+/**
  * `sql.withTransaction`, with the effect's own errors kept as they are and
  * the transaction's (BEGIN, and COMMIT failures that `@effect/sql` raises as
  * defects) mapped to `StoreError`. An outermost transaction first bounds its
- * idle time ({@link IdleInTransactionTimeout}).
+ * idle time ({@link IdleInTransactionTimeout}) and runs the {@link AfterCommit}
+ * hooks registered inside it once it has committed.
  */
 export const transaction =
   (sql: SqlClient.SqlClient) =>
@@ -38,14 +52,26 @@ export const transaction =
         // The effect's own defects stay defects: only BEGIN/COMMIT failures become StoreErrors.
         Effect.catchAllDefect((defect) => Effect.die(new UserDefect({ defect })))
       )
-      return sql
-        .withTransaction(Option.isSome(ambient) ? guarded : Effect.zipRight(boundIdle(sql), guarded))
-        .pipe(
-          Effect.catchAll(
-            (e): Effect.Effect<never, E | SqlError.SqlError> =>
-              e instanceof UserFailure ? Effect.fail(e.error as E) : Effect.fail(e as SqlError.SqlError)
-          ),
-          refail("transaction"),
-          Effect.catchAllDefect((defect) => Effect.die(defect instanceof UserDefect ? defect.defect : defect))
-        ) as Effect.Effect<A, E | StoreError, R>
+      const run = Option.isSome(ambient)
+        ? sql.withTransaction(guarded)
+        : Effect.flatMap(Ref.make<ReadonlyArray<Effect.Effect<void>>>([]), (hooks) =>
+            sql
+              .withTransaction(
+                Effect.zipRight(
+                  boundIdle(sql),
+                  Effect.provideService(guarded, AfterCommit, {
+                    register: (hook) => Ref.update(hooks, (all) => [...all, hook])
+                  })
+                )
+              )
+              .pipe(Effect.tap(() => Effect.flatMap(Ref.get(hooks), (all) => Effect.all(all, { discard: true }))))
+          )
+      return run.pipe(
+        Effect.catchAll(
+          (e): Effect.Effect<never, E | SqlError.SqlError> =>
+            e instanceof UserFailure ? Effect.fail(e.error as E) : Effect.fail(e as SqlError.SqlError)
+        ),
+        refail("transaction"),
+        Effect.catchAllDefect((defect) => Effect.die(defect instanceof UserDefect ? defect.defect : defect))
+      ) as Effect.Effect<A, E | StoreError, R>
     })
