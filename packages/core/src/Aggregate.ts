@@ -5,6 +5,7 @@
  * @since 0.1.0
  */
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Option from "effect/Option"
 import type * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
@@ -110,24 +111,41 @@ export interface Folded<S> {
   readonly version: number
 }
 
+const outOfOrder = (recorded: RecordedEvent, expected: number): StreamCorrupt =>
+  new StreamCorrupt({ streamId: recorded.streamId, expectedVersion: expected, foundVersion: recorded.streamVersion })
+
 /**
  * Folds one stored event into a state, after checking it is the next version
- * of its stream and decoding (and upcasting) it. Every load goes through it.
+ * of its stream and decoding (and upcasting) it.
  *
  * @since 0.1.0
  */
 export const applyRecorded =
   <S, E>(aggregate: Aggregate<S, E>) =>
   (acc: Folded<S>, recorded: RecordedEvent): Effect.Effect<Folded<S>, EventDecodeError | StreamCorrupt> =>
-    recorded.streamVersion !== acc.version + 1
-      ? Effect.fail(
-          new StreamCorrupt({
-            streamId: recorded.streamId,
-            expectedVersion: acc.version + 1,
-            foundVersion: recorded.streamVersion
-          })
-        )
-      : Effect.map(aggregate.codec.decode(recorded), (event) => ({
-          state: aggregate.apply(acc.state, event),
-          version: recorded.streamVersion
-        }))
+    Effect.suspend(() => foldRecorded(aggregate, acc, [recorded]))
+
+/**
+ * Folds stored events into a state in one synchronous loop, checking each
+ * is the next version of its stream and decoding (and upcasting) it: the
+ * first problem, or the new state and version. Every load goes through it.
+ *
+ * @since 0.1.0
+ */
+export const foldRecorded = <S, E>(
+  aggregate: Aggregate<S, E>,
+  start: Folded<S>,
+  events: ReadonlyArray<RecordedEvent>
+): Either.Either<Folded<S>, EventDecodeError | StreamCorrupt> => {
+  let state = start.state
+  let version = start.version
+  for (let i = 0; i < events.length; i++) {
+    const recorded = events[i]!
+    if (recorded.streamVersion !== version + 1) return Either.left(outOfOrder(recorded, version + 1))
+    const event = aggregate.codec.decodeEither(recorded)
+    if (Either.isLeft(event)) return Either.left(event.left)
+    state = aggregate.apply(state, event.right)
+    version = recorded.streamVersion
+  }
+  return Either.right({ state, version })
+}

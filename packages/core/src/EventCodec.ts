@@ -86,6 +86,8 @@ export interface EventCodec<E> {
   readonly encodeAll: (events: ReadonlyArray<E>) => Effect.Effect<ReadonlyArray<NewEvent>, InvalidInput>
   /** Upcasts and decodes a stored event. */
   readonly decode: (recorded: RecordedEvent) => Effect.Effect<E, EventDecodeError>
+  /** {@link decode} as one synchronous call (a load's fold decodes every event with it). */
+  readonly decodeEither: (recorded: RecordedEvent) => Either.Either<E, EventDecodeError>
   /** Does this codec know a stored type? */
   readonly handles: (eventType: string) => boolean
 }
@@ -117,21 +119,30 @@ const membersOf = (events: EventUnion): ReadonlyArray<Schema.Schema.AnyNoContext
 interface Entry {
   readonly tag: string
   readonly version: number
-  readonly upcasters: ReadonlyArray<Upcaster>
-  readonly decode: (u: unknown) => Effect.Effect<unknown, ParseResult.ParseError>
+  /** `upcasters[i]` as a synchronous step from version `i + 1` to `i + 2`: the new data, or why not. */
+  readonly upcasters: ReadonlyArray<(data: JsonObject) => Either.Either<JsonObject, string>>
+  readonly decode: (u: unknown) => Either.Either<unknown, ParseResult.ParseError>
 }
 
-const upcastStep = (step: Upcaster, data: JsonObject): Effect.Effect<JsonObject, string> =>
-  Schema.isSchema(step)
-    ? Schema.decodeUnknown(step)(data).pipe(
-        Effect.flatMap((out) =>
-          typeof out === "object" && out !== null && !Array.isArray(out)
-            ? Effect.succeed(out as JsonObject)
-            : Effect.fail("upcaster did not produce an object")
-        ),
-        Effect.mapError((e) => (typeof e === "string" ? e : ParseResult.TreeFormatter.formatErrorSync(e)))
-      )
-    : Effect.try({ try: () => step(data), catch: (e) => `upcaster threw: ${String(e)}` })
+const isObject = (u: unknown): u is JsonObject => typeof u === "object" && u !== null && !Array.isArray(u)
+
+const upcastStep = (step: Upcaster): ((data: JsonObject) => Either.Either<JsonObject, string>) => {
+  if (Schema.isSchema(step)) {
+    const decode = Schema.decodeUnknownEither(step)
+    return (data) =>
+      Either.match(decode(data), {
+        onLeft: (e) => Either.left(ParseResult.TreeFormatter.formatErrorSync(e)),
+        onRight: (out) => (isObject(out) ? Either.right(out) : Either.left("upcaster did not produce an object"))
+      })
+  }
+  return (data) => {
+    try {
+      return Either.right(step(data))
+    } catch (e) {
+      return Either.left(`upcaster threw: ${String(e)}`)
+    }
+  }
+}
 
 /**
  * Builds the codec of an event union.
@@ -157,8 +168,8 @@ export const make = <U extends EventUnion>(
     const entry: Entry = {
       tag,
       version,
-      upcasters: definition.upcasters ?? [],
-      decode: Schema.decodeUnknown(member)
+      upcasters: (definition.upcasters ?? []).map(upcastStep),
+      decode: Schema.decodeUnknownEither(member)
     }
     types.set(tag, { type, version })
     byType.set(type, entry)
@@ -195,39 +206,43 @@ export const make = <U extends EventUnion>(
       return Effect.succeed(out)
     })
 
-  const decode = (recorded: RecordedEvent): Effect.Effect<E, EventDecodeError> => {
+  const decodeEither = (recorded: RecordedEvent): Either.Either<E, EventDecodeError> => {
     const fail = (issue: string) =>
-      new EventDecodeError({
-        streamId: recorded.streamId,
-        streamVersion: recorded.streamVersion,
-        globalPosition: recorded.globalPosition,
-        eventType: recorded.eventType,
-        schemaVersion: recorded.schemaVersion,
-        issue
-      })
+      Either.left(
+        new EventDecodeError({
+          streamId: recorded.streamId,
+          streamVersion: recorded.streamVersion,
+          globalPosition: recorded.globalPosition,
+          eventType: recorded.eventType,
+          schemaVersion: recorded.schemaVersion,
+          issue
+        })
+      )
     const entry = byType.get(recorded.eventType)
-    if (entry === undefined) return Effect.fail(fail("unknown event type"))
+    if (entry === undefined) return fail("unknown event type")
     if (!Number.isInteger(recorded.schemaVersion) || recorded.schemaVersion < 1) {
-      return Effect.fail(fail(`invalid schema version ${recorded.schemaVersion}`))
+      return fail(`invalid schema version ${recorded.schemaVersion}`)
     }
     if (recorded.schemaVersion > entry.version) {
-      return Effect.fail(fail(`schema version ${recorded.schemaVersion} is newer than this code knows (${entry.version})`))
+      return fail(`schema version ${recorded.schemaVersion} is newer than this code knows (${entry.version})`)
     }
-    const steps = entry.upcasters.slice(recorded.schemaVersion - 1, entry.version - 1)
-    if (steps.length !== entry.version - recorded.schemaVersion) {
-      return Effect.fail(
-        fail(`no upcaster chain from version ${recorded.schemaVersion} to ${entry.version}`)
-      )
+    if (recorded.schemaVersion < entry.version && entry.upcasters.length < entry.version - 1) {
+      return fail(`no upcaster chain from version ${recorded.schemaVersion} to ${entry.version}`)
     }
-    return Effect.reduce(steps, recorded.data, (data, step) => upcastStep(step, data)).pipe(
-      Effect.mapError(fail),
-      Effect.flatMap((data) =>
-        entry.decode({ ...data, _tag: entry.tag }).pipe(
-          Effect.mapError((e) => fail(ParseResult.TreeFormatter.formatErrorSync(e)))
-        )
-      )
-    ) as Effect.Effect<E, EventDecodeError>
+    let data = recorded.data
+    for (let v = recorded.schemaVersion; v < entry.version; v++) {
+      const next = entry.upcasters[v - 1]!(data)
+      if (Either.isLeft(next)) return fail(next.left)
+      data = next.right
+    }
+    const decoded = entry.decode({ ...data, _tag: entry.tag })
+    return Either.isLeft(decoded)
+      ? fail(ParseResult.TreeFormatter.formatErrorSync(decoded.left))
+      : Either.right(decoded.right as E)
   }
+
+  const decode = (recorded: RecordedEvent): Effect.Effect<E, EventDecodeError> =>
+    Effect.suspend(() => decodeEither(recorded))
 
   return {
     category,
@@ -238,6 +253,7 @@ export const make = <U extends EventUnion>(
     encode,
     encodeAll,
     decode,
+    decodeEither,
     handles: (eventType) => byType.has(eventType)
   }
 }

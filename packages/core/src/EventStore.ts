@@ -124,6 +124,32 @@ export interface StorableAppend {
 }
 
 /**
+ * Events of one stream read forward by a load, with the stream's version as
+ * the same read saw it (so a load knows when it has read everything without
+ * asking again).
+ *
+ * @since 0.1.0
+ * @category storage
+ */
+export interface LoadPage {
+  /** The stream's version as of this read; 0 when `events` is empty. */
+  readonly version: number
+  readonly events: ReadonlyArray<RecordedEvent>
+}
+
+/**
+ * What `loadSnapshotted` reads in one go: the stream's stored snapshot and
+ * the events from the snapshot's version (inclusive: the first event proves
+ * the stream has that version), or from version 1 when there is no snapshot.
+ *
+ * @since 0.1.0
+ * @category storage
+ */
+export interface SnapshotLoadPage extends LoadPage {
+  readonly snapshot: Option.Option<Snapshot.StoredSnapshot>
+}
+
+/**
  * The primitives a store layer supplies. Inputs arrive validated.
  *
  * @since 0.1.0
@@ -144,6 +170,10 @@ export interface Storage {
     direction: Direction,
     limit: number
   ) => Effect.Effect<ReadonlyArray<RecordedEvent>, StoreError>
+  /** One read (one statement): up to `limit` events of a stream from version `from` forward, and its version. */
+  readonly loadPage: (streamId: string, from: number, limit: number) => Effect.Effect<LoadPage, StoreError>
+  /** One read (one statement): the stream's snapshot, up to `limit` events from it (see {@link SnapshotLoadPage}), and its version. */
+  readonly loadSnapshotPage: (streamId: string, limit: number) => Effect.Effect<SnapshotLoadPage, StoreError>
   /** Up to `limit` events by global position from `from` (inclusive), optionally of some categories. */
   readonly readLogPage: (
     categories: ReadonlyArray<string> | undefined,
@@ -413,22 +443,30 @@ const validateRequest = (options: Options, ids: Set<string>) => (request: Append
 
 const defaultPageSize = 1000
 
+/**
+ * Rows a load reads per statement. A fold needs every event anyway, and a
+ * round trip costs more than the rows' memory (a few MB for 10,000 typical
+ * events): most streams load in one statement; a longer one should snapshot.
+ */
+const loadPageSize = 10_000
+
 const paged = <C>(
   start: C,
   limit: number | undefined,
   pageSize: number,
-  fetch: (cursor: C, size: number) => Effect.Effect<ReadonlyArray<RecordedEvent>, StoreError>,
+  /** A page, and whether it is known to be the last one. */
+  fetch: (cursor: C, size: number) => Effect.Effect<readonly [ReadonlyArray<RecordedEvent>, boolean], StoreError>,
   next: (last: RecordedEvent) => C
 ): Stream.Stream<RecordedEvent, StoreError> =>
   Stream.paginateChunkEffect({ cursor: start, remaining: limit ?? Number.POSITIVE_INFINITY }, (state) => {
     const size = Math.min(pageSize, state.remaining)
     return fetch(state.cursor, size).pipe(
-      Effect.map((rows) => {
+      Effect.map(([rows, end]) => {
         const last = rows[rows.length - 1]
         const remaining = state.remaining - rows.length
         return [
           Chunk.unsafeFromArray(rows),
-          last === undefined || rows.length < size || remaining <= 0
+          last === undefined || rows.length < size || remaining <= 0 || end
             ? Option.none()
             : Option.some({ cursor: next(last), remaining })
         ] as const
@@ -496,6 +534,16 @@ export const make = (storage: Storage, options: Partial<Options> = {}): EventSto
     ])
     const from = options.from ?? (direction === "forward" ? 1 : Number.MAX_SAFE_INTEGER)
     const step = direction === "forward" ? 1 : -1
+    // Forward, each page also tells the stream's version: a read ends at it, without asking for an empty page.
+    const fetch =
+      direction === "forward"
+        ? (cursor: number, size: number) =>
+            Effect.map(
+              storage.loadPage(streamId, cursor, size),
+              (page) => [page.events, (page.events[page.events.length - 1]?.streamVersion ?? 0) >= page.version] as const
+            )
+        : (cursor: number, size: number) =>
+            Effect.map(storage.readStreamPage(streamId, cursor, direction, size), (events) => [events, false] as const)
     return Stream.unwrap(
       Effect.as(
         validate,
@@ -503,7 +551,7 @@ export const make = (storage: Storage, options: Partial<Options> = {}): EventSto
           from,
           options.limit,
           options.pageSize ?? defaultPageSize,
-          (cursor, size) => storage.readStreamPage(streamId, cursor, direction, size),
+          fetch,
           (last) => last.streamVersion + step
         )
       )
@@ -532,19 +580,44 @@ export const make = (storage: Storage, options: Partial<Options> = {}): EventSto
           from,
           options.limit,
           options.pageSize ?? defaultPageSize,
-          (cursor, size) => storage.readLogPage(categories, cursor, direction, size),
+          (cursor, size) =>
+            Effect.map(storage.readLogPage(categories, cursor, direction, size), (events) => [events, false] as const),
           (last) => last.globalPosition + step
         )
       )
     ).pipe(Stream.withSpan("EventStore.readLog", { attributes: { "mire.categories": categories?.join(",") ?? "*" } }))
   }
 
+  /**
+   * Folds a stream from `start`, given its first page (read from `start.version + 1`): a plain
+   * loop, one synchronous decode and apply per event, pages until the version the first read saw.
+   */
   const replay = <S, E>(
     aggregate: Aggregate.Aggregate<S, E>,
     streamId: string,
-    start: Aggregate.Folded<S>
+    start: Aggregate.Folded<S>,
+    first: LoadPage,
+    firstFull = first.events.length >= loadPageSize
   ): Effect.Effect<Aggregate.Folded<S>, LoadError> =>
-    Stream.runFoldEffect(readStream(streamId, { from: start.version + 1 }), start, Aggregate.applyRecorded(aggregate))
+    Effect.gen(function* () {
+      let folded = yield* Aggregate.foldRecorded(aggregate, start, first.events)
+      let full = firstFull
+      while (full && folded.version < first.version) {
+        const page = yield* storage.loadPage(streamId, folded.version + 1, loadPageSize)
+        folded = yield* Aggregate.foldRecorded(aggregate, folded, page.events)
+        full = page.events.length >= loadPageSize
+      }
+      return folded
+    })
+
+  /** A load's reads, traced as the stream read they are. */
+  const readSpan = (streamId: string) =>
+    Effect.withSpan("EventStore.readStream", { attributes: { "mire.stream_id": streamId } })
+
+  const replayAll = <S, E>(aggregate: Aggregate.Aggregate<S, E>, streamId: string) =>
+    Effect.flatMap(storage.loadPage(streamId, 1, loadPageSize), (page) =>
+      replay(aggregate, streamId, { state: aggregate.initial, version: 0 }, page)
+    ).pipe(readSpan(streamId))
 
   const rootOf = <S, E>(aggregate: Aggregate.Aggregate<S, E>, id: string, folded: Aggregate.Folded<S>) =>
     folded.version === 0 ? Option.none() : Option.some(AggregateRoot.make(aggregate, id, folded.state, folded.version))
@@ -558,7 +631,7 @@ export const make = (storage: Storage, options: Partial<Options> = {}): EventSto
   const load = Effect.fn("EventStore.load")(function* <S, E>(aggregate: Aggregate.Aggregate<S, E>, id: string) {
     const streamId = yield* StreamId.forAggregate(aggregate.category, id)
     yield* Effect.annotateCurrentSpan("mire.stream_id", streamId)
-    const folded = yield* timed(replay(aggregate, streamId, { state: aggregate.initial, version: 0 }))
+    const folded = yield* timed(replayAll(aggregate, streamId))
     yield* Effect.annotateCurrentSpan("mire.version", folded.version)
     return rootOf(aggregate, id, folded)
   })
@@ -635,30 +708,53 @@ export const make = (storage: Storage, options: Partial<Options> = {}): EventSto
     yield* Effect.annotateCurrentSpan("mire.stream_id", streamId)
     if (Option.isNone(aggregate.snapshot)) return yield* load(aggregate, id)
     const definition = aggregate.snapshot.value
-    const stored = yield* storage.readSnapshot(streamId)
-    if (Option.isNone(stored)) {
-      yield* Metric.increment(Metrics.snapshotMisses)
-      return yield* load(aggregate, id)
-    }
-    const snapshot = stored.value
-    const invalid = (rejection: Snapshot.Rejection, detail: string) =>
-      Effect.logWarning(`ignoring snapshot of ${streamId}: ${rejection} (${detail}); replaying in full`).pipe(
-        Effect.zipRight(Metric.increment(Metric.tagged(Metrics.snapshotInvalidations, "reason", rejection))),
-        Effect.zipRight(load(aggregate, id))
+    // One statement: the snapshot and the events from its version (from 1 without a snapshot).
+    const { result, hit } = yield* timed(
+      Effect.flatMap(storage.loadSnapshotPage(streamId, loadPageSize), (page) => fromSnapshot(aggregate, definition, streamId, page)).pipe(
+        readSpan(streamId)
       )
-    const decoded = yield* Effect.either(Snapshot.decode(definition, snapshot))
-    if (decoded._tag === "Left") return yield* invalid(decoded.left.rejection, decoded.left.detail)
-    // The event at the snapshot's version must exist, or the snapshot claims a version the stream doesn't have.
-    const anchor = yield* Stream.runHead(readStream(streamId, { from: snapshot.streamVersion, limit: 1 }))
-    if (Option.isNone(anchor) || anchor.value.streamVersion !== snapshot.streamVersion) {
-      return yield* invalid("beyond-stream", `snapshot at v${snapshot.streamVersion}`)
-    }
-    yield* Metric.increment(Metrics.snapshotHits)
-    const folded = yield* timed(
-      replay(aggregate, streamId, { state: decoded.right, version: snapshot.streamVersion })
     )
-    return rootOf(aggregate, id, folded)
+    if (Option.isSome(result)) yield* Metric.increment(hit ? Metrics.snapshotHits : Metrics.snapshotMisses)
+    return Option.isSome(result) ? rootOf(aggregate, id, result.value) : yield* load(aggregate, id)
   })
+
+  /**
+   * The fold of a snapshot page: from the snapshot when it is valid (`hit`), from the start
+   * when there is none; `None` after logging why a stored snapshot must be ignored.
+   */
+  const fromSnapshot = <S, E>(
+    aggregate: Aggregate.Aggregate<S, E>,
+    definition: Aggregate.SnapshotDefinition<S>,
+    streamId: string,
+    page: SnapshotLoadPage
+  ): Effect.Effect<{ readonly result: Option.Option<Aggregate.Folded<S>>; readonly hit: boolean }, LoadError> =>
+    Effect.gen(function* () {
+      if (Option.isNone(page.snapshot)) {
+        const folded = yield* replay(aggregate, streamId, { state: aggregate.initial, version: 0 }, page)
+        return { result: Option.some(folded), hit: false }
+      }
+      const snapshot = page.snapshot.value
+      const invalid = (rejection: Snapshot.Rejection, detail: string) =>
+        Effect.logWarning(`ignoring snapshot of ${streamId}: ${rejection} (${detail}); replaying in full`).pipe(
+          Effect.zipRight(Metric.increment(Metric.tagged(Metrics.snapshotInvalidations, "reason", rejection))),
+          Effect.as({ result: Option.none(), hit: false })
+        )
+      const decoded = yield* Effect.either(Snapshot.decode(definition, snapshot))
+      if (decoded._tag === "Left") return yield* invalid(decoded.left.rejection, decoded.left.detail)
+      // The event at the snapshot's version must exist, or the snapshot claims a version the stream doesn't have.
+      const anchor = page.events[0]
+      if (anchor === undefined || anchor.streamVersion !== snapshot.streamVersion) {
+        return yield* invalid("beyond-stream", `snapshot at v${snapshot.streamVersion}`)
+      }
+      const folded = yield* replay(
+        aggregate,
+        streamId,
+        { state: decoded.right, version: snapshot.streamVersion },
+        { version: page.version, events: page.events.slice(1) },
+        page.events.length >= loadPageSize
+      )
+      return { result: Option.some(folded), hit: true }
+    })
 
   const saveSnapshotting = Effect.fn("EventStore.saveSnapshotting")(function* <S, E>(
     root: AggregateRoot.AggregateRoot<S, E>

@@ -21,7 +21,7 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as PubSub from "effect/PubSub"
 import * as Schema from "effect/Schema"
-import type * as Cursor from "./Cursor.js"
+import * as Cursor from "./Cursor.js"
 import * as EventStore from "./EventStore.js"
 import { ConcurrencyConflict, type InvalidInput } from "./EventStoreError.js"
 import * as ExpectedVersion from "./ExpectedVersion.js"
@@ -41,6 +41,10 @@ export interface SubscriptionRow {
   workerId: string | undefined
   fenceToken: bigint
   leasedUntil: number
+  /** What it reads (undefined: every category, or not recorded). */
+  categories?: ReadonlyArray<string> | undefined
+  /** Why it stopped, until its next checkpoint or reset. */
+  failure?: { readonly message: string; readonly at: Date } | undefined
 }
 
 interface StreamState {
@@ -77,17 +81,6 @@ const decodeMetadata = Schema.decodeUnknownOption(EventMetadata)
 
 const parseMetadata = (text: string): EventMetadata =>
   Option.getOrElse(decodeMetadata(Json.parseAsJsonb(text)), (): EventMetadata => ({}))
-
-const cursorOrder = (a: RecordedEvent, b: RecordedEvent): number =>
-  a.transactionId < b.transactionId
-    ? -1
-    : a.transactionId > b.transactionId
-      ? 1
-      : a.globalPosition < b.globalPosition
-        ? -1
-        : a.globalPosition > b.globalPosition
-          ? 1
-          : 0
 
 const positionOrder = (a: RecordedEvent, b: RecordedEvent): number =>
   a.globalPosition < b.globalPosition ? -1 : a.globalPosition > b.globalPosition ? 1 : 0
@@ -230,7 +223,7 @@ const makeState = Effect.gen(function* () {
       for (const event of tx.written) {
         eventIds.add(event.eventId)
         insertSorted(log, event, positionOrder)
-        insertSorted(byCursor, event, cursorOrder)
+        insertSorted(byCursor, event, Cursor.eventOrder)
         categories.add(event.category)
       }
       for (const [streamId, snapshot] of tx.stagedSnapshots) snapshots.set(streamId, snapshot)
@@ -388,6 +381,27 @@ const makeState = Effect.gen(function* () {
       return events.slice(Math.max(0, end - limit), end).reverse()
     })
 
+  /** The stream's events from version `from` forward (up to `limit`), and its version, as one read sees them. */
+  const pageOf = (tx: Option.Option<Transaction>, streamId: string, from: number, limit: number): EventStore.LoadPage => {
+    const stream = visible(tx, streamId)
+    const events = stream?.events ?? []
+    const start = lowerBound(events, { streamVersion: from } as RecordedEvent, (a, b) => a.streamVersion - b.streamVersion)
+    const page = events.slice(start, start + limit)
+    return { version: page.length === 0 ? 0 : (stream?.version ?? 0), events: page }
+  }
+
+  const loadPage = (streamId: string, from: number, limit: number) =>
+    Effect.map(FiberRef.get(currentTransaction), (tx) => pageOf(tx, streamId, from, limit))
+
+  const loadSnapshotPage = (streamId: string, limit: number) =>
+    Effect.map(FiberRef.get(currentTransaction), (tx): EventStore.SnapshotLoadPage => {
+      const snapshot = Option.fromNullable(
+        (Option.isSome(tx) ? tx.value.stagedSnapshots.get(streamId) : undefined) ?? snapshots.get(streamId)
+      )
+      const from = Option.isSome(snapshot) ? snapshot.value.streamVersion : 1
+      return { ...pageOf(tx, streamId, from, limit), snapshot }
+    })
+
   const readLogPage = (
     categories: ReadonlyArray<string> | undefined,
     from: bigint,
@@ -490,6 +504,8 @@ const makeState = Effect.gen(function* () {
     append,
     readStreamPage,
     readLogPage,
+    loadPage,
+    loadSnapshotPage,
     streamVersion: (streamId) => Effect.map(FiberRef.get(currentTransaction), (tx) => visible(tx, streamId)?.version ?? 0),
     lockStream: (streamId) =>
       inTransaction((tx) => {

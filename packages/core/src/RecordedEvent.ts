@@ -27,6 +27,16 @@ export const JsonObject: Schema.Schema<{ readonly [key: string]: unknown }> = Js
 export type JsonObject = typeof JsonObject.Type
 
 /**
+ * Is a value a JSON object as {@link JsonObject} decodes it (a plain object:
+ * prototype `Object.prototype` or `null`, not an array)? The check a store's
+ * row decoder applies to stored `data` and `metadata`, without copying.
+ *
+ * @since 0.1.0
+ * @category guards
+ */
+export const isJsonObject: (u: unknown) => u is JsonObject = Json.isPlainObject
+
+/**
  * Metadata stored with every event. `eventId` is always set (a UUID); the
  * rest is optional. `custom` holds the caller's own JSON.
  *
