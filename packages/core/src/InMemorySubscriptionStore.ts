@@ -5,6 +5,7 @@
  *
  * @since 0.1.0
  */
+import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
@@ -139,8 +140,26 @@ export const make = (mem: InMemoryEventStore.InMemoryStore): Subscription.Subscr
       if (Option.isSome(fence) && !Lease.holds(lease, fence.value)) return false
       row.cursor = checkpoint.cursor
       row.delivered = checkpoint.delivered
+      row.failure = undefined
       return true
     }),
+  describe: (subscriptionId, filter) =>
+    Effect.sync(() => {
+      const row = mem.subscriptions.get(subscriptionId)
+      if (row !== undefined) row.categories = filter.categories
+    }),
+  recordFailure: (subscriptionId, failure) =>
+    Effect.map(Clock.currentTimeMillis, (now) => {
+      const row = mem.subscriptions.get(subscriptionId)
+      if (row !== undefined) row.failure = { message: failure, at: new Date(now) }
+    }),
+  report: (subscriptionId) =>
+    Effect.sync(() =>
+      Option.map(Option.fromNullable(mem.subscriptions.get(subscriptionId)), (row) => ({
+        categories: Option.fromNullable(row.categories),
+        failure: Option.fromNullable(row.failure)
+      }))
+    ),
   wakeups: Stream.fromPubSub(mem.commits).pipe(Stream.flattenIterables),
   lag: (filter, after) =>
     Effect.sync(() => {

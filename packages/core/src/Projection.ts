@@ -17,6 +17,7 @@
  * @since 0.1.0
  */
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Schema from "effect/Schema"
 import type * as Aggregate from "./Aggregate.js"
 import type { EventDecodeError } from "./EventStoreError.js"
@@ -96,20 +97,25 @@ const build =
     readonly handle: (event: HandledEvent<E | RecordedEvent>) => Effect.Effect<void, Err, R>
   }): Projection<R> => {
     const aggregate = options.aggregate
-    const decode = (recorded: RecordedEvent): Effect.Effect<E | RecordedEvent, EventDecodeError> =>
-      aggregate === undefined ? Effect.succeed(recorded) : aggregate.codec.decode(recorded)
+    // A handler that throws or dies fails like one that fails: retried, then the projection stops.
+    const handle = (event: E | RecordedEvent, recorded: RecordedEvent) =>
+      Effect.suspend(() => options.handle({ event, recorded })).pipe(
+        Effect.mapError((cause) => new HandlerFailure({ cause })),
+        Effect.catchAllDefect((cause) => Effect.fail(new HandlerFailure({ cause })))
+      )
     return {
       subscriptionId: options.subscriptionId,
       categories: aggregate === undefined ? options.categories : [aggregate.category],
       delivery,
-      process: (recorded) =>
-        Effect.flatMap(decode(recorded), (event) =>
-          // A handler that throws or dies fails like one that fails: retried, then the projection stops.
-          Effect.suspend(() => options.handle({ event, recorded })).pipe(
-            Effect.mapError((cause) => new HandlerFailure({ cause })),
-            Effect.catchAllDefect((cause) => Effect.fail(new HandlerFailure({ cause })))
-          )
-        )
+      // The decode is one synchronous call per event (a catch-up runs this for every event it reads).
+      process:
+        aggregate === undefined
+          ? (recorded) => handle(recorded, recorded)
+          : (recorded) =>
+              Effect.suspend((): Effect.Effect<void, EventDecodeError | HandlerFailure, R> => {
+                const decoded = aggregate.codec.decodeEither(recorded)
+                return Either.isLeft(decoded) ? Effect.fail(decoded.left) : handle(decoded.right, recorded)
+              })
     }
   }
 

@@ -17,6 +17,7 @@
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
@@ -72,7 +73,7 @@ export interface Options {
   readonly workerId: string
   /** Longest wait between polls without a notification (default 1 s). */
   readonly pollInterval?: Duration.DurationInput
-  /** Events per batch (default 100). */
+  /** Events per batch (default {@link Subscription.defaultBatchSize}, 1000). */
   readonly batchSize?: number
   /** Lease lifetime without renewal (default 30 s). */
   readonly leaseTtl?: Duration.DurationInput
@@ -138,6 +139,12 @@ export interface ProjectionStatus {
   /** Events this runner handled (attempts that succeeded). */
   readonly handled: number
   readonly failure: Option.Option<ProjectionFailed>
+  /**
+   * The failure the store recorded for this subscription (by any process:
+   * a missing version, a restore, a handler that kept failing), until its
+   * next checkpoint or reset.
+   */
+  readonly recordedFailure: Option.Option<{ readonly message: string; readonly at: Date }>
 }
 
 /**
@@ -148,7 +155,8 @@ export interface ProjectionStatus {
  */
 export interface ProjectionRunner {
   readonly workerId: string
-  readonly status: Effect.Effect<ReadonlyArray<ProjectionStatus>, StoreError | XidAhead>
+  /** Each projection's status; a log or checkpoint ahead of the server's xids shows as that projection `failed`. */
+  readonly status: Effect.Effect<ReadonlyArray<ProjectionStatus>, StoreError>
   /** Waits until the projection has handled everything appended so far (lag 0). */
   readonly whenCaughtUp: (subscriptionId: string, timeout?: Duration.DurationInput) => Effect.Effect<void, StoreError | InvalidInput | XidAhead>
 }
@@ -192,7 +200,7 @@ const resolve = (options: Options) => {
   return {
     workerId: options.workerId,
     pollInterval: options.pollInterval ?? "1 second",
-    batchSize: options.batchSize ?? 100,
+    batchSize: options.batchSize ?? Subscription.defaultBatchSize,
     leaseTtl,
     recheck,
     heartbeat: Duration.min(recheck, Duration.divide(leaseTtl, 3).pipe(Option.getOrElse(() => leaseTtl))),
@@ -215,6 +223,7 @@ const lead = <R>(
 ): Effect.Effect<void, LeaderExit, R | Lease.LeaseStoreTag | Subscription.SubscriptionStoreTag | Scope.Scope> =>
   Effect.gen(function* () {
     const leases = yield* Lease.LeaseStoreTag
+    const subscriptions = yield* Subscription.SubscriptionStoreTag
     const subscriptionId = projection.subscriptionId
     const fence: Lease.Fence = { workerId: config.workerId, fenceToken: lease.fenceToken }
     const sub = yield* Subscription.make({
@@ -223,50 +232,70 @@ const lead = <R>(
       batchSize: config.batchSize,
       pollInterval: config.pollInterval
     })
-    const attempt = (event: RecordedEvent) => {
+    const handled = (n: number) => Ref.update(slot, (s) => ({ ...s, handled: s.handled + n }))
+    /**
+     * The retries of an event whose first attempt failed with `first`: the
+     * schedule sees that failure first, so the delays and the attempt count
+     * are those of `Effect.retry(process, config.retry)`; built only when a
+     * handler fails, never per event.
+     */
+    const retryAfter = (event: RecordedEvent, first: EventDecodeError | Projection.HandlerFailure) => {
       let attempts = 0
-      return Effect.suspend(() => {
-        attempts++
-        return projection.process(event)
-      }).pipe(
+      return Effect.suspend(() => (++attempts === 1 ? Effect.fail(first) : projection.process(event))).pipe(
         Effect.tapError(() => Metric.increment(Metrics.handlerFailures)),
         Effect.retry(config.retry),
         Effect.mapError((cause) => failed(subscriptionId, event, attempts, cause))
       )
     }
-    const handled = (n: number) => Ref.update(slot, (s) => ({ ...s, handled: s.handled + n }))
+    /** At-least-once: the handler on every event in order, in one loop; a failure retries that event, then goes on. */
+    const handleAll = (batch: ReadonlyArray<RecordedEvent>) => {
+      let index = 0
+      const from: Effect.Effect<void, ProjectionFailed, R> = Effect.whileLoop({
+        while: () => index < batch.length,
+        body: () => projection.process(batch[index]!),
+        step: () => {
+          index++
+        }
+      }).pipe(
+        Effect.catchAll((first) =>
+          Effect.zipRight(
+            retryAfter(batch[index]!, first),
+            Effect.suspend(() => {
+              index++
+              return from
+            })
+          )
+        )
+      )
+      return Effect.ensuring(from, Effect.suspend(() => handled(index)))
+    }
     const refused = (e: Lease.LeaseLost) => Effect.zipRight(Metric.increment(Metrics.fenceRefusals), Effect.fail(e))
 
     const processBatch = (batch: ReadonlyArray<RecordedEvent>) =>
       Effect.gen(function* () {
         const { checkpoint } = yield* sub.position
         if (projection.delivery === "at-least-once") {
-          for (const event of batch) {
-            yield* attempt(event)
-            yield* handled(1)
-          }
-          yield* leases.commitFenced(subscriptionId, fence, checkpoint, Effect.void).pipe(Effect.catchTag("LeaseLost", refused))
+          yield* handleAll(batch)
+          // One fenced write, atomic on its own: no transaction around it (a single statement on Postgres).
+          const written = yield* subscriptions.writeCheckpoint(subscriptionId, checkpoint, Option.some(fence))
+          if (!written) return yield* refused(new Lease.LeaseLost({ subscriptionId, ...fence }))
           return
         }
         // Transactional: the whole batch and its checkpoint commit together, or not at all.
-        let current: RecordedEvent = batch[0]!
+        // `index` is the event being handled, for the failure's report.
+        let index = 0
         let attempts = 0
+        const handleBatch = Effect.whileLoop({
+          while: () => index < batch.length,
+          body: () => projection.process(batch[index]!),
+          step: () => {
+            index++
+          }
+        })
         yield* Effect.suspend(() => {
           attempts++
-          return leases.commitFenced(
-            subscriptionId,
-            fence,
-            checkpoint,
-            Effect.forEach(
-              batch,
-              (event) =>
-                Effect.suspend(() => {
-                  current = event
-                  return projection.process(event)
-                }),
-              { discard: true }
-            )
-          )
+          index = 0
+          return leases.commitFenced(subscriptionId, fence, checkpoint, handleBatch)
         }).pipe(
           Effect.tapError((e) =>
             e._tag === "HandlerFailure" || e._tag === "EventDecodeError" ? Metric.increment(Metrics.handlerFailures) : Effect.void
@@ -280,8 +309,8 @@ const lead = <R>(
           }),
           Effect.catchTags({
             LeaseLost: refused,
-            EventDecodeError: (e: EventDecodeError) => Effect.fail(failed(subscriptionId, current, attempts, e)),
-            HandlerFailure: (e) => Effect.fail(failed(subscriptionId, current, attempts, e.cause))
+            EventDecodeError: (e: EventDecodeError) => Effect.fail(failed(subscriptionId, batch[index]!, attempts, e)),
+            HandlerFailure: (e) => Effect.fail(failed(subscriptionId, batch[index]!, attempts, e.cause))
           })
         )
         yield* handled(batch.length)
@@ -410,6 +439,11 @@ const supervise = <R>(
                   cause: error
                 })
           yield* Effect.logError(failure.message, failure.cause)
+          // For status, in every process: the store keeps it until the next checkpoint or reset.
+          yield* Subscription.SubscriptionStoreTag.pipe(
+            Effect.flatMap((store) => store.recordFailure(projection.subscriptionId, `${error._tag}: ${error.message}`)),
+            Effect.ignore
+          )
           yield* Ref.update(slot, (s) => ({ ...s, state: "failed" as const, fenceToken: Option.none(), failure: Option.some(failure) }))
           return
         }
@@ -455,20 +489,58 @@ export const run = <R>(
           Metric.set(Metric.tagged(Metrics.subscriptionLag, "subscription", projection.subscriptionId), lag.events)
         )
       )
+    const noLag: Subscription.Lag = { events: 0, ageMillis: 0, oldestTransactionMillis: 0 }
     const status = Effect.forEach([...slots.values()], ({ projection, slot }) =>
-      Effect.all({ s: Ref.get(slot), lease: leases.status(projection.subscriptionId), lag: lagOf(projection) }).pipe(
-        Effect.map(
-          ({ s, lease, lag }): ProjectionStatus => ({
+      Effect.all({
+        s: Ref.get(slot),
+        lease: leases.status(projection.subscriptionId),
+        // A log or checkpoint ahead of the server's xids (a restore) fails this projection's row, not the call.
+        lag: lagOf(projection).pipe(
+          Effect.map(Either.right),
+          Effect.catchTag("XidAhead", (ahead) => Effect.succeed(Either.left(ahead)))
+        ),
+        report: subscriptions.report(projection.subscriptionId)
+      }).pipe(
+        Effect.map(({ s, lease, lag, report }): ProjectionStatus => {
+          const recordedFailure = Option.flatMap(report, (r) => r.failure)
+          if (lag._tag === "Left") {
+            const ahead = lag.left
+            return {
+              subscriptionId: projection.subscriptionId,
+              workerId: config.workerId,
+              state: "failed",
+              fenceToken: s.fenceToken,
+              lease,
+              lag: noLag,
+              handled: s.handled,
+              failure: Option.orElse(s.failure, () =>
+                Option.some(
+                  new ProjectionFailed({
+                    subscriptionId: projection.subscriptionId,
+                    streamId: "",
+                    streamVersion: 0,
+                    globalPosition: 0n,
+                    eventType: "",
+                    attempts: 0,
+                    cause: ahead
+                  })
+                )
+              ),
+              recordedFailure
+            }
+          }
+          return {
             subscriptionId: projection.subscriptionId,
             workerId: config.workerId,
             state: s.state,
             fenceToken: s.fenceToken,
             lease,
-            lag,
+            lag: lag.right,
             handled: s.handled,
-            failure: s.failure
-          })
-        )
+            failure: s.failure,
+            recordedFailure
+          }
+        })
       )
     )
     const whenCaughtUp = (subscriptionId: string, timeout: Duration.DurationInput = "30 seconds") => {

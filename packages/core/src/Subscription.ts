@@ -84,6 +84,19 @@ export interface Lag {
 }
 
 /**
+ * What a store records of a subscription beyond its checkpoint, for status.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Report {
+  /** The categories it reads (none: every category, or not recorded yet). */
+  readonly categories: Option.Option<ReadonlyArray<string>>
+  /** Why it stopped, and when (cleared by its next checkpoint or reset). */
+  readonly failure: Option.Option<{ readonly message: string; readonly at: Date }>
+}
+
+/**
  * The storage primitives of subscriptions.
  *
  * @since 0.1.0
@@ -129,6 +142,19 @@ export interface SubscriptionStore {
     checkpoint: HoldBack.Checkpoint,
     fence: Option.Option<Fence>
 ) => Effect.Effect<boolean, StoreError>
+  /**
+   * Records what the subscription reads (its categories) on its row, for
+   * status; does nothing while it has no row (before its first checkpoint).
+   */
+  readonly describe: (subscriptionId: string, filter: Filter) => Effect.Effect<void, StoreError>
+  /**
+   * Records why the subscription stopped (e.g. a `MissingVersion`), for
+   * status; its next checkpoint or reset clears it. Does nothing while it has
+   * no row.
+   */
+  readonly recordFailure: (subscriptionId: string, failure: string) => Effect.Effect<void, StoreError>
+  /** What status shows of a subscription beyond its checkpoint (none: no row). */
+  readonly report: (subscriptionId: string) => Effect.Effect<Option.Option<Report>, StoreError>
   /** Notifications of committed appends (categories); may miss some. */
   readonly wakeups: Stream.Stream<string, StoreError>
   readonly lag: (filter: Filter, after: Cursor.Cursor) => Effect.Effect<Lag, StoreError>
@@ -146,6 +172,15 @@ export class SubscriptionStoreTag extends Context.Tag("@mire/core/SubscriptionSt
 >() {}
 
 /**
+ * Events per poll when `batchSize` is not given: large enough that a
+ * catch-up is not bound by round trips (a page of 100 halves its throughput).
+ *
+ * @since 0.1.0
+ * @category constants
+ */
+export const defaultBatchSize = 1000
+
+/**
  * Options of a subscription.
  *
  * @since 0.1.0
@@ -153,7 +188,7 @@ export class SubscriptionStoreTag extends Context.Tag("@mire/core/SubscriptionSt
  */
 export interface Options extends Filter {
   readonly subscriptionId: string
-  /** Events per poll (default 100). */
+  /** Events per poll (default {@link defaultBatchSize}, 1000). */
   readonly batchSize?: number
   /** Longest wait between polls without a notification (default 1 s). */
   readonly pollInterval?: Duration.DurationInput
@@ -214,6 +249,7 @@ export interface Subscription {
  * regression. A cursor across which no stream is inverted is kept as is.
  *
  * @since 0.1.0
+ * @category checkpoints
  */
 export const checkpointFor = (
   filter: Filter,
@@ -227,6 +263,26 @@ export const checkpointFor = (
     const safe = Cursor.before(lowest.value)
     return { cursor: safe, delivered: yield* store.prefixes(filter, safe, cursor) }
   })
+
+/**
+ * Whether a wake-up `payload` (a category, or `""`: wake everyone) concerns
+ * a subscription with this filter.
+ *
+ * @since 0.1.0
+ * @category wake-ups
+ */
+export const wakes = (filter: Filter): ((payload: string) => boolean) => {
+  if (filter.categories === undefined) return () => true
+  const wanted = new Set(filter.categories)
+  return (payload) => payload === "" || wanted.has(payload)
+}
+
+/** Records why a subscription stopped, for status (best effort: the failure itself is what the caller sees). */
+const recordFailure = (
+  store: SubscriptionStore,
+  subscriptionId: string,
+  error: { readonly _tag: string; readonly message: string }
+): Effect.Effect<void> => Effect.ignore(store.recordFailure(subscriptionId, `${error._tag}: ${error.message}`))
 
 interface Internal {
   readonly read: Cursor.Cursor
@@ -259,7 +315,7 @@ export const make = (
     if (options.categories !== undefined && options.categories.length === 0) {
       return yield* new InvalidInput({ field: "categories", reason: "an empty list reads nothing" })
     }
-    const batchSize = options.batchSize ?? 100
+    const batchSize = options.batchSize ?? defaultBatchSize
     if (!Number.isSafeInteger(batchSize) || batchSize < 1) {
       return yield* new InvalidInput({ field: "batchSize", reason: `${batchSize} is not a positive integer` })
     }
@@ -268,7 +324,13 @@ export const make = (
     if (!Number.isSafeInteger(retain) || retain < 0) {
       return yield* new InvalidInput({ field: "retainStreams", reason: `${retain} is not a non-negative integer` })
     }
-    const persisted = Option.getOrElse(yield* store.readCheckpoint(subscriptionId), () => checkpointAt(Cursor.start))
+    const stored = yield* store
+      .readCheckpoint(subscriptionId)
+      .pipe(Effect.tapErrorTag("XidAhead", (e) => recordFailure(store, subscriptionId, e)))
+    const persisted = Option.getOrElse(stored, () => checkpointAt(Cursor.start))
+    // Its categories, for status (a first checkpoint creates the row: they are recorded then).
+    yield* store.describe(subscriptionId, filter)
+    const described = yield* Ref.make(Option.isSome(stored))
     const initial = (checkpoint: HoldBack.Checkpoint): Internal => ({
       read: checkpoint.cursor,
       start: checkpoint.cursor,
@@ -276,8 +338,10 @@ export const make = (
     })
     const state = yield* Ref.make<Internal>(initial(persisted))
     const wake = yield* Queue.sliding<void>(1)
+    const wakeupsMetric = Metric.tagged(Metrics.wakeups, "subscription", subscriptionId)
     yield* store.wakeups.pipe(
-      Stream.runForEach(() => Queue.offer(wake, undefined)),
+      Stream.filter(wakes(filter)),
+      Stream.runForEach((payload) => Effect.zipRight(Metric.update(wakeupsMetric, payload), Queue.offer(wake, undefined))),
       Effect.retry(Schedule.spaced("1 second")),
       Effect.forkScoped
     )
@@ -300,6 +364,11 @@ export const make = (
       if (page.length === 0) {
         // Caught up: every held stream's missing version is checked again (it may have been deleted since).
         yield* checkGaps(HoldBack.waiting(current.ordering))
+        // Everything read before a restart has been read again: no skipped version is still ahead.
+        yield* Ref.update(state, (s) => {
+          const ordering = s === current ? HoldBack.caughtUp(s.ordering) : s.ordering
+          return ordering === s.ordering ? s : { ...s, ordering }
+        })
         return []
       }
       // Streams not remembered (never seen, or forgotten behind the safe cursor): their delivered version
@@ -326,6 +395,7 @@ export const make = (
       yield* Metric.incrementBy(deliveredCounter, decided.deliver.length)
       return decided.deliver
     }).pipe(
+      Effect.tapError((e) => (e._tag === "StoreError" ? Effect.void : recordFailure(store, subscriptionId, e))),
       Effect.tap((delivered) => Effect.annotateCurrentSpan("mire.batch_size", delivered.length)),
       Effect.withSpan("Subscription.poll", { attributes: { "mire.subscription_id": subscriptionId } })
     )
@@ -344,6 +414,12 @@ export const make = (
     const checkpoint = (fence?: Fence) =>
       Effect.flatMap(position, ({ checkpoint }) =>
         store.writeCheckpoint(subscriptionId, checkpoint, Option.fromNullable(fence))
+      ).pipe(
+        Effect.tap((written) =>
+          written
+            ? Effect.flatMap(Ref.getAndSet(described, true), (done) => (done ? Effect.void : store.describe(subscriptionId, filter)))
+            : Effect.void
+        )
       )
 
     const reset = (cursor: Cursor.Cursor = Cursor.start) =>

@@ -300,10 +300,19 @@ describe("telemetry: metrics", () => {
         commitFenced: (subscriptionId, fence) =>
           Effect.sync(() => (taken = true)).pipe(Effect.zipRight(Effect.fail(new Lease.LeaseLost({ subscriptionId, ...fence }))))
       }
+      // An at-least-once batch checkpoints with the subscription store's fenced write (no transaction).
+      const subscriptions = yield* Subscription.SubscriptionStoreTag
+      const refusing: Subscription.SubscriptionStore = {
+        ...subscriptions,
+        writeCheckpoint: (subscriptionId, checkpoint, fence) =>
+          Option.isSome(fence)
+            ? Effect.sync(() => (taken = true)).pipe(Effect.as(false))
+            : subscriptions.writeCheckpoint(subscriptionId, checkpoint, fence)
+      }
       yield* EventStore.save(AggregateRoot.record(AggregateRoot.make(Account, "1"), Opened.make({ owner: "Ada" })))
       yield* ProjectionSpec.start(
         Projection.atLeastOnce({ subscriptionId: unique("tel-fence-"), aggregate: Account, handle: () => Effect.void })
-      ).pipe(Effect.provideService(Lease.LeaseStoreTag, usurped))
+      ).pipe(Effect.provideService(Lease.LeaseStoreTag, usurped), Effect.provideService(Subscription.SubscriptionStoreTag, refusing))
       yield* waitUntil(
         Effect.map(Effect.all([count(Metrics.leaseLost), count(Metrics.fenceRefusals)]), ([l, r]) => l > lost && r > refusals),
         "a lease loss and a fence refusal"

@@ -223,12 +223,38 @@ export const make: Effect.Effect<
                     ${deliveredJson(checkpoint)}::jsonb)
             ON CONFLICT (subscription_id) DO UPDATE
               SET last_transaction_id = excluded.last_transaction_id, last_position = excluded.last_position,
-                  delivered = excluded.delivered, updated_at = now()
+                  delivered = excluded.delivered, failure = NULL, failed_at = NULL, updated_at = now()
             RETURNING 1`
         : fencedUpdate(sql, subscriptionId, checkpoint, fence.value)
       ).pipe(
         Effect.map((rows) => rows.length > 0),
         refail("writeCheckpoint")
+      ),
+    describe: (subscriptionId, filter) =>
+      sql`UPDATE es_subscriptions SET categories = ${filter.categories === undefined ? null : filter.categories}::text[]
+          WHERE subscription_id = ${subscriptionId}
+            AND categories IS DISTINCT FROM ${filter.categories === undefined ? null : filter.categories}::text[]`.pipe(
+        Effect.asVoid,
+        refail("describe")
+      ),
+    recordFailure: (subscriptionId, failure) =>
+      sql`UPDATE es_subscriptions SET failure = ${failure}, failed_at = now() WHERE subscription_id = ${subscriptionId}`.pipe(
+        Effect.asVoid,
+        refail("recordFailure")
+      ),
+    report: (subscriptionId) =>
+      sql<{ categories: ReadonlyArray<string> | null; failure: string | null; failed_at: Date | null }>`
+        SELECT categories, failure, failed_at FROM es_subscriptions WHERE subscription_id = ${subscriptionId}`.pipe(
+        Effect.map((rows) =>
+          Option.map(Option.fromNullable(rows[0]), (row) => ({
+            categories: Option.fromNullable(row.categories),
+            failure:
+              row.failure === null || row.failed_at === null
+                ? Option.none()
+                : Option.some({ message: row.failure, at: row.failed_at })
+          }))
+        ),
+        refail("report")
       ),
     // The store layer's one listener, fanned out (closing this stream never affects another subscription).
     wakeups: listener.subscribe(PgWakeups.eventsChannel),

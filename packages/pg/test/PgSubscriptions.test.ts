@@ -4,6 +4,8 @@ import * as EventStore from "@mire/core/EventStore"
 import * as ExpectedVersion from "@mire/core/ExpectedVersion"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import { holdBackRestartSuite } from "../../core/test/conformance/holdBackRestartSuite.js"
+import { statusSuite } from "../../core/test/conformance/statusSuite.js"
 import { subscriptionSuite } from "../../core/test/conformance/subscriptionSuite.js"
 import * as PgSubscriptionStore from "../src/PgSubscriptionStore.js"
 import { pgRaw } from "./raw.js"
@@ -12,6 +14,8 @@ import { storeLayer } from "./utils.js"
 const layerPg = PgSubscriptionStore.layer.pipe(Layer.provideMerge(pgRaw), Layer.provideMerge(storeLayer({ maxConnections: 60 })))
 
 subscriptionSuite("postgres", layerPg)
+holdBackRestartSuite("postgres", layerPg)
+statusSuite("postgres", layerPg)
 
 interface PlanNode {
   readonly "Node Type": string

@@ -17,7 +17,7 @@ export const fencedUpdate = (
     UPDATE es_subscriptions
       SET last_transaction_id = ${checkpoint.cursor.transactionId.toString()}::xid8,
           last_position = ${checkpoint.cursor.position}, delivered = ${deliveredJson(checkpoint)}::jsonb,
-          updated_at = now()
+          failure = NULL, failed_at = NULL, updated_at = now()
     WHERE subscription_id = ${subscriptionId}
       AND worker_id = ${fence.workerId} AND fence_token = ${fence.fenceToken.toString()}::int8
     RETURNING 1`
