@@ -16,7 +16,7 @@ import * as Options from "@effect/cli/Options"
 import type * as ValidationError from "@effect/cli/ValidationError"
 import type * as PgClient from "@effect/sql-pg/PgClient"
 import type * as SqlClient from "@effect/sql/SqlClient"
-import type * as Cursor from "@mire/core/Cursor"
+import type * as HoldBack from "@mire/core/HoldBack"
 import * as Subscription from "@mire/core/Subscription"
 import * as PgMigrations from "@mire/pg/PgMigrations"
 import * as PgStatus from "@mire/pg/PgStatus"
@@ -118,14 +118,16 @@ const status = Command.make(
 
 /**
  * A subscription store that starts at `start` and never writes a checkpoint:
- * what `tail` follows leaves no row behind.
+ * what `tail` follows leaves no row behind. The start is a full checkpoint
+ * (what is delivered at that cursor), so a stream inverted across it is
+ * delivered in order, not refused as a regression.
  */
 const ephemeral = (
   store: Subscription.SubscriptionStore,
-  start: Cursor.Cursor
+  start: HoldBack.Checkpoint
 ): Subscription.SubscriptionStore => ({
   ...store,
-  readCheckpoint: () => Effect.succeed(Option.some(Subscription.checkpointAt(start))),
+  readCheckpoint: () => Effect.succeed(Option.some(start)),
   writeCheckpoint: () => Effect.succeed(false),
   describe: () => Effect.void,
   recordFailure: () => Effect.void
@@ -144,7 +146,8 @@ const tail = Command.make(
     withDatabase(options)(
       Effect.gen(function* () {
         const start = yield* PgStatus.head
-        const store = ephemeral(yield* Subscription.SubscriptionStoreTag, start)
+        const filter: Subscription.Filter = options.categories.length === 0 ? {} : { categories: options.categories }
+        const store = ephemeral(yield* Subscription.SubscriptionStoreTag, yield* Subscription.checkpointFor(filter, start))
         const subscription = yield* Subscription.make({
           subscriptionId: "mire-tail",
           ...(options.categories.length === 0 ? {} : { categories: options.categories })

@@ -138,7 +138,10 @@ const clientConfig = (config: PgClient.PgClientConfig, name: string): pg.ClientC
   ...(config.stream === undefined ? {} : { stream: config.stream }),
   connectionTimeoutMillis: Duration.toMillis(config.connectTimeout ?? Duration.seconds(5)),
   application_name: name,
-  keepAlive: true
+  keepAlive: true,
+  // A silently dead connection (a NAT timeout, a failover without a reset) is noticed in
+  // about a minute instead of the OS default of two hours; then the listener reconnects.
+  keepAliveInitialDelayMillis: 10_000
 })
 
 /**
