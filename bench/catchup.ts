@@ -28,26 +28,12 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
 import pg from "pg"
+import { admin, withDatabase } from "../test/database.js"
 import { startEmbedded } from "../test/embeddedPostgres.js"
 
 const events = Number(process.argv[2] ?? 1_000_000)
 const chunk = 10_000
 
-const withDatabase = (url: string, database: string): string => {
-  const u = new URL(url)
-  u.pathname = `/${database}`
-  return u.toString()
-}
-
-const admin = async (url: string, statement: string) => {
-  const client = new pg.Client({ connectionString: url })
-  await client.connect()
-  try {
-    await client.query(statement)
-  } finally {
-    await client.end()
-  }
-}
 
 const seed = async (url: string) => {
   const client = new pg.Client({ connectionString: url })

@@ -34,7 +34,7 @@ import * as Layer from "effect/Layer"
 import * as Redacted from "effect/Redacted"
 import * as Stream from "effect/Stream"
 import { monitorEventLoopDelay } from "node:perf_hooks"
-import pg from "pg"
+import { admin, withDatabase } from "../test/database.js"
 import { startEmbedded } from "../test/embeddedPostgres.js"
 
 const seconds = Number(process.argv[2] ?? 180)
@@ -44,21 +44,6 @@ const intervalSeconds = Number(process.env.SOAK_INTERVAL ?? 15)
 const retainStreams = process.env.SOAK_RETAIN === undefined ? undefined : Number(process.env.SOAK_RETAIN)
 const gc: (() => void) | undefined = (globalThis as { gc?: () => void }).gc
 
-const withDatabase = (url: string, database: string): string => {
-  const u = new URL(url)
-  u.pathname = `/${database}`
-  return u.toString()
-}
-
-const admin = async (url: string, statement: string) => {
-  const client = new pg.Client({ connectionString: url })
-  await client.connect()
-  try {
-    await client.query(statement)
-  } finally {
-    await client.end()
-  }
-}
 
 interface Sample {
   readonly at: number

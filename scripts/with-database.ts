@@ -7,7 +7,7 @@
  * Usage: node --import tsx scripts/with-database.ts <command> [args…]
  */
 import { spawn } from "node:child_process"
-import pg from "pg"
+import { admin, withDatabase } from "../test/database.js"
 import { startEmbedded } from "../test/embeddedPostgres.js"
 
 const [command, ...args] = process.argv.slice(2)
@@ -20,21 +20,10 @@ const given = process.env["DATABASE_URL"]
 const server = given === undefined || given === "" ? await startEmbedded() : undefined
 const serverUrl = server?.url ?? given ?? ""
 const name = `mire_consumer_${process.pid}_${Date.now().toString(36)}`
-const admin = async (statement: string) => {
-  const client = new pg.Client({ connectionString: serverUrl })
-  await client.connect()
-  try {
-    await client.query(statement)
-  } finally {
-    await client.end()
-  }
-}
-
-const url = new URL(serverUrl)
-url.pathname = `/${name}`
+const url = new URL(withDatabase(serverUrl, name))
 let code = 1
 try {
-  await admin(`CREATE DATABASE ${name}`)
+  await admin(serverUrl, `CREATE DATABASE ${name}`)
   console.error(`[with-database] ${server === undefined ? "DATABASE_URL" : "embedded PostgreSQL"}: database ${name}`)
   code = await new Promise<number>((resolve) => {
     const child = spawn(command, args, { stdio: "inherit", env: { ...process.env, DATABASE_URL: url.href } })
@@ -45,7 +34,7 @@ try {
     child.on("exit", (exit, signal) => resolve(exit ?? (signal === null ? 1 : 128)))
   })
 } finally {
-  await admin(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).catch((error: unknown) =>
+  await admin(serverUrl, `DROP DATABASE IF EXISTS ${name} WITH (FORCE)`).catch((error: unknown) =>
     console.error(`[with-database] could not drop ${name}: ${String(error)}`)
   )
   await server?.stop()
