@@ -193,7 +193,12 @@ const rateMire = <E, R>(seconds: number, workers: number, step: (worker: number)
       range(workers),
       (w) =>
         Effect.gen(function* () {
-          while (now() < deadline) events += yield* step(w)
+          // Not `events += yield* step(w)`: that reads `events` before the step suspends, so
+          // concurrent workers would overwrite each other's counts.
+          while (now() < deadline) {
+            const n = yield* step(w)
+            events += n
+          }
         }),
       { concurrency: "unbounded", discard: true }
     )
@@ -208,7 +213,10 @@ const rateRaw = (seconds: number, workers: number, step: (worker: number) => Pro
     let events = 0
     await Promise.all(
       range(workers).map(async (w) => {
-        while (now() < deadline) events += await step(w)
+        while (now() < deadline) {
+          const n = await step(w)
+          events += n
+        }
       })
     )
     return events / ((now() - started) / 1000)
