@@ -4,12 +4,17 @@
  * dist/ (compiled .js, .d.ts, .d.ts.map) and nothing else, no tests or
  * TypeScript sources; every `exports`/`main`/`types`/`bin` target exists; and
  * @mire/pg holds every file of the top-level migrations/, byte for byte.
+ * The conformance suites (@mire/core/conformance) are shipped code, not tests:
+ * every module of packages/core/src/conformance/ must be in dist/conformance/,
+ * and they are the only shipped modules that may import a test framework
+ * (vitest, @effect/vitest, optional peers that only that entry needs).
  * Prints each tarball's contents summary and sizes.
  *
  * Usage: node scripts/check-tarballs.mjs [folder, default .pack]
  */
 import { execFileSync } from "node:child_process"
-import { readdirSync, readFileSync, statSync } from "node:fs"
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs"
+import { tmpdir } from "node:os"
 import { pathToFileURL } from "node:url"
 import { root } from "./packages.mjs"
 
@@ -27,12 +32,58 @@ const targets = (manifest) => {
   return out.map((t) => t.replace(/^\.\//, ""))
 }
 
+/**
+ * A test file: under a test folder or named `*.test.*`/`*.spec.*`. The
+ * conformance suites (`dist/conformance/*Suite.js`) are neither: they are the
+ * shipped contract, registered by a driver's own test files.
+ */
+const isTest = (file) => /(^|\/)(test|tests|__tests__)\/|\.(test|spec)\.[a-z.]+$/.test(file)
+
 const allowed = (name, file) =>
   file === "package.json" ||
   file === "README.md" ||
   file === "LICENSE" ||
-  (/^dist\/.+\.(js|d\.ts|d\.ts\.map)$/.test(file) && !/(^|\/)(test|tests|__tests__)\/|\.(test|spec)\./.test(file)) ||
+  (/^dist\/.+\.(js|d\.ts|d\.ts\.map)$/.test(file) && !isTest(file)) ||
   (name === "@mire/pg" && /^migrations\/\d{4}_[a-z0-9_]+\.sql$/.test(file))
+
+/** The test frameworks a shipped module imports (static or dynamic). */
+const testFrameworks = (source) =>
+  [...source.matchAll(/(?:\bfrom\s*|\bimport\s*\(?\s*)["'](vitest|@effect\/vitest)(?:\/[^"']*)?["']/g)].map((m) => m[1])
+
+/** The conformance entry ships every module of src/conformance. */
+const checkConformance = (manifest, files, problem) => {
+  const conformance = readdirSync(`${root}/packages/core/src/conformance`).filter((f) => f.endsWith(".ts"))
+  for (const module of conformance) {
+    const base = `dist/conformance/${module.replace(/\.ts$/, "")}`
+    for (const file of [`${base}.js`, `${base}.d.ts`]) if (!files.includes(file)) problem(`missing ${file} (conformance)`)
+  }
+  if (manifest.exports?.["./conformance"]?.import !== "./dist/conformance/index.js") problem("no ./conformance export")
+}
+
+/**
+ * Only @mire/core's dist/conformance/ may import a test framework, and only
+ * one declared as an optional peer: a user who never imports the conformance
+ * entry never needs vitest.
+ */
+const checkTestFrameworks = (path, name, manifest, files, problem) => {
+  const work = mkdtempSync(`${tmpdir()}/mire-tarball-`)
+  const imported = new Set()
+  try {
+    execFileSync("tar", ["-xzf", path, "-C", work])
+    for (const file of files.filter((f) => f.endsWith(".js") || f.endsWith(".d.ts"))) {
+      const frameworks = testFrameworks(readFileSync(`${work}/package/${file}`, "utf8"))
+      if (frameworks.length === 0) continue
+      if (name !== "@mire/core" || !file.startsWith("dist/conformance/"))
+        problem(`${file} imports ${frameworks.join(", ")} outside @mire/core's dist/conformance/`)
+      for (const peer of frameworks) imported.add(peer)
+    }
+    for (const peer of imported)
+      if (manifest.peerDependenciesMeta?.[peer]?.optional !== true)
+        problem(`a shipped module imports ${peer}, which is not an optional peer dependency`)
+  } finally {
+    rmSync(work, { recursive: true, force: true })
+  }
+}
 
 /** Checks the named tarballs in `folder`; prints a summary; false when any check failed. */
 export const checkTarballs = (folder, tarballs) => {
@@ -51,6 +102,8 @@ export const checkTarballs = (folder, tarballs) => {
     for (const file of ["README.md", "LICENSE", ...targets(manifest)])
       if (!files.includes(file)) problem(`missing ${file}`)
     if (!files.some((f) => f.startsWith("dist/") && f.endsWith(".d.ts.map"))) problem("no declaration maps")
+    if (name === "@mire/core") checkConformance(manifest, files, problem)
+    checkTestFrameworks(path, name, manifest, files, problem)
     if (name === "@mire/pg") {
       for (const file of migrations) {
         if (!files.includes(`migrations/${file}`)) problem(`missing migrations/${file}`)

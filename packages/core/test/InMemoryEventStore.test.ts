@@ -1,14 +1,18 @@
 import * as Layer from "effect/Layer"
 import * as InMemorySubscriptionStore from "../src/InMemorySubscriptionStore.js"
-import { eventStoreSuite } from "./conformance/eventStoreSuite.js"
-import { holdBackRestartSuite } from "./conformance/holdBackRestartSuite.js"
-import { jsonLimitsSuite, jsonSuite, limits } from "./conformance/jsonSuite.js"
-import { snapshotSuite } from "./conformance/snapshotSuite.js"
-import { statusSuite } from "./conformance/statusSuite.js"
-import { subscriptionSuite } from "./conformance/subscriptionSuite.js"
-import { transactionSuite } from "./conformance/transactionSuite.js"
+import {
+  eventStoreSuite,
+  holdBackRestartSuite,
+  jsonLimitsSuite,
+  jsonSuite,
+  limits,
+  projectionSuite,
+  snapshotSuite,
+  statusSuite,
+  subscriptionSuite,
+  transactionSuite
+} from "@mire/core/conformance"
 import * as InMemory from "../src/InMemory.js"
-import { projectionSuite } from "./conformance/projectionSuite.js"
 import { memoryLayer, memoryLayerWith, memoryRaw, memoryReadModel } from "./memoryRaw.js"
 
 eventStoreSuite("in-memory", memoryLayer)

@@ -22,9 +22,7 @@ import * as Metrics from "../src/Metrics.js"
 import * as Projection from "../src/Projection.js"
 import * as Subscription from "../src/Subscription.js"
 import { ProjectionSpec } from "../src/testing/index.js"
-import { startWorker, world } from "./conformance/sagaSuite.js"
-import { waitUntil } from "./conformance/scopes.js"
-import { account, Deposited, Opened, Raw, unique } from "./fixtures.js"
+import { account, Deposited, Opened, Raw, startWorker, unique, waitUntil, world } from "@mire/core/conformance"
 import { memoryRaw } from "./memoryRaw.js"
 
 /** A span that records what it is told. */

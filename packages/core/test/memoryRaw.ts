@@ -4,7 +4,7 @@ import type * as EventStore from "../src/EventStore.js"
 import * as InMemoryEventStore from "../src/InMemoryEventStore.js"
 import { isPlainObject, parseAsJsonb } from "../src/internal/json.js"
 import type { JsonObject } from "../src/RecordedEvent.js"
-import { Raw, TxReadModel } from "./fixtures.js"
+import { Raw, TxReadModel } from "@mire/core/conformance"
 
 /** What a jsonb column holds after `JSON.stringify(value)::jsonb`, as the driver hands it back. */
 const viaJson = (value: unknown): unknown => parseAsJsonb(JSON.stringify(value))

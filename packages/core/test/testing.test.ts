@@ -15,7 +15,7 @@ import * as InMemory from "../src/InMemory.js"
 import * as Projection from "../src/Projection.js"
 import * as ProjectionRunner from "../src/ProjectionRunner.js"
 import { AggregateSpec, ProjectionSpec, SpecFailure } from "../src/testing/index.js"
-import { type AccountEvent, type AccountState, account, Closed, Deposited, Opened, TxReadModel, Withdrawn } from "./fixtures.js"
+import { type AccountEvent, type AccountState, account, Closed, Deposited, Opened, TxReadModel, Withdrawn } from "@mire/core/conformance"
 import { memoryReadModel } from "./memoryRaw.js"
 
 const Account = account("kit")

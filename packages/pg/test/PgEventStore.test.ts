@@ -1,8 +1,12 @@
 import * as Layer from "effect/Layer"
-import { eventStoreSuite } from "../../core/test/conformance/eventStoreSuite.js"
-import { jsonLimitsSuite, jsonSuite, limits } from "../../core/test/conformance/jsonSuite.js"
-import { snapshotSuite } from "../../core/test/conformance/snapshotSuite.js"
-import { transactionSuite } from "../../core/test/conformance/transactionSuite.js"
+import {
+  eventStoreSuite,
+  jsonLimitsSuite,
+  jsonSuite,
+  limits,
+  snapshotSuite,
+  transactionSuite
+} from "@mire/core/conformance"
 import * as PgEventStore from "../src/PgEventStore.js"
 import * as PgSubscriptionStore from "../src/PgSubscriptionStore.js"
 import { pgRaw } from "./raw.js"

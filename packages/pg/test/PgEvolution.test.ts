@@ -1,5 +1,5 @@
 import * as Layer from "effect/Layer"
-import { evolutionSuite } from "../../core/test/conformance/evolutionSuite.js"
+import { evolutionSuite } from "@mire/core/conformance"
 import * as PgStore from "../src/PgStore.js"
 import { pgRaw, pgReadModel } from "./raw.js"
 import { migratedLayer } from "./utils.js"

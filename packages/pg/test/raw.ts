@@ -1,7 +1,7 @@
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import { Raw, TxReadModel } from "../../core/test/fixtures.js"
+import { Raw, TxReadModel } from "@mire/core/conformance"
 
 /** Raw row access for the Postgres store (plain SQL, as an operator or older code would write). */
 export const pgRaw = Layer.effect(

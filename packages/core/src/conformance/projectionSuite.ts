@@ -1,5 +1,7 @@
 /**
  * Projections, leases and failover, run against every store.
+ *
+ * @since 0.1.0
  */
 import { assert, describe, layer } from "@effect/vitest"
 import * as Deferred from "effect/Deferred"
@@ -11,16 +13,16 @@ import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import * as Scope from "effect/Scope"
-import * as EventStore from "../../src/EventStore.js"
-import { MissingVersion } from "../../src/EventStoreError.js"
-import * as ExpectedVersion from "../../src/ExpectedVersion.js"
-import * as Lease from "../../src/Lease.js"
-import * as Metrics from "../../src/Metrics.js"
-import * as Projection from "../../src/Projection.js"
-import * as ProjectionRunner from "../../src/ProjectionRunner.js"
-import type { NewEvent } from "../../src/RecordedEvent.js"
-import type * as Subscription from "../../src/Subscription.js"
-import { Raw, TxReadModel, unique } from "../fixtures.js"
+import * as EventStore from "../EventStore.js"
+import { MissingVersion } from "../EventStoreError.js"
+import * as ExpectedVersion from "../ExpectedVersion.js"
+import * as Lease from "../Lease.js"
+import * as Metrics from "../Metrics.js"
+import * as Projection from "../Projection.js"
+import * as ProjectionRunner from "../ProjectionRunner.js"
+import type { NewEvent } from "../RecordedEvent.js"
+import type * as Subscription from "../Subscription.js"
+import { Raw, TxReadModel, unique } from "./fixtures.js"
 import { waitUntil } from "./scopes.js"
 
 type Env = EventStore.EventStore | Subscription.SubscriptionStoreTag | Lease.LeaseStoreTag | TxReadModel | Raw
@@ -90,6 +92,13 @@ const startWorker = (
 
 const fast = { pollInterval: "50 millis", leaseTtl: "1 second", leaseRecheckInterval: "200 millis", batchSize: 10 } as const
 
+/**
+ * Registers the projection suite: at-least-once and transactional
+ * projections, leases, fencing, failover, retries and rebuilds.
+ *
+ * @since 0.1.0
+ * @category suites
+ */
 export const projectionSuite = (name: string, storeLayer: Layer.Layer<Env>) =>
   describe(`projections: ${name}`, () => {
     layer(storeLayer, { timeout: "240 seconds", excludeTestServices: true })((it) => {
@@ -389,7 +398,7 @@ export const projectionSuite = (name: string, storeLayer: Layer.Layer<Env>) =>
         )
       })
 
-      it.effect("the seeds' multi_replica: fence 1 -> 2, first 5 events on one replica, next 5 on the other", () =>
+      it.effect("multi-replica: fence 1 -> 2, first 5 events on one replica, next 5 on the other", () =>
         Effect.gen(function* () {
           const category = unique("order")
           const subscriptionId = unique("orders-projection-")

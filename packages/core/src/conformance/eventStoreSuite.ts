@@ -1,5 +1,8 @@
 /**
- * The `EventStore` contract, run against every store by swapping the Layer.
+ * The `EventStore` contract (append, read, load, save, concurrency, input
+ * validation), run against a store by swapping the Layer.
+ *
+ * @since 0.1.0
  */
 import { assert, describe, layer } from "@effect/vitest"
 import * as Chunk from "effect/Chunk"
@@ -8,11 +11,11 @@ import * as Either from "effect/Either"
 import type * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
-import * as AggregateRoot from "../../src/AggregateRoot.js"
-import * as EventStore from "../../src/EventStore.js"
-import * as ExpectedVersion from "../../src/ExpectedVersion.js"
-import type { NewEvent } from "../../src/RecordedEvent.js"
-import { account, Deposited, Opened, Raw, unique, type Withdrawn } from "../fixtures.js"
+import * as AggregateRoot from "../AggregateRoot.js"
+import * as EventStore from "../EventStore.js"
+import * as ExpectedVersion from "../ExpectedVersion.js"
+import type { NewEvent } from "../RecordedEvent.js"
+import { account, Deposited, Opened, Raw, unique, type Withdrawn } from "./fixtures.js"
 
 const ev = (mark: string): NewEvent => ({ eventType: "test.marked", schemaVersion: 1, data: { mark } })
 
@@ -23,6 +26,17 @@ const versions = (streamId: string, options?: EventStore.ReadStreamOptions) =>
     Effect.map(Chunk.toReadonlyArray)
   )
 
+// What a caller without the type checker (plain JavaScript, decoded JSON) can
+// pass: the store must refuse it at run time, so the suite builds it on purpose.
+const illTyped = (data: unknown): NewEvent => ({ eventType: "x", schemaVersion: 1, data }) as NewEvent
+
+/**
+ * Registers the event store suite under `describe`; `storeLayer` provides the
+ * store under test and its `Raw` row access.
+ *
+ * @since 0.1.0
+ * @category suites
+ */
 export const eventStoreSuite = (name: string, storeLayer: Layer.Layer<EventStore.EventStore | Raw>) =>
   describe(`EventStore contract: ${name}`, () => {
     layer(storeLayer, { timeout: "120 seconds", excludeTestServices: true })((it) => {
@@ -199,7 +213,7 @@ export const eventStoreSuite = (name: string, storeLayer: Layer.Layer<EventStore
           assert.strictEqual(empty._tag, "InvalidInput")
           const badData = yield* Effect.flip(
             EventStore.append(`${category}-s`, category, ExpectedVersion.Any, [
-              { eventType: "x", schemaVersion: 1, data: [] as unknown as NewEvent["data"] }
+              illTyped([])
             ])
           )
           assert.strictEqual(badData._tag, "InvalidInput")

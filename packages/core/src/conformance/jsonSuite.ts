@@ -3,6 +3,8 @@
  * refuses (a typed `InvalidInput` naming the path, nothing written), what a
  * store keeps (the data after a JSON round trip, keys in jsonb's order), and
  * that a stored `__proto__` key never becomes a prototype on any reader.
+ *
+ * @since 0.1.0
  */
 import { assert, describe, layer } from "@effect/vitest"
 import * as Chunk from "effect/Chunk"
@@ -12,14 +14,14 @@ import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
-import * as Aggregate from "../../src/Aggregate.js"
-import * as AggregateRoot from "../../src/AggregateRoot.js"
-import * as EventStore from "../../src/EventStore.js"
-import * as ExpectedVersion from "../../src/ExpectedVersion.js"
-import * as Metrics from "../../src/Metrics.js"
-import { JsonObject, type NewEvent, type RecordedEvent } from "../../src/RecordedEvent.js"
-import * as Subscription from "../../src/Subscription.js"
-import { Raw, unique } from "../fixtures.js"
+import * as Aggregate from "../Aggregate.js"
+import * as AggregateRoot from "../AggregateRoot.js"
+import * as EventStore from "../EventStore.js"
+import * as ExpectedVersion from "../ExpectedVersion.js"
+import * as Metrics from "../Metrics.js"
+import { JsonObject, type NewEvent, type RecordedEvent } from "../RecordedEvent.js"
+import * as Subscription from "../Subscription.js"
+import { Raw, unique } from "./fixtures.js"
 import { collectUntil } from "./scopes.js"
 
 const poisoned = '{"__proto__": {"isAdmin": true}, "constructor": {"prototype": {"x": 1}}, "prototype": {"y": 2}, "a": 1}'
@@ -109,6 +111,13 @@ const refused = (): ReadonlyArray<readonly [string, NewEvent, string, string]> =
   ]
 }
 
+/**
+ * Registers the JSON boundary suite (refused data, kept data, `__proto__`
+ * keys) for a store built with the default limits.
+ *
+ * @since 0.1.0
+ * @category suites
+ */
 export const jsonSuite = (
   name: string,
   storeLayer: Layer.Layer<EventStore.EventStore | Raw | Subscription.SubscriptionStoreTag>
@@ -301,9 +310,22 @@ export const jsonSuite = (
     })
   })
 
-/** The limits a store is built with: depth 3 and 64 characters per event (`limits`). */
+/**
+ * The limits the store given to `jsonLimitsSuite` must be built with: JSON
+ * depth 3 and 64 characters per event.
+ *
+ * @since 0.1.0
+ * @category suites
+ */
 export const limits = { maxDepth: 3, maxEventSize: 64 } as const
 
+/**
+ * Registers the size and depth limit suite; `storeLayer` is a store built
+ * with `limits`.
+ *
+ * @since 0.1.0
+ * @category suites
+ */
 export const jsonLimitsSuite = (name: string, storeLayer: Layer.Layer<EventStore.EventStore | Raw>) =>
   describe(`JSON limits set where the store is built: ${name}`, () => {
     layer(storeLayer, { timeout: "120 seconds", excludeTestServices: true })((it) => {

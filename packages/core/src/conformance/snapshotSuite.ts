@@ -1,22 +1,31 @@
 /**
  * Snapshots, run against every store.
+ *
+ * @since 0.1.0
  */
 import { assert, describe, layer } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import type * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
-import fc from "fast-check"
-import * as AggregateRoot from "../../src/AggregateRoot.js"
-import * as EventStore from "../../src/EventStore.js"
-import * as Metrics from "../../src/Metrics.js"
-import { account, type AccountEvent, Deposited, Opened, Raw, unique, Withdrawn } from "../fixtures.js"
+import * as fc from "effect/FastCheck"
+import * as AggregateRoot from "../AggregateRoot.js"
+import * as EventStore from "../EventStore.js"
+import * as Metrics from "../Metrics.js"
+import { account, type AccountEvent, Deposited, Opened, Raw, unique, Withdrawn } from "./fixtures.js"
 
 const eventArb: fc.Arbitrary<AccountEvent> = fc.oneof(
   fc.integer({ min: 1, max: 1000 }).map((amount) => Deposited.make({ amount })),
   fc.integer({ min: 1, max: 1000 }).map((amount) => Withdrawn.make({ amount }))
 )
 
+/**
+ * Registers the snapshot suite: a snapshot is used when valid, ignored when
+ * stale or corrupt, and a snapshotted load equals the full fold.
+ *
+ * @since 0.1.0
+ * @category suites
+ */
 export const snapshotSuite = (name: string, storeLayer: Layer.Layer<EventStore.EventStore | Raw>) =>
   describe(`snapshots: ${name}`, () => {
     layer(storeLayer, { timeout: "120 seconds", excludeTestServices: true })((it) => {

@@ -1,26 +1,40 @@
 /**
- * Test helpers: transactions held open on their own fiber (their own
- * connection on Postgres), driven step by step, to build the seeds' xid
- * schedules through the public API.
+ * Suite helpers: transactions held open on their own fiber (their own
+ * connection on Postgres), driven step by step, so suites can build
+ * interleavings of transaction ids and commits through the public API; and
+ * polling with a real-time deadline.
+ *
+ * @since 0.1.0
  */
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Queue from "effect/Queue"
-import * as EventStore from "../../src/EventStore.js"
-import type { RecordedEvent } from "../../src/RecordedEvent.js"
-import type * as Subscription from "../../src/Subscription.js"
+import * as EventStore from "../EventStore.js"
+import type { RecordedEvent } from "../RecordedEvent.js"
+import type * as Subscription from "../Subscription.js"
 
 type Command = { readonly _tag: "Run"; readonly run: Effect.Effect<void> } | { readonly _tag: "End"; readonly commit: boolean }
 
-/** An open transaction that already holds its transaction id. */
+/**
+ * An open transaction that already holds its transaction id.
+ *
+ * @since 0.1.0
+ * @category helpers
+ */
 export interface OpenScope {
   readonly run: <A, E>(effect: Effect.Effect<A, E, EventStore.EventStore>) => Effect.Effect<A, E>
   readonly commit: Effect.Effect<void>
   readonly rollback: Effect.Effect<void>
 }
 
-/** Begins a transaction and forces its transaction id now (`SELECT pg_current_xact_id()`). */
+/**
+ * Begins a transaction and forces its transaction id now
+ * (`EventStore.currentTransactionId`).
+ *
+ * @since 0.1.0
+ * @category helpers
+ */
 export const begin: Effect.Effect<OpenScope, never, EventStore.EventStore> = Effect.gen(function* () {
   const context = yield* Effect.context<EventStore.EventStore>()
   const commands = yield* Queue.unbounded<Command>()
@@ -59,7 +73,12 @@ export const begin: Effect.Effect<OpenScope, never, EventStore.EventStore> = Eff
   }
 })
 
-/** Polls until `pred` holds over everything delivered, or dies at the deadline. */
+/**
+ * Polls until `pred` holds over everything delivered, or dies at the deadline.
+ *
+ * @since 0.1.0
+ * @category helpers
+ */
 export const collectUntil = (
   sub: Subscription.Subscription,
   pred: (got: ReadonlyArray<RecordedEvent>) => boolean,
@@ -80,7 +99,12 @@ export const collectUntil = (
     }
   })
 
-/** Each stream's versions appear strictly increasing. */
+/**
+ * Each stream's versions appear strictly increasing.
+ *
+ * @since 0.1.0
+ * @category helpers
+ */
 export const perStreamOrdered = (events: ReadonlyArray<RecordedEvent>): boolean => {
   const last = new Map<string, number>()
   for (const e of events) {
@@ -91,7 +115,12 @@ export const perStreamOrdered = (events: ReadonlyArray<RecordedEvent>): boolean 
   return true
 }
 
-/** Polls `check` until it holds, or dies at the deadline (real time). */
+/**
+ * Polls `check` until it holds, or dies at the deadline (real time).
+ *
+ * @since 0.1.0
+ * @category helpers
+ */
 export const waitUntil = <E, R>(check: Effect.Effect<boolean, E, R>, what: string, millis = 30_000) =>
   Effect.gen(function* () {
     const deadline = Date.now() + millis

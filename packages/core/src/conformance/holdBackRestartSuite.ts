@@ -1,21 +1,24 @@
 /**
- * Restarts across the seeds' inversion (seed 004), run against every store:
+ * Restarts across an inversion (a lower version committed after a higher
+ * one, under a later transaction id), run against every store:
  * versions a checkpoint records as delivered past its cursor are skipped when
  * read again, even when a stream's highest version sorts before a lower one
  * and the subscription forgets every stream behind its cursor
  * (`retainStreams: 0`).
+ *
+ * @since 0.1.0
  */
 import { assert, describe, layer } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import type * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
-import * as Cursor from "../../src/Cursor.js"
-import * as EventStore from "../../src/EventStore.js"
-import * as ExpectedVersion from "../../src/ExpectedVersion.js"
-import type { NewEvent, RecordedEvent } from "../../src/RecordedEvent.js"
-import * as Subscription from "../../src/Subscription.js"
-import { Raw, unique } from "../fixtures.js"
+import * as Cursor from "../Cursor.js"
+import * as EventStore from "../EventStore.js"
+import * as ExpectedVersion from "../ExpectedVersion.js"
+import type { NewEvent, RecordedEvent } from "../RecordedEvent.js"
+import * as Subscription from "../Subscription.js"
+import { Raw, unique } from "./fixtures.js"
 import { begin, collectUntil, perStreamOrdered } from "./scopes.js"
 
 const ev = (mark: string): NewEvent => ({ eventType: "ordering.marked", schemaVersion: 1, data: { mark } })
@@ -31,7 +34,7 @@ const versionsOf = (events: ReadonlyArray<RecordedEvent>, stream: string) =>
 
 /**
  * The log, in cursor order: s v1-v3, b v2, s v5, s v4, b v1 (each inverted
- * pair as in the seeds: the higher version's transaction takes its id
+ * pair built the same way: the higher version's transaction takes its id
  * first; the lower version commits with a later id before it appends).
  */
 const invertedLog = (category: string, s: string, b: string) =>
@@ -53,6 +56,13 @@ const invertedLog = (category: string, s: string, b: string) =>
     return { s5 }
   })
 
+/**
+ * Registers the hold-back restart suite: after 1 and 2 restarts nothing is
+ * delivered twice or out of order.
+ *
+ * @since 0.1.0
+ * @category suites
+ */
 export const holdBackRestartSuite = (
   name: string,
   storeLayer: Layer.Layer<EventStore.EventStore | Subscription.SubscriptionStoreTag | Raw>

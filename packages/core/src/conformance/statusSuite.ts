@@ -1,6 +1,8 @@
 /**
  * What a store records for status (categories, failures), and wake-ups
- * filtered by category, run against every store (issue 11, items 6 and 8).
+ * filtered by category, run against every store.
+ *
+ * @since 0.1.0
  */
 import { assert, describe, layer } from "@effect/vitest"
 import * as Effect from "effect/Effect"
@@ -8,12 +10,12 @@ import type * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
-import * as EventStore from "../../src/EventStore.js"
-import * as ExpectedVersion from "../../src/ExpectedVersion.js"
-import * as Metrics from "../../src/Metrics.js"
-import type { NewEvent } from "../../src/RecordedEvent.js"
-import * as Subscription from "../../src/Subscription.js"
-import { Raw, unique } from "../fixtures.js"
+import * as EventStore from "../EventStore.js"
+import * as ExpectedVersion from "../ExpectedVersion.js"
+import * as Metrics from "../Metrics.js"
+import type { NewEvent } from "../RecordedEvent.js"
+import * as Subscription from "../Subscription.js"
+import { Raw, unique } from "./fixtures.js"
 
 const ev = (mark: string): NewEvent => ({ eventType: "status.marked", schemaVersion: 1, data: { mark } })
 
@@ -31,6 +33,13 @@ const eventually = <R>(check: Effect.Effect<boolean, unknown, R>, what: string) 
     Effect.orDieWith((what) => new Error(`timed out waiting for ${String(what)}`))
   )
 
+/**
+ * Registers the status suite (categories and failures recorded per
+ * subscription, category-filtered wake-ups).
+ *
+ * @since 0.1.0
+ * @category suites
+ */
 export const statusSuite = (
   name: string,
   storeLayer: Layer.Layer<EventStore.EventStore | Subscription.SubscriptionStoreTag | Raw>

@@ -1,6 +1,8 @@
 /**
  * Sagas, run against every store: order fulfilment (reserve stock → charge
  * payment → ship), with responders as projections.
+ *
+ * @since 0.1.0
  */
 import { assert, describe, layer } from "@effect/vitest"
 import type * as Duration from "effect/Duration"
@@ -14,19 +16,19 @@ import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
-import * as Aggregate from "../../src/Aggregate.js"
-import * as Cursor from "../../src/Cursor.js"
-import * as EventStore from "../../src/EventStore.js"
-import { StoreError } from "../../src/EventStoreError.js"
-import * as ExpectedVersion from "../../src/ExpectedVersion.js"
-import type * as Lease from "../../src/Lease.js"
-import * as Projection from "../../src/Projection.js"
-import * as ProjectionRunner from "../../src/ProjectionRunner.js"
-import * as Saga from "../../src/Saga.js"
-import * as SagaRunner from "../../src/SagaRunner.js"
-import * as SagaStore from "../../src/SagaStore.js"
-import * as Subscription from "../../src/Subscription.js"
-import { unique } from "../fixtures.js"
+import * as Aggregate from "../Aggregate.js"
+import * as Cursor from "../Cursor.js"
+import * as EventStore from "../EventStore.js"
+import { StoreError } from "../EventStoreError.js"
+import * as ExpectedVersion from "../ExpectedVersion.js"
+import type * as Lease from "../Lease.js"
+import * as Projection from "../Projection.js"
+import * as ProjectionRunner from "../ProjectionRunner.js"
+import * as Saga from "../Saga.js"
+import * as SagaRunner from "../SagaRunner.js"
+import * as SagaStore from "../SagaStore.js"
+import * as Subscription from "../Subscription.js"
+import { unique } from "./fixtures.js"
 import { waitUntil } from "./scopes.js"
 
 type Env = EventStore.EventStore | Subscription.SubscriptionStoreTag | Lease.LeaseStoreTag | SagaStore.SagaStoreTag
@@ -43,7 +45,12 @@ const Shipped = Schema.TaggedStruct("Shipped", { order: Schema.String })
 
 const FulfilmentState = Schema.Struct({ order: Schema.String, sku: Schema.String, amount: Schema.Number, charged: Schema.Boolean })
 
-/** A fulfilment world in fresh categories: aggregates, the saga and its responders. */
+/**
+ * A fulfilment world in fresh categories: aggregates, the saga and its responders.
+ *
+ * @since 0.1.0
+ * @category helpers
+ */
 export const world = (
   options: {
     readonly shipTimeout?: Duration.DurationInput
@@ -160,6 +167,9 @@ const projectionOptions: Omit<ProjectionRunner.Options, "workerId"> = {
  * An event store whose appends matching `matches` fail with a transient
  * `StoreError` `failures` times (then, if given, wait for `gate` before
  * succeeding): a database that cancels a statement, as seen by the caller.
+ *
+ * @since 0.1.0
+ * @category helpers
  */
 export const flakyAppends = (
   matches: (requests: ReadonlyArray<EventStore.AppendRequest>) => boolean,
@@ -184,7 +194,12 @@ export const flakyAppends = (
     }
   })
 
-/** A saga worker (and the responders) in a scope of its own. */
+/**
+ * A saga worker (and the responders) in a scope of its own.
+ *
+ * @since 0.1.0
+ * @category helpers
+ */
 export const startWorker = (
   w: ReturnType<typeof world>,
   workerId: string,
@@ -236,6 +251,13 @@ const caughtUp = (subscriptionId: string, categories: ReadonlyArray<string>, wha
     )
   )
 
+/**
+ * Registers the saga suite (order fulfilment with compensation, timeouts and responders);
+ * `storeLayer` includes a `SagaStore`.
+ *
+ * @since 0.1.0
+ * @category suites
+ */
 export const sagaSuite = (name: string, storeLayer: Layer.Layer<Env>) =>
   describe(`sagas: ${name}`, () => {
     layer(storeLayer, { timeout: "240 seconds", excludeTestServices: true })((it) => {

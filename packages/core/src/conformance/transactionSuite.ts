@@ -1,5 +1,7 @@
 /**
  * The transaction scope and batched writes, run against every store.
+ *
+ * @since 0.1.0
  */
 import { assert, describe, layer } from "@effect/vitest"
 import * as Data from "effect/Data"
@@ -9,11 +11,11 @@ import * as Either from "effect/Either"
 import * as Fiber from "effect/Fiber"
 import type * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import * as AggregateRoot from "../../src/AggregateRoot.js"
-import * as EventStore from "../../src/EventStore.js"
-import * as ExpectedVersion from "../../src/ExpectedVersion.js"
-import type { NewEvent } from "../../src/RecordedEvent.js"
-import { account, Deposited, Opened, type Raw, unique, Withdrawn } from "../fixtures.js"
+import * as AggregateRoot from "../AggregateRoot.js"
+import * as EventStore from "../EventStore.js"
+import * as ExpectedVersion from "../ExpectedVersion.js"
+import type { NewEvent } from "../RecordedEvent.js"
+import { account, Deposited, Opened, type Raw, unique, Withdrawn } from "./fixtures.js"
 
 class InsufficientFunds extends Data.TaggedError("InsufficientFunds")<{ readonly balance: number }> {}
 
@@ -28,7 +30,13 @@ const open = (id: string, initial: number) =>
 
 const balance = (id: string) => Effect.map(EventStore.load(Account, id), (o) => Option.getOrThrow(o).state.balance)
 
-/** The seeds' transfer: lock both streams in a consistent order, check, record, save, all in one scope. */
+/**
+ * A transfer between two accounts: lock both streams in a consistent order,
+ * check, record, save, all in one scope.
+ *
+ * @since 0.1.0
+ * @category helpers
+ */
 export const transfer = (from: string, to: string, amount: number) =>
   EventStore.transaction(
     Effect.gen(function* () {
@@ -43,10 +51,16 @@ export const transfer = (from: string, to: string, amount: number) =>
     })
   )
 
+/**
+ * Registers the transaction suite (atomic scopes, row locks, batched writes).
+ *
+ * @since 0.1.0
+ * @category suites
+ */
 export const transactionSuite = (name: string, storeLayer: Layer.Layer<EventStore.EventStore | Raw>) =>
   describe(`transaction scope and batches: ${name}`, () => {
     layer(storeLayer, { timeout: "120 seconds", excludeTestServices: true })((it) => {
-      it.effect("the seeds' transfer moves money; an overdraft is refused and changes nothing", () =>
+      it.effect("a transfer moves money; an overdraft is refused and changes nothing", () =>
         Effect.gen(function* () {
           const [a, b] = [unique("alice"), unique("bob")]
           yield* open(a, 100)
@@ -190,14 +204,19 @@ export const transactionSuite = (name: string, storeLayer: Layer.Layer<EventStor
           assert.strictEqual(yield* EventStore.streamVersion(`${category}-a`), 0)
           assert.strictEqual(yield* EventStore.streamVersion(`${category}-b`), 2)
           assert.strictEqual(yield* EventStore.streamVersion(`${category}-c`), 0)
-          // Inside a scope that catches the conflict, the batch still leaves nothing behind.
+          // Inside a scope that catches the conflict, the batch still leaves nothing behind, and
+          // the scope goes on: what it writes next commits.
           yield* EventStore.transaction(
             EventStore.appendMany([
               { streamId: `${category}-d`, category, expected: ExpectedVersion.NoStream, events: [ev("1")] },
               { streamId: `${category}-b`, category, expected: ExpectedVersion.Exact(1), events: [ev("3")] }
-            ]).pipe(Effect.ignore)
+            ]).pipe(
+              Effect.ignore,
+              Effect.zipRight(EventStore.append(`${category}-e`, category, ExpectedVersion.NoStream, [ev("1")]))
+            )
           )
           assert.strictEqual(yield* EventStore.streamVersion(`${category}-d`), 0)
+          assert.strictEqual(yield* EventStore.streamVersion(`${category}-e`), 1)
           const ok = yield* EventStore.appendMany([
             { streamId: `${category}-a`, category, expected: ExpectedVersion.NoStream, events: [ev("1"), ev("2")] },
             { streamId: `${category}-b`, category, expected: ExpectedVersion.Exact(2), events: [ev("3")] }

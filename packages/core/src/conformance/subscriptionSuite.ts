@@ -1,6 +1,8 @@
 /**
- * The subscription contract (seed 004, ported test by test with the same
- * schedules), run against every store.
+ * The subscription contract (ordering across inverted commits, hold-back,
+ * checkpoints, wake-ups), run against every store.
+ *
+ * @since 0.1.0
  */
 import { assert, describe, layer } from "@effect/vitest"
 import * as Chunk from "effect/Chunk"
@@ -9,12 +11,12 @@ import * as Fiber from "effect/Fiber"
 import type * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
-import * as Cursor from "../../src/Cursor.js"
-import * as EventStore from "../../src/EventStore.js"
-import * as ExpectedVersion from "../../src/ExpectedVersion.js"
-import type { NewEvent, RecordedEvent } from "../../src/RecordedEvent.js"
-import * as Subscription from "../../src/Subscription.js"
-import { Raw, unique } from "../fixtures.js"
+import * as Cursor from "../Cursor.js"
+import * as EventStore from "../EventStore.js"
+import * as ExpectedVersion from "../ExpectedVersion.js"
+import type { NewEvent, RecordedEvent } from "../RecordedEvent.js"
+import * as Subscription from "../Subscription.js"
+import { Raw, unique } from "./fixtures.js"
 import { begin, collectUntil, perStreamOrdered } from "./scopes.js"
 
 const ev = (mark: string): NewEvent => ({ eventType: "ordering.marked", schemaVersion: 1, data: { mark } })
@@ -37,6 +39,12 @@ const invertedPair = (category: string, stream: string) =>
 const versionsOf = (events: ReadonlyArray<RecordedEvent>, stream: string) =>
   events.filter((e) => e.streamId === stream).map((e) => e.streamVersion)
 
+/**
+ * Registers the subscription suite.
+ *
+ * @since 0.1.0
+ * @category suites
+ */
 export const subscriptionSuite = (
   name: string,
   storeLayer: Layer.Layer<EventStore.EventStore | Subscription.SubscriptionStoreTag | Raw>

@@ -1,20 +1,22 @@
 /**
- * Catch-up shape (issue 12), run against every store: the default page is
+ * Catch-up shape, run against every store: the default page is
  * 1000 events for a subscription and for the runner, and the at-least-once
  * runner's batch loop keeps per-event retries and order.
+ *
+ * @since 0.1.0
  */
 import { assert, describe, layer } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import type * as Layer from "effect/Layer"
 import * as Schedule from "effect/Schedule"
-import * as EventStore from "../../src/EventStore.js"
-import * as ExpectedVersion from "../../src/ExpectedVersion.js"
-import type * as Lease from "../../src/Lease.js"
-import * as Projection from "../../src/Projection.js"
-import * as ProjectionRunner from "../../src/ProjectionRunner.js"
-import type { NewEvent } from "../../src/RecordedEvent.js"
-import * as Subscription from "../../src/Subscription.js"
-import { unique } from "../fixtures.js"
+import * as EventStore from "../EventStore.js"
+import * as ExpectedVersion from "../ExpectedVersion.js"
+import type * as Lease from "../Lease.js"
+import * as Projection from "../Projection.js"
+import * as ProjectionRunner from "../ProjectionRunner.js"
+import type { NewEvent } from "../RecordedEvent.js"
+import * as Subscription from "../Subscription.js"
+import { unique } from "./fixtures.js"
 import { waitUntil } from "./scopes.js"
 
 type Env = EventStore.EventStore | Subscription.SubscriptionStoreTag | Lease.LeaseStoreTag
@@ -35,6 +37,12 @@ const seed = (category: string, streams: number, perStream: number) =>
     { discard: true }
   )
 
+/**
+ * Registers the catch-up suite (page size, batch retries and order).
+ *
+ * @since 0.1.0
+ * @category suites
+ */
 export const catchUpSuite = <E>(name: string, storeLayer: Layer.Layer<Env, E>) =>
   describe(`catch-up (${name})`, () => {
     layer(storeLayer, { timeout: "120 seconds", excludeTestServices: true })((it) => {

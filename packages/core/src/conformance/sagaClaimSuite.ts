@@ -4,6 +4,8 @@
  * outcome instead of running the step again; what a step produces must be
  * JSON (else the step failed, once); a refused compensation does not stop
  * the older ones. In memory on `TestClock`, on Postgres on real time.
+ *
+ * @since 0.1.0
  */
 import { assert, describe, layer } from "@effect/vitest"
 import * as Deferred from "effect/Deferred"
@@ -17,15 +19,15 @@ import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as TestClock from "effect/TestClock"
-import * as Aggregate from "../../src/Aggregate.js"
-import * as EventStore from "../../src/EventStore.js"
-import * as ExpectedVersion from "../../src/ExpectedVersion.js"
-import type * as Lease from "../../src/Lease.js"
-import * as Saga from "../../src/Saga.js"
-import * as SagaRunner from "../../src/SagaRunner.js"
-import * as SagaStore from "../../src/SagaStore.js"
-import type * as Subscription from "../../src/Subscription.js"
-import { unique } from "../fixtures.js"
+import * as Aggregate from "../Aggregate.js"
+import * as EventStore from "../EventStore.js"
+import * as ExpectedVersion from "../ExpectedVersion.js"
+import type * as Lease from "../Lease.js"
+import * as Saga from "../Saga.js"
+import * as SagaRunner from "../SagaRunner.js"
+import * as SagaStore from "../SagaStore.js"
+import type * as Subscription from "../Subscription.js"
+import { unique } from "./fixtures.js"
 import { flakyAppends } from "./sagaSuite.js"
 
 type Env = EventStore.EventStore | Subscription.SubscriptionStoreTag | Lease.LeaseStoreTag | SagaStore.SagaStoreTag
@@ -39,8 +41,8 @@ type State = typeof State.Type
 /** What a step does when it runs (or is compensated); `runs` counts its runs. */
 interface StepSpec {
   readonly name: string
-  readonly run?: (state: State) => Effect.Effect<Saga.StepResult<State>, Saga.StepFailed>
-  readonly compensate?: (state: State) => Effect.Effect<Saga.StepResult<State>, Saga.StepFailed>
+  readonly run?: (state: State) => Effect.Effect<Saga.StepResult<State>, string>
+  readonly compensate?: (state: State) => Effect.Effect<Saga.StepResult<State>, string>
 }
 
 /** A saga of the given steps in fresh categories; each step by default emits `Done` to its own stream. */
@@ -85,12 +87,24 @@ const world = (specs: ReadonlyArray<StepSpec>) => {
   return { saga, runs, start, emitted }
 }
 
-/** Time for this store: `TestClock` steps in memory, real time on Postgres. */
-interface Time {
+/**
+ * Time for this store: `TestClock` steps in memory, real time on Postgres.
+ *
+ * @since 0.1.0
+ * @category suites
+ */
+export interface SagaClaimTime {
   readonly live: boolean
 }
 
-export const sagaClaimSuite = (name: string, storeLayer: Layer.Layer<Env>, time: Time) =>
+/**
+ * Registers the saga claim suite (claims, rewritten outcomes, JSON outputs, compensations); `time`
+ * says whether the store runs on real time.
+ *
+ * @since 0.1.0
+ * @category suites
+ */
+export const sagaClaimSuite = (name: string, storeLayer: Layer.Layer<Env>, time: SagaClaimTime) =>
   describe(`saga claims: ${name}`, () => {
     layer(storeLayer, { timeout: "120 seconds", excludeTestServices: time.live })((it) => {
       /** Lets time pass: a `TestClock` step, or a short real sleep. */
@@ -219,7 +233,7 @@ export const sagaClaimSuite = (name: string, storeLayer: Layer.Layer<Env>, time:
             { name: "first" },
             // Its compensation produces a payload that is not JSON: refused, for good.
             { name: "second", compensate: () => Effect.succeed({ outbox: [{ topic: "t", payload: { n: 2n } }] }) },
-            { name: "third", run: () => Effect.fail(new Saga.StepFailed({ step: "third", cause: "declined" })) }
+            { name: "third", run: () => Effect.fail("declined") }
           ])
           const stop = yield* startRunner(w)
           const id = yield* w.start("refused")
