@@ -19,7 +19,24 @@ import type { RecordedEvent } from "./RecordedEvent.js"
  * write one.
  *
  * @example
- * { schema: AccountState, version: 1, every: 100 }
+ * ```ts
+ * import { Aggregate } from "@mire/core"
+ * import { Schema } from "effect"
+ *
+ * const Opened = Schema.TaggedStruct("Opened", { owner: Schema.String })
+ * const Deposited = Schema.TaggedStruct("Deposited", { amount: Schema.Number })
+ * const AccountState = Schema.Struct({ owner: Schema.String, balance: Schema.Number })
+ *
+ * // A snapshot of the state every 100 events; bump `version` when the state's shape changes.
+ * const Account = Aggregate.make({
+ *   category: "account",
+ *   events: Schema.Union(Opened, Deposited),
+ *   initial: { owner: "", balance: 0 },
+ *   apply: (state, event) =>
+ *     event._tag === "Opened" ? { ...state, owner: event.owner } : { ...state, balance: state.balance + event.amount },
+ *   snapshot: { schema: AccountState, version: 1, every: 100 }
+ * })
+ * ```
  * @since 0.1.0
  * @category models
  */
@@ -60,12 +77,23 @@ export interface Aggregate<S, E> {
  * Defines an aggregate.
  *
  * @example
+ * ```ts
+ * import { Aggregate } from "@mire/core"
+ * import { Schema } from "effect"
+ *
+ * const Opened = Schema.TaggedStruct("Opened", { owner: Schema.String })
+ * const Deposited = Schema.TaggedStruct("Deposited", { amount: Schema.Number })
  * const Account = Aggregate.make({
  *   category: "account",
  *   events: Schema.Union(Opened, Deposited),
  *   initial: { owner: "", balance: 0 },
- *   apply: (state, event) => event._tag === "Opened" ? { ...state, owner: event.owner } : { ...state, balance: state.balance + event.amount }
+ *   apply: (state, event) =>
+ *     event._tag === "Opened" ? { ...state, owner: event.owner } : { ...state, balance: state.balance + event.amount }
  * })
+ *
+ * assert.strictEqual(Account.category, "account")
+ * assert.deepStrictEqual(Account.apply(Account.initial, Opened.make({ owner: "Ada" })), { owner: "Ada", balance: 0 })
+ * ```
  * @since 0.1.0
  * @category constructors
  */
@@ -111,7 +139,7 @@ export interface Folded<S> {
   readonly version: number
 }
 
-const outOfOrder = (recorded: RecordedEvent, expected: number): StreamCorrupt =>
+const outOfOrder = (recorded: EventCodec.Decodable, expected: number): StreamCorrupt =>
   new StreamCorrupt({ streamId: recorded.streamId, expectedVersion: expected, foundVersion: recorded.streamVersion })
 
 /**
@@ -129,13 +157,15 @@ export const applyRecorded =
  * Folds stored events into a state in one synchronous loop, checking each
  * is the next version of its stream and decoding (and upcasting) it: the
  * first problem, or the new state and version. Every load goes through it.
+ * It reads only what decoding reads (a `RecordedEvent` has it all), so a
+ * store can load just those columns.
  *
  * @since 0.1.0
  */
 export const foldRecorded = <S, E>(
   aggregate: Aggregate<S, E>,
   start: Folded<S>,
-  events: ReadonlyArray<RecordedEvent>
+  events: ReadonlyArray<EventCodec.Decodable>
 ): Either.Either<Folded<S>, EventDecodeError | StreamCorrupt> => {
   let state = start.state
   let version = start.version

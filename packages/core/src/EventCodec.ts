@@ -13,6 +13,8 @@
  */
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Option from "effect/Option"
+import * as Predicate from "effect/Predicate"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import * as SchemaAST from "effect/SchemaAST"
@@ -33,7 +35,18 @@ export type Upcaster = ((data: JsonObject) => JsonObject) | Schema.Schema.AnyNoC
  * How one event (by tag) is stored and evolved.
  *
  * @example
- * { type: "account.deposited", version: 2, upcasters: [(v1) => ({ ...v1, currency: "EUR" })], formerTypes: ["account.money-added"] }
+ * ```ts
+ * import type { EventCodec } from "@mire/core"
+ *
+ * // Deposits are stored as `account.deposited` at version 2; version-1 data gets a currency, and
+ * // events once stored as `account.money-added` are read as deposits.
+ * const deposited: EventCodec.EventDefinition = {
+ *   type: "account.deposited",
+ *   version: 2,
+ *   upcasters: [(v1) => ({ ...v1, currency: "EUR" })],
+ *   formerTypes: ["account.money-added"]
+ * }
+ * ```
  * @since 0.1.0
  * @category models
  */
@@ -65,6 +78,16 @@ export type TaggedMember = Schema.Schema.AnyNoContext & { readonly fields: { rea
 export type EventUnion = Schema.Union<ReadonlyArray<TaggedMember>> | TaggedMember
 
 /**
+ * What decoding reads of a stored event: its type, version and data, and
+ * where it is stored (named in a decode error). A `RecordedEvent` is one; so
+ * is a saga's stored start event, without being a fake recorded event.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Decodable = Pick<RecordedEvent, "streamId" | "streamVersion" | "globalPosition" | "eventType" | "schemaVersion" | "data">
+
+/**
  * The codec for one event union.
  *
  * @since 0.1.0
@@ -85,9 +108,9 @@ export interface EventCodec<E> {
   /** Encodes many events in one synchronous pass (the save path). */
   readonly encodeAll: (events: ReadonlyArray<E>) => Effect.Effect<ReadonlyArray<NewEvent>, InvalidInput>
   /** Upcasts and decodes a stored event. */
-  readonly decode: (recorded: RecordedEvent) => Effect.Effect<E, EventDecodeError>
+  readonly decode: (recorded: Decodable) => Effect.Effect<E, EventDecodeError>
   /** {@link decode} as one synchronous call (a load's fold decodes every event with it). */
-  readonly decodeEither: (recorded: RecordedEvent) => Either.Either<E, EventDecodeError>
+  readonly decodeEither: (recorded: Decodable) => Either.Either<E, EventDecodeError>
   /** Does this codec know a stored type? */
   readonly handles: (eventType: string) => boolean
 }
@@ -122,6 +145,104 @@ interface Entry {
   /** `upcasters[i]` as a synchronous step from version `i + 1` to `i + 2`: the new data, or why not. */
   readonly upcasters: ReadonlyArray<(data: JsonObject) => Either.Either<JsonObject, string>>
   readonly decode: (u: unknown) => Either.Either<unknown, ParseResult.ParseError>
+  /** A plain check-and-copy of the member's data (with `_tag` set), when its shape allows one. */
+  readonly fast: FastDecode | undefined
+}
+
+/** What a {@link FastDecode} returns for a value it does not accept: the Schema decode then decides. */
+const noMatch: unique symbol = Symbol("noMatch")
+
+/** A decoder compiled from a Schema's AST: the decoded value (a copy, as the Schema makes), or `noMatch`. */
+type FastDecode = (u: unknown) => unknown
+
+/**
+ * Compiles the shapes most events have (structs of strings, numbers, booleans, literals, refinements
+ * of them and nested such structs, every field required) into a plain function that checks and copies
+ * exactly as the Schema decode does, without its per-field `Either`s. Anything else is `undefined`,
+ * and a value the compiled check refuses goes to the Schema decode, so results and errors are the
+ * Schema's own.
+ */
+const compileFast = (ast: SchemaAST.AST, tag?: string): FastDecode | undefined => {
+  // An annotation can change how the Schema parses (excess properties, errors): leave that to it.
+  if (Option.isSome(SchemaAST.getParseOptionsAnnotation(ast))) return undefined
+  switch (ast._tag) {
+    case "StringKeyword":
+      return (u) => (typeof u === "string" ? u : noMatch)
+    case "NumberKeyword":
+      return (u) => (typeof u === "number" ? u : noMatch)
+    case "BooleanKeyword":
+      return (u) => (typeof u === "boolean" ? u : noMatch)
+    case "Literal": {
+      const literal = ast.literal
+      return (u) => (u === literal ? u : noMatch)
+    }
+    case "Union": {
+      // Only a union of literals (`Schema.Literal("a", "b")`): the Schema returns the value itself.
+      const literals: Array<SchemaAST.LiteralValue> = []
+      for (const member of ast.types) {
+        if (!SchemaAST.isLiteral(member) || Option.isSome(SchemaAST.getParseOptionsAnnotation(member))) return undefined
+        literals.push(member.literal)
+      }
+      return (u) => (literals.some((literal) => literal === u) ? u : noMatch)
+    }
+    case "Refinement": {
+      const from = compileFast(ast.from)
+      if (from === undefined) return undefined
+      return (u) => {
+        const a = from(u)
+        return a !== noMatch && Option.isNone(ast.filter(a, SchemaAST.defaultParseOption, ast)) ? a : noMatch
+      }
+    }
+    case "TypeLiteral":
+      return compileStruct(ast, tag)
+    default:
+      return undefined
+  }
+}
+
+/**
+ * A struct's {@link FastDecode}. With `tag`, the `_tag` field is not read from the value but set to
+ * `tag` (the member decodes stored data, which has no `_tag`, as `{ ...data, _tag: tag }`).
+ */
+const compileStruct = (ast: SchemaAST.TypeLiteral, tag: string | undefined): FastDecode | undefined => {
+  if (ast.indexSignatures.length > 0 || ast.propertySignatures.length === 0) return undefined
+  const names: Array<string> = []
+  const fields: Array<FastDecode> = []
+  let tagIndex = -1
+  for (const signature of ast.propertySignatures) {
+    const name = signature.name
+    // `out[name] = …` must define an own property: `__proto__` would set the prototype instead.
+    if (typeof name !== "string" || name === "__proto__" || signature.isOptional) return undefined
+    const field = compileFast(signature.type)
+    if (field === undefined) return undefined
+    if (tag !== undefined && name === "_tag") {
+      // The tag is set, not read: its literal must be the tag, or the Schema would refuse it.
+      if (field(tag) === noMatch) return undefined
+      tagIndex = names.length
+    }
+    names.push(name)
+    fields.push(field)
+  }
+  if (tag !== undefined && tagIndex < 0) return undefined
+  const count = names.length
+  return (u) => {
+    // The Schema's own test for a struct's input: an object, not null, not an array.
+    if (!Predicate.isRecord(u)) return noMatch
+    const input = u
+    const out: { [key: string]: unknown } = {}
+    for (let i = 0; i < count; i++) {
+      const name = names[i]!
+      if (i === tagIndex) {
+        out[name] = tag
+        continue
+      }
+      if (!Object.hasOwn(input, name)) return noMatch
+      const value = fields[i]!(input[name])
+      if (value === noMatch) return noMatch
+      out[name] = value
+    }
+    return out
+  }
 }
 
 const isObject = (u: unknown): u is JsonObject => typeof u === "object" && u !== null && !Array.isArray(u)
@@ -148,7 +269,19 @@ const upcastStep = (step: Upcaster): ((data: JsonObject) => Either.Either<JsonOb
  * Builds the codec of an event union.
  *
  * @example
- * const codec = EventCodec.make("account", AccountEvent, { MoneyDeposited: { version: 2, upcasters: [toV2] } })
+ * ```ts
+ * import { EventCodec } from "@mire/core"
+ * import { Schema } from "effect"
+ *
+ * const MoneyDeposited = Schema.TaggedStruct("MoneyDeposited", { amount: Schema.Number, currency: Schema.String })
+ * const AccountEvent = Schema.Union(MoneyDeposited)
+ *
+ * // Version 1 had no currency: stored version-1 events are read as euros.
+ * const codec = EventCodec.make("account", AccountEvent, {
+ *   MoneyDeposited: { version: 2, upcasters: [(v1) => ({ ...v1, currency: "EUR" })] }
+ * })
+ * assert.strictEqual(codec.types.get("MoneyDeposited")?.type, "account.money-deposited")
+ * ```
  * @since 0.1.0
  * @category constructors
  */
@@ -169,7 +302,8 @@ export const make = <U extends EventUnion>(
       tag,
       version,
       upcasters: (definition.upcasters ?? []).map(upcastStep),
-      decode: Schema.decodeUnknownEither(member)
+      decode: Schema.decodeUnknownEither(member),
+      fast: compileFast(member.ast, tag)
     }
     types.set(tag, { type, version })
     byType.set(type, entry)
@@ -206,42 +340,48 @@ export const make = <U extends EventUnion>(
       return Effect.succeed(out)
     })
 
-  const decodeEither = (recorded: RecordedEvent): Either.Either<E, EventDecodeError> => {
-    const fail = (issue: string) =>
-      Either.left(
-        new EventDecodeError({
-          streamId: recorded.streamId,
-          streamVersion: recorded.streamVersion,
-          globalPosition: recorded.globalPosition,
-          eventType: recorded.eventType,
-          schemaVersion: recorded.schemaVersion,
-          issue
-        })
-      )
+  // No closure per call: a load decodes every event through here.
+  const fail = (recorded: Decodable, issue: string): Either.Either<never, EventDecodeError> =>
+    Either.left(
+      new EventDecodeError({
+        streamId: recorded.streamId,
+        streamVersion: recorded.streamVersion,
+        globalPosition: recorded.globalPosition,
+        eventType: recorded.eventType,
+        schemaVersion: recorded.schemaVersion,
+        issue
+      })
+    )
+
+  const decodeEither = (recorded: Decodable): Either.Either<E, EventDecodeError> => {
     const entry = byType.get(recorded.eventType)
-    if (entry === undefined) return fail("unknown event type")
+    if (entry === undefined) return fail(recorded, "unknown event type")
     if (!Number.isInteger(recorded.schemaVersion) || recorded.schemaVersion < 1) {
-      return fail(`invalid schema version ${recorded.schemaVersion}`)
+      return fail(recorded, `invalid schema version ${recorded.schemaVersion}`)
     }
     if (recorded.schemaVersion > entry.version) {
-      return fail(`schema version ${recorded.schemaVersion} is newer than this code knows (${entry.version})`)
+      return fail(recorded, `schema version ${recorded.schemaVersion} is newer than this code knows (${entry.version})`)
     }
     if (recorded.schemaVersion < entry.version && entry.upcasters.length < entry.version - 1) {
-      return fail(`no upcaster chain from version ${recorded.schemaVersion} to ${entry.version}`)
+      return fail(recorded, `no upcaster chain from version ${recorded.schemaVersion} to ${entry.version}`)
     }
     let data = recorded.data
     for (let v = recorded.schemaVersion; v < entry.version; v++) {
       const next = entry.upcasters[v - 1]!(data)
-      if (Either.isLeft(next)) return fail(next.left)
+      if (Either.isLeft(next)) return fail(recorded, next.left)
       data = next.right
+    }
+    if (entry.fast !== undefined) {
+      const out = entry.fast(data)
+      if (out !== noMatch) return Either.right(out as E)
     }
     const decoded = entry.decode({ ...data, _tag: entry.tag })
     return Either.isLeft(decoded)
-      ? fail(ParseResult.TreeFormatter.formatErrorSync(decoded.left))
+      ? fail(recorded, ParseResult.TreeFormatter.formatErrorSync(decoded.left))
       : Either.right(decoded.right as E)
   }
 
-  const decode = (recorded: RecordedEvent): Effect.Effect<E, EventDecodeError> =>
+  const decode = (recorded: Decodable): Effect.Effect<E, EventDecodeError> =>
     Effect.suspend(() => decodeEither(recorded))
 
   return {

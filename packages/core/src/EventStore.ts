@@ -12,8 +12,8 @@
  */
 import * as Chunk from "effect/Chunk"
 import * as Context from "effect/Context"
-import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
@@ -27,6 +27,7 @@ import type { CommittedEvents, EventMetadata, JsonObject, NewEvent, RecordedEven
 import * as Snapshot from "./Snapshot.js"
 import * as StreamId from "./StreamId.js"
 import * as Json from "./internal/json.js"
+import * as Uuid from "./internal/uuid.js"
 
 /**
  * Read direction.
@@ -39,7 +40,8 @@ export type Direction = "forward" | "backward"
 /**
  * Options for reading one stream: `from` is a stream version (inclusive; the
  * default is the start going forward, the end going backward), `limit` caps
- * the number of events, `pageSize` the rows fetched per round trip.
+ * the number of events, `pageSize` the rows fetched per round trip (by
+ * default 10,000, so most streams are read in one statement).
  *
  * @since 0.1.0
  * @category models
@@ -54,7 +56,8 @@ export interface ReadStreamOptions {
 /**
  * Options for reading a category or the whole log, by global position
  * (`from` inclusive). This order is insertion order, not commit order: use a
- * subscription to follow the log as it grows.
+ * subscription to follow the log as it grows. Without a `pageSize`, pages
+ * start at 1,000 rows and double up to 10,000.
  *
  * @since 0.1.0
  * @category models
@@ -138,6 +141,32 @@ export interface LoadPage {
 }
 
 /**
+ * What a fold reads of a stored event (a `RecordedEvent` is one): its
+ * stream, version, position, type, schema version and data. A load needs
+ * nothing else, so a store may read only these.
+ *
+ * @since 0.1.0
+ * @category storage
+ */
+export type FoldableEvent = Pick<
+  RecordedEvent,
+  "streamId" | "streamVersion" | "globalPosition" | "eventType" | "schemaVersion" | "data"
+>
+
+/**
+ * Events of one stream read forward for a fold (see {@link LoadPage}), as
+ * {@link FoldableEvent}s.
+ *
+ * @since 0.1.0
+ * @category storage
+ */
+export interface FoldPage {
+  /** The stream's version as of this read; 0 when `events` is empty. */
+  readonly version: number
+  readonly events: ReadonlyArray<FoldableEvent>
+}
+
+/**
  * What `loadSnapshotted` reads in one go: the stream's stored snapshot and
  * the events from the snapshot's version (inclusive: the first event proves
  * the stream has that version), or from version 1 when there is no snapshot.
@@ -145,7 +174,7 @@ export interface LoadPage {
  * @since 0.1.0
  * @category storage
  */
-export interface SnapshotLoadPage extends LoadPage {
+export interface SnapshotLoadPage extends FoldPage {
   readonly snapshot: Option.Option<Snapshot.StoredSnapshot>
 }
 
@@ -172,6 +201,11 @@ export interface Storage {
   ) => Effect.Effect<ReadonlyArray<RecordedEvent>, StoreError>
   /** One read (one statement): up to `limit` events of a stream from version `from` forward, and its version. */
   readonly loadPage: (streamId: string, from: number, limit: number) => Effect.Effect<LoadPage, StoreError>
+  /**
+   * {@link loadPage} with only what a fold reads: a load uses it when the store has it
+   * (it spares reading and decoding the rest of every row), `loadPage` otherwise.
+   */
+  readonly loadFoldPage?: (streamId: string, from: number, limit: number) => Effect.Effect<FoldPage, StoreError>
   /** One read (one statement): the stream's snapshot, up to `limit` events from it (see {@link SnapshotLoadPage}), and its version. */
   readonly loadSnapshotPage: (streamId: string, limit: number) => Effect.Effect<SnapshotLoadPage, StoreError>
   /** Up to `limit` events by global position from `from` (inclusive), optionally of some categories. */
@@ -372,7 +406,7 @@ const metadataFault = (metadata: { readonly [key: string]: unknown }): InvalidIn
 }
 
 /** Validates one event: the first problem, or the storable event (a plain loop: appends are hot). */
-const validateEvent = (options: Options, event: NewEvent, index: number): StorableEvent | InvalidInput => {
+const validateEvent = (options: Options, event: NewEvent, index: number, now: number): StorableEvent | InvalidInput => {
   const field = `events[${index}]`
   if (typeof event.eventType !== "string" || event.eventType.length === 0 || event.eventType.length > 255) {
     return new InvalidInput({ field: `${field}.eventType`, reason: "must be 1-255 characters" })
@@ -399,14 +433,18 @@ const validateEvent = (options: Options, event: NewEvent, index: number): Storab
   if (dataJson instanceof Json.JsonFault) {
     return new InvalidInput({ field: dataJson.path(`${field}.data`), reason: dataJson.reason })
   }
-  const metadataJson = Json.encode(metadata, options.maxDepth, options.maxEventSize, dataJson.length)
+  // No metadata (the common case) is `{}`: nothing to walk.
+  const metadataJson =
+    event.metadata === undefined && dataJson.length + 2 <= options.maxEventSize
+      ? "{}"
+      : Json.encode(metadata, options.maxDepth, options.maxEventSize, dataJson.length)
   if (metadataJson instanceof Json.JsonFault) {
     return new InvalidInput({ field: metadataJson.path(`${field}.metadata`), reason: metadataJson.reason })
   }
-  const shape = metadataFault(metadata)
+  const shape = event.metadata === undefined ? undefined : metadataFault(metadata)
   if (shape !== undefined) return new InvalidInput({ field: `${field}.${shape.field}`, reason: shape.reason })
   return {
-    eventId: event.eventId === undefined ? crypto.randomUUID() : event.eventId.toLowerCase(),
+    eventId: event.eventId === undefined ? Uuid.v7(now) : event.eventId.toLowerCase(),
     eventType: event.eventType,
     schemaVersion: event.schemaVersion,
     data: event.data,
@@ -417,31 +455,57 @@ const validateEvent = (options: Options, event: NewEvent, index: number): Storab
   }
 }
 
-const validateRequest = (options: Options, ids: Set<string>) => (request: AppendRequest): Effect.Effect<StorableAppend, InvalidInput> =>
-  Effect.gen(function* () {
-    yield* StreamId.validate(request.streamId)
-    yield* StreamId.validateCategory(request.category)
-    const expected = yield* ExpectedVersion.validate(request.expected)
-    if (!Array.isArray(request.events) || request.events.length === 0) {
-      return yield* new InvalidInput({ field: "events", reason: "an append needs at least one event" })
+/** Validates one request: the first problem, or the storable request. `ids` collects the batch's event ids. */
+const validateRequest = (
+  options: Options,
+  ids: Set<string>,
+  request: AppendRequest,
+  now: number
+): StorableAppend | InvalidInput => {
+  const fault =
+    StreamId.invalid(request.streamId) ??
+    StreamId.invalidCategory(request.category) ??
+    ExpectedVersion.invalid(request.expected)
+  if (fault !== undefined) return fault
+  if (!Array.isArray(request.events) || request.events.length === 0) {
+    return new InvalidInput({ field: "events", reason: "an append needs at least one event" })
+  }
+  const events: Array<StorableEvent> = []
+  for (let i = 0; i < request.events.length; i++) {
+    const event = validateEvent(options, request.events[i]!, i, now)
+    if (event instanceof InvalidInput) return event
+    if (ids.has(event.eventId)) {
+      return new InvalidInput({
+        field: `events[${i}].eventId`,
+        reason: `event id ${event.eventId} appears twice in this append`
+      })
     }
-    const events: Array<StorableEvent> = []
-    for (let i = 0; i < request.events.length; i++) {
-      const event = validateEvent(options, request.events[i]!, i)
-      if (event instanceof InvalidInput) return yield* event
-      if (ids.has(event.eventId)) {
-        return yield* new InvalidInput({
-          field: `events[${i}].eventId`,
-          reason: `event id ${event.eventId} appears twice in this append`
-        })
-      }
-      ids.add(event.eventId)
-      events.push(event)
-    }
-    return { streamId: request.streamId, category: request.category, expected, events }
-  })
+    ids.add(event.eventId)
+    events.push(event)
+  }
+  return { streamId: request.streamId, category: request.category, expected: request.expected, events }
+}
 
-const defaultPageSize = 1000
+/** Validates a batch: the first problem, or the storable requests (each stream at most once). */
+const validateBatch = (
+  options: Options,
+  requests: ReadonlyArray<AppendRequest>,
+  now: number
+): ReadonlyArray<StorableAppend> | InvalidInput => {
+  const ids = new Set<string>()
+  const streams = new Set<string>()
+  const validated: Array<StorableAppend> = []
+  for (const request of requests) {
+    const storable = validateRequest(options, ids, request, now)
+    if (storable instanceof InvalidInput) return storable
+    if (streams.has(storable.streamId)) {
+      return new InvalidInput({ field: "requests", reason: "each stream may appear once per batch" })
+    }
+    streams.add(storable.streamId)
+    validated.push(storable)
+  }
+  return validated
+}
 
 /**
  * Rows a load reads per statement. A fold needs every event anyway, and a
@@ -450,29 +514,50 @@ const defaultPageSize = 1000
  */
 const loadPageSize = 10_000
 
+/**
+ * Pages of a log read when the caller gives no `pageSize`: they start small
+ * (a log read is often stopped early) and double up to {@link loadPageSize},
+ * so a long read costs few round trips.
+ */
+const logPageSizes = { first: 1000, max: loadPageSize } as const
+
+/**
+ * Pages of a stream read when the caller gives no `pageSize`: a stream is
+ * usually read whole, like a load, so the first page fits most streams.
+ */
+const streamPageSizes = { first: loadPageSize, max: loadPageSize } as const
+
 const paged = <C>(
   start: C,
   limit: number | undefined,
-  pageSize: number,
+  pageSize: number | undefined,
+  defaults: { readonly first: number; readonly max: number },
   /** A page, and whether it is known to be the last one. */
   fetch: (cursor: C, size: number) => Effect.Effect<readonly [ReadonlyArray<RecordedEvent>, boolean], StoreError>,
   next: (last: RecordedEvent) => C
 ): Stream.Stream<RecordedEvent, StoreError> =>
-  Stream.paginateChunkEffect({ cursor: start, remaining: limit ?? Number.POSITIVE_INFINITY }, (state) => {
-    const size = Math.min(pageSize, state.remaining)
-    return fetch(state.cursor, size).pipe(
-      Effect.map(([rows, end]) => {
-        const last = rows[rows.length - 1]
-        const remaining = state.remaining - rows.length
-        return [
-          Chunk.unsafeFromArray(rows),
-          last === undefined || rows.length < size || remaining <= 0 || end
-            ? Option.none()
-            : Option.some({ cursor: next(last), remaining })
-        ] as const
-      })
-    )
-  })
+  Stream.paginateChunkEffect(
+    { cursor: start, remaining: limit ?? Number.POSITIVE_INFINITY, size: pageSize ?? defaults.first },
+    (state) => {
+      const size = Math.min(state.size, state.remaining)
+      return fetch(state.cursor, size).pipe(
+        Effect.map(([rows, end]) => {
+          const last = rows[rows.length - 1]
+          const remaining = state.remaining - rows.length
+          return [
+            Chunk.unsafeFromArray(rows),
+            last === undefined || rows.length < size || remaining <= 0 || end
+              ? Option.none()
+              : Option.some({
+                  cursor: next(last),
+                  remaining,
+                  size: pageSize ?? Math.min(state.size * 2, defaults.max)
+                })
+          ] as const
+        })
+      )
+    }
+  )
 
 /**
  * Builds the full `EventStore` from a store's {@link Storage} primitives.
@@ -487,31 +572,45 @@ const paged = <C>(
  */
 export const make = (storage: Storage, options: Partial<Options> = {}): EventStore => {
   const limits: Options = { ...defaults, ...options }
-  const appendMany = Effect.fn("EventStore.appendMany")(function* (requests: ReadonlyArray<AppendRequest>) {
-    if (requests.length === 0) return []
-    const ids = new Set<string>()
-    const validated = yield* Effect.forEach(requests, validateRequest(limits, ids))
-    const streams = new Set(validated.map((r) => r.streamId))
-    if (streams.size !== validated.length) {
-      return yield* new InvalidInput({ field: "requests", reason: "each stream may appear once per batch" })
-    }
-    const eventCount = validated.reduce((n, r) => n + r.events.length, 0)
-    yield* Effect.annotateCurrentSpan({
-      "mire.stream_count": validated.length,
-      "mire.event_count": eventCount,
-      "mire.stream_id": validated.map((r) => r.streamId).join(",").slice(0, 1024)
-    })
-    yield* Metric.increment(Metrics.appends)
-    // Streams are locked in stream-id order, whatever order the caller gave, so two batches
-    // touching the same streams cannot deadlock each other.
-    const sorted = [...validated].sort((a, b) => (a.streamId < b.streamId ? -1 : a.streamId > b.streamId ? 1 : 0))
-    const committed = yield* storage.append(sorted).pipe(
-      Effect.tap(() => Metric.incrementBy(Metrics.eventsAppended, eventCount)),
-      Effect.tapErrorTag("ConcurrencyConflict", () => Metric.increment(Metrics.conflicts))
-    )
-    const byStream = new Map(committed.map((c) => [c.streamId, c]))
-    return validated.map((r) => byStream.get(r.streamId)!)
-  })
+  // The hot path of every command: validation is one synchronous pass (no Effect per check),
+  // and the span captures no stack trace.
+  const appendMany = (requests: ReadonlyArray<AppendRequest>): Effect.Effect<ReadonlyArray<CommittedEvents>, AppendError> =>
+    Effect.clockWith((clock) => {
+      if (requests.length === 0) return Effect.succeed([])
+      const validated = validateBatch(limits, requests, clock.unsafeCurrentTimeMillis())
+      if (validated instanceof InvalidInput) return Effect.fail(validated)
+      let eventCount = 0
+      for (const request of validated) eventCount += request.events.length
+      // Streams are locked in stream-id order, whatever order the caller gave, so two batches
+      // touching the same streams cannot deadlock each other.
+      const sorted =
+        validated.length === 1
+          ? validated
+          : [...validated].sort((a, b) => (a.streamId < b.streamId ? -1 : a.streamId > b.streamId ? 1 : 0))
+      const stored = Effect.zipRight(Metric.increment(Metrics.appends), storage.append(sorted)).pipe(
+        Effect.tap(() => Metric.incrementBy(Metrics.eventsAppended, eventCount)),
+        Effect.tapErrorTag("ConcurrencyConflict", () => Metric.increment(Metrics.conflicts))
+      )
+      const annotated = Effect.zipRight(
+        Effect.annotateCurrentSpan({
+          "mire.stream_count": validated.length,
+          "mire.event_count": eventCount,
+          "mire.stream_id":
+            validated.length === 1
+              ? validated[0]!.streamId
+              : validated
+                  .map((r) => r.streamId)
+                  .join(",")
+                  .slice(0, 1024)
+        }),
+        stored
+      )
+      if (validated.length === 1) return annotated
+      return Effect.map(annotated, (committed) => {
+        const byStream = new Map(committed.map((c) => [c.streamId, c]))
+        return validated.map((r) => byStream.get(r.streamId)!)
+      })
+    }).pipe(Effect.withSpan("EventStore.appendMany", { captureStackTrace: false }))
 
   const append = (
     streamId: string,
@@ -550,7 +649,8 @@ export const make = (storage: Storage, options: Partial<Options> = {}): EventSto
         paged(
           from,
           options.limit,
-          options.pageSize ?? defaultPageSize,
+          options.pageSize,
+          streamPageSizes,
           fetch,
           (last) => last.streamVersion + step
         )
@@ -579,7 +679,8 @@ export const make = (storage: Storage, options: Partial<Options> = {}): EventSto
         paged(
           from,
           options.limit,
-          options.pageSize ?? defaultPageSize,
+          options.pageSize,
+          logPageSizes,
           (cursor, size) =>
             Effect.map(storage.readLogPage(categories, cursor, direction, size), (events) => [events, false] as const),
           (last) => last.globalPosition + step
@@ -587,6 +688,9 @@ export const make = (storage: Storage, options: Partial<Options> = {}): EventSto
       )
     ).pipe(Stream.withSpan("EventStore.readLog", { attributes: { "mire.categories": categories?.join(",") ?? "*" } }))
   }
+
+  const loadFoldPage: (streamId: string, from: number, limit: number) => Effect.Effect<FoldPage, StoreError> =
+    storage.loadFoldPage ?? storage.loadPage
 
   /**
    * Folds a stream from `start`, given its first page (read from `start.version + 1`): a plain
@@ -596,40 +700,70 @@ export const make = (storage: Storage, options: Partial<Options> = {}): EventSto
     aggregate: Aggregate.Aggregate<S, E>,
     streamId: string,
     start: Aggregate.Folded<S>,
-    first: LoadPage,
+    first: FoldPage,
     firstFull = first.events.length >= loadPageSize
+  ): Effect.Effect<Aggregate.Folded<S>, LoadError> => {
+    // Most loads are one page: fold it without entering a generator.
+    const folded = Aggregate.foldRecorded(aggregate, start, first.events)
+    if (Either.isLeft(folded)) return Effect.fail(folded.left)
+    return firstFull && folded.right.version < first.version
+      ? replayRest(aggregate, streamId, folded.right, first.version)
+      : Effect.succeed(folded.right)
+  }
+
+  /** The pages after a full first one, up to the version the first read saw. */
+  const replayRest = <S, E>(
+    aggregate: Aggregate.Aggregate<S, E>,
+    streamId: string,
+    start: Aggregate.Folded<S>,
+    version: number
   ): Effect.Effect<Aggregate.Folded<S>, LoadError> =>
     Effect.gen(function* () {
-      let folded = yield* Aggregate.foldRecorded(aggregate, start, first.events)
-      let full = firstFull
-      while (full && folded.version < first.version) {
-        const page = yield* storage.loadPage(streamId, folded.version + 1, loadPageSize)
+      let folded = start
+      let full = true
+      while (full && folded.version < version) {
+        const page = yield* loadFoldPage(streamId, folded.version + 1, loadPageSize)
         folded = yield* Aggregate.foldRecorded(aggregate, folded, page.events)
         full = page.events.length >= loadPageSize
       }
       return folded
     })
 
-  /** A load's reads, traced as the stream read they are. */
+  /**
+   * A load's reads, traced as the stream read they are. The stack trace is the enclosing
+   * operation's (this span's own would only show mire's internals), and capturing one per load costs.
+   */
   const readSpan = (streamId: string) =>
-    Effect.withSpan("EventStore.readStream", { attributes: { "mire.stream_id": streamId } })
+    Effect.withSpan("EventStore.readStream", { attributes: { "mire.stream_id": streamId }, captureStackTrace: false })
 
   const replayAll = <S, E>(aggregate: Aggregate.Aggregate<S, E>, streamId: string) =>
-    Effect.flatMap(storage.loadPage(streamId, 1, loadPageSize), (page) =>
+    Effect.flatMap(loadFoldPage(streamId, 1, loadPageSize), (page) =>
       replay(aggregate, streamId, { state: aggregate.initial, version: 0 }, page)
     ).pipe(readSpan(streamId))
 
   const rootOf = <S, E>(aggregate: Aggregate.Aggregate<S, E>, id: string, folded: Aggregate.Folded<S>) =>
     folded.version === 0 ? Option.none() : Option.some(AggregateRoot.make(aggregate, id, folded.state, folded.version))
 
-  const timed = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-    Effect.timed(effect).pipe(
-      Effect.tap(([duration]) => Metric.update(Metrics.loadDuration, Duration.toMillis(duration))),
-      Effect.map(([, a]) => a)
-    )
+  /** Records a load's duration (by the `Clock`) when it succeeds. */
+  const timed = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+    Effect.clockWith((clock) => {
+      const start = clock.unsafeCurrentTimeNanos()
+      return Effect.tap(effect, () =>
+        Metric.update(Metrics.loadDuration, Number(clock.unsafeCurrentTimeNanos() - start) / 1_000_000)
+      )
+    })
+
+  /** The stream id of an aggregate's instance, or why it cannot have one (checked in place: every load does it). */
+  const aggregateStreamId = (category: string, id: string): string | InvalidInput => {
+    const fault = StreamId.invalidCategory(category) ?? StreamId.invalid(id, "id")
+    if (fault !== undefined) return fault
+    const streamId = StreamId.make(category, id)
+    return StreamId.invalid(streamId) ?? streamId
+  }
 
   const load = Effect.fn("EventStore.load")(function* <S, E>(aggregate: Aggregate.Aggregate<S, E>, id: string) {
-    const streamId = yield* StreamId.forAggregate(aggregate.category, id)
+    const streamId = aggregateStreamId(aggregate.category, id)
+    if (streamId instanceof InvalidInput) return yield* streamId
     yield* Effect.annotateCurrentSpan("mire.stream_id", streamId)
     const folded = yield* timed(replayAll(aggregate, streamId))
     yield* Effect.annotateCurrentSpan("mire.version", folded.version)
@@ -704,7 +838,8 @@ export const make = (storage: Storage, options: Partial<Options> = {}): EventSto
     aggregate: Aggregate.Aggregate<S, E>,
     id: string
   ) {
-    const streamId = yield* StreamId.forAggregate(aggregate.category, id)
+    const streamId = aggregateStreamId(aggregate.category, id)
+    if (streamId instanceof InvalidInput) return yield* streamId
     yield* Effect.annotateCurrentSpan("mire.stream_id", streamId)
     if (Option.isNone(aggregate.snapshot)) return yield* load(aggregate, id)
     const definition = aggregate.snapshot.value
@@ -810,7 +945,13 @@ export const make = (storage: Storage, options: Partial<Options> = {}): EventSto
  * Appends encoded events to one stream.
  *
  * @example
- * EventStore.append("account-1", "account", ExpectedVersion.NoStream, [event])
+ * ```ts
+ * import { EventStore, ExpectedVersion } from "@mire/core"
+ *
+ * const append = EventStore.append("account-1", "account", ExpectedVersion.NoStream, [
+ *   { eventType: "account.opened", schemaVersion: 1, data: { owner: "Ada" } }
+ * ])
+ * ```
  * @since 0.1.0
  * @category accessors
  */
@@ -852,7 +993,28 @@ export const streamVersion = (streamId: string): Effect.Effect<number, InvalidIn
 
 /**
  * @example
- * const account = yield* EventStore.load(Account, "42") // Option<AggregateRoot>
+ * ```ts
+ * import { Aggregate, EventStore } from "@mire/core"
+ * import { Effect, Option, Schema } from "effect"
+ *
+ * const Opened = Schema.TaggedStruct("Opened", { owner: Schema.String })
+ * const Deposited = Schema.TaggedStruct("Deposited", { amount: Schema.Number })
+ * const Account = Aggregate.make({
+ *   category: "account",
+ *   events: Schema.Union(Opened, Deposited),
+ *   initial: { owner: "", balance: 0 },
+ *   apply: (state, event) =>
+ *     event._tag === "Opened" ? { ...state, owner: event.owner } : { ...state, balance: state.balance + event.amount }
+ * })
+ *
+ * const program = Effect.gen(function* () {
+ *   const account = yield* EventStore.load(Account, "42")
+ *   yield* Option.match(account, {
+ *     onNone: () => Effect.log("no such account"),
+ *     onSome: (root) => Effect.log(`balance ${root.state.balance} at version ${root.version}`)
+ *   })
+ * })
+ * ```
  * @since 0.1.0
  * @category accessors
  */
@@ -878,7 +1040,26 @@ export const loadForUpdate = <S, E>(
 
 /**
  * @example
- * const saved = yield* EventStore.save(AggregateRoot.record(root, Deposited.make({ amount: 10 })))
+ * ```ts
+ * import { Aggregate, AggregateRoot, EventStore } from "@mire/core"
+ * import { Effect, Schema } from "effect"
+ *
+ * const Opened = Schema.TaggedStruct("Opened", { owner: Schema.String })
+ * const Deposited = Schema.TaggedStruct("Deposited", { amount: Schema.Number })
+ * const Account = Aggregate.make({
+ *   category: "account",
+ *   events: Schema.Union(Opened, Deposited),
+ *   initial: { owner: "", balance: 0 },
+ *   apply: (state, event) =>
+ *     event._tag === "Opened" ? { ...state, owner: event.owner } : { ...state, balance: state.balance + event.amount }
+ * })
+ *
+ * const program = Effect.gen(function* () {
+ *   const root = yield* EventStore.loadOrDefault(Account, "42")
+ *   const saved = yield* EventStore.save(AggregateRoot.record(root, Deposited.make({ amount: 10 })))
+ *   yield* Effect.log(`saved at version ${saved.version}`)
+ * })
+ * ```
  * @since 0.1.0
  * @category accessors
  */
@@ -911,10 +1092,31 @@ export const saveSnapshotting = <S, E>(
  * and holds back every subscription (the xmin horizon) until it ends.
  *
  * @example
- * EventStore.transaction(Effect.gen(function* () {
- *   const from = yield* EventStore.loadForUpdate(Account, "a")
- *   // ... decide, record, save
- * }))
+ * ```ts
+ * import { Aggregate, AggregateRoot, EventStore } from "@mire/core"
+ * import { Effect, Option, Schema } from "effect"
+ *
+ * const Opened = Schema.TaggedStruct("Opened", { owner: Schema.String })
+ * const Deposited = Schema.TaggedStruct("Deposited", { amount: Schema.Number })
+ * const Account = Aggregate.make({
+ *   category: "account",
+ *   events: Schema.Union(Opened, Deposited),
+ *   initial: { owner: "", balance: 0 },
+ *   apply: (state, event) =>
+ *     event._tag === "Opened" ? { ...state, owner: event.owner } : { ...state, balance: state.balance + event.amount }
+ * })
+ *
+ * // Both saves commit together or not at all.
+ * const transfer = EventStore.transaction(
+ *   Effect.gen(function* () {
+ *     const from = yield* EventStore.loadForUpdate(Account, "a")
+ *     const to = yield* EventStore.loadForUpdate(Account, "b")
+ *     if (Option.isNone(from) || Option.isNone(to)) return yield* Effect.fail("no such account")
+ *     yield* EventStore.save(AggregateRoot.record(from.value, Deposited.make({ amount: -10 })))
+ *     yield* EventStore.save(AggregateRoot.record(to.value, Deposited.make({ amount: 10 })))
+ *   })
+ * )
+ * ```
  * @since 0.1.0
  * @category accessors
  */

@@ -15,7 +15,14 @@ import { InvalidInput } from "./EventStoreError.js"
  *   (`Exact(0)` means "no events yet", like `NoStream`).
  *
  * @example
- * EventStore.append("account-1", "account", ExpectedVersion.Exact({ version: 3 }), events)
+ * ```ts
+ * import { EventStore, ExpectedVersion } from "@mire/core"
+ *
+ * // Fails with ConcurrencyConflict unless the stream is at version 3.
+ * const append = EventStore.append("account-1", "account", ExpectedVersion.Exact(3), [
+ *   { eventType: "account.deposited", schemaVersion: 1, data: { amount: 10 } }
+ * ])
+ * ```
  * @since 0.1.0
  * @category models
  */
@@ -36,7 +43,11 @@ export const NoStream: ExpectedVersion = ctor.NoStream()
 export const StreamExists: ExpectedVersion = ctor.StreamExists()
 /**
  * @example
- * ExpectedVersion.Exact(3)
+ * ```ts
+ * import { ExpectedVersion } from "@mire/core"
+ *
+ * assert.strictEqual(ExpectedVersion.format(ExpectedVersion.Exact(3)), "exact(3)")
+ * ```
  * @since 0.1.0
  * @category constructors
  */
@@ -60,12 +71,20 @@ export const format = (expected: ExpectedVersion): string =>
  *
  * @since 0.1.0
  */
-export const validate = (expected: ExpectedVersion): Effect.Effect<ExpectedVersion, InvalidInput> =>
+export const validate = (expected: ExpectedVersion): Effect.Effect<ExpectedVersion, InvalidInput> => {
+  const fault = invalid(expected)
+  return fault === undefined ? Effect.succeed(expected) : Effect.fail(fault)
+}
+
+/**
+ * The reason an expectation is refused, or `undefined` when it is valid.
+ *
+ * @since 0.1.0
+ */
+export const invalid = (expected: ExpectedVersion): InvalidInput | undefined =>
   expected._tag === "Exact" && !(Number.isSafeInteger(expected.version) && expected.version >= 0)
-    ? Effect.fail(
-        new InvalidInput({ field: "expectedVersion", reason: `${expected.version} is not a non-negative integer` })
-      )
-    : Effect.succeed(expected)
+    ? new InvalidInput({ field: "expectedVersion", reason: `${expected.version} is not a non-negative integer` })
+    : undefined
 
 /**
  * Does a stream at `current` (0 = no stream) satisfy the expectation? Both

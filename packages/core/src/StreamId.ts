@@ -27,36 +27,57 @@ const describe = (value: string): string =>
  *
  * @since 0.1.0
  */
-export const validate = (streamId: string, field = "streamId"): Effect.Effect<string, InvalidInput> =>
+export const validate = (streamId: string, field = "streamId"): Effect.Effect<string, InvalidInput> => {
+  const fault = invalid(streamId, field)
+  return fault === undefined ? Effect.succeed(streamId) : Effect.fail(fault)
+}
+
+/**
+ * The reason a stream id is refused, or `undefined` when it is valid (the
+ * check of {@link validate}, for code that validates many values in a loop).
+ *
+ * @since 0.1.0
+ */
+export const invalid = (streamId: string, field = "streamId"): InvalidInput | undefined =>
   typeof streamId === "string" && streamId.length > 0 && streamId.length <= maxLength && idPattern.test(streamId)
-    ? Effect.succeed(streamId)
-    : Effect.fail(
-        new InvalidInput({
-          field,
-          reason: `${describe(String(streamId))} must be 1-${maxLength} characters of [A-Za-z0-9_.:@+=~/-]`
-        })
-      )
+    ? undefined
+    : new InvalidInput({
+        field,
+        reason: `${describe(String(streamId))} must be 1-${maxLength} characters of [A-Za-z0-9_.:@+=~/-]`
+      })
 
 /**
  * Validates a category.
  *
  * @since 0.1.0
  */
-export const validateCategory = (category: string): Effect.Effect<string, InvalidInput> =>
+export const validateCategory = (category: string): Effect.Effect<string, InvalidInput> => {
+  const fault = invalidCategory(category)
+  return fault === undefined ? Effect.succeed(category) : Effect.fail(fault)
+}
+
+/**
+ * The reason a category is refused, or `undefined` when it is valid.
+ *
+ * @since 0.1.0
+ */
+export const invalidCategory = (category: string): InvalidInput | undefined =>
   typeof category === "string" && category.length <= 63 && categoryPattern.test(category)
-    ? Effect.succeed(category)
-    : Effect.fail(
-        new InvalidInput({
-          field: "category",
-          reason: `${describe(String(category))} must match [A-Za-z][A-Za-z0-9_]* (at most 63 characters)`
-        })
-      )
+    ? undefined
+    : new InvalidInput({
+        field: "category",
+        reason: `${describe(String(category))} must match [A-Za-z][A-Za-z0-9_]* (at most 63 characters)`
+      })
 
 /**
  * The stream id of an aggregate instance: `<category>-<id>`.
  *
  * @example
- * StreamId.make("account", "42") // "account-42"
+ * ```ts
+ * import { StreamId } from "@mire/core"
+ *
+ * assert.strictEqual(StreamId.make("account", "42"), "account-42")
+ * ```
  * @since 0.1.0
  */
 export const make = (category: string, id: string): string => `${category}-${id}`

@@ -32,20 +32,29 @@ import * as Option from "effect/Option"
 import * as Predicate from "effect/Predicate"
 import * as PubSub from "effect/PubSub"
 import * as Queue from "effect/Queue"
-import * as Ref from "effect/Ref"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import { refail, sqlState } from "./internal/errors.js"
-import { corruptRow, decodeEventRows, decodeEventRowsSync, eventColumns } from "./internal/rows.js"
+import {
+  bigintOf,
+  corruptRow,
+  decodeEventRows,
+  decodeEventRowsSync,
+  decodeFoldRowsSync,
+  eventColumns,
+  foldColumns
+} from "./internal/rows.js"
 import { AfterCommit, transaction as transactionWith } from "./internal/transaction.js"
 import * as PgWakeups from "./PgWakeups.js"
 
-/**
- * Applies mire's migrations (the same function as `PgMigrations.migrate`).
- *
- * @since 0.1.0
- */
-export { migrate } from "./PgMigrations.js"
+export {
+  /**
+   * Applies mire's migrations (the same function as `PgMigrations.migrate`).
+   *
+   * @since 0.1.0
+   */
+  migrate
+} from "./PgMigrations.js"
 
 /**
  * The channel appends notify on (payload: the category).
@@ -53,6 +62,15 @@ export { migrate } from "./PgMigrations.js"
  * @since 0.1.0
  */
 export const channel = "mire_events"
+
+/** The distinct categories of an append's requests. */
+const categoriesOf = (requests: ReadonlyArray<EventStore.StorableAppend>): ReadonlyArray<string> => {
+  if (requests.length === 1) return [requests[0]!.category]
+  return [...new Set(requests.map((r) => r.category))]
+}
+
+const appendRowFault = (reason: string): StoreError =>
+  new StoreError({ kind: "Other", operation: "decode append row", cause: new Error(reason) })
 
 const kindOf = (expected: ExpectedVersion.ExpectedVersion): string =>
   expected._tag === "Any"
@@ -74,17 +92,24 @@ const notifyRetry = Schedule.exponential("50 millis").pipe(Schedule.union(Schedu
  */
 const makeNotifier = (sql: SqlClient.SqlClient, hub: Option.Option<PubSub.PubSub<PgWakeups.Wakeup>>) =>
   Effect.gen(function* () {
-    const dirty = yield* Ref.make<ReadonlySet<string>>(new Set())
+    // Marked by every append, drained by the one sender fiber: a plain set (not a Ref of
+    // immutable sets) because an append adds to it on the hot path.
+    const dirty = new Set<string>()
     const signal = yield* Queue.sliding<void>(1)
+    const drain = Effect.sync(() => {
+      const categories = [...dirty]
+      dirty.clear()
+      return categories
+    })
     const send = Queue.take(signal).pipe(
-      Effect.zipRight(Ref.getAndSet(dirty, new Set())),
+      Effect.zipRight(drain),
       Effect.flatMap((categories) =>
-        categories.size === 0
+        categories.length === 0
           ? Effect.void
           : // Its own transaction writes nothing to keep: committing it without waiting for the WAL
             // flush spares the appends' flushes (delivery is the same; notifications are never durable).
             sql`SELECT pg_notify(${channel}, c), set_config('synchronous_commit', 'off', true)
-                FROM unnest(${[...categories]}::text[]) AS c`.pipe(
+                FROM unnest(${categories}::text[]) AS c`.pipe(
               Effect.tapError((error) => Effect.logWarning(`mire: notifying ${channel} failed (${error.message}); retrying`)),
               Effect.retry(notifyRetry),
               Effect.asVoid
@@ -103,10 +128,10 @@ const makeNotifier = (sql: SqlClient.SqlClient, hub: Option.Option<PubSub.PubSub
       mark: (categories: ReadonlyArray<string>): Effect.Effect<void> =>
         Effect.zipRight(
           publish(categories),
-          Effect.zipRight(
-            Ref.update(dirty, (now) => new Set([...now, ...categories])),
-            Effect.asVoid(Queue.offer(signal, undefined))
-          )
+          Effect.suspend(() => {
+            for (const category of categories) dirty.add(category)
+            return Effect.asVoid(Queue.offer(signal, undefined))
+          })
         )
     }
   })
@@ -122,6 +147,7 @@ const makeNotifier = (sql: SqlClient.SqlClient, hub: Option.Option<PubSub.PubSub
 export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.SqlClient | Scope.Scope> = Effect.gen(function* () {
   const sql = (yield* SqlClient.SqlClient).withoutTransforms()
   const columns = sql.literal(eventColumns)
+  const folding = sql.literal(foldColumns)
   const notifier = yield* makeNotifier(sql, yield* Effect.serviceOption(PgWakeups.LocalWakeups))
 
   /**
@@ -144,16 +170,72 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
 
   const transaction = transactionWith(sql)
 
-  interface CasRow {
-    readonly stream_id: string
-    readonly first_version: number
-    readonly last_version: number
-    readonly first_position: string
-    readonly last_position: string
-    readonly transaction_id: string
+  /** One stream's result row of `mire_append_stream` / `mire_append_all`. */
+  interface AppendRow {
+    readonly streamId: string
+    readonly firstVersion: number
+    readonly lastVersion: number
+    readonly firstPosition: bigint
+    readonly lastPosition: bigint
+    readonly transactionId: bigint
   }
 
-  const appendStatement = (requests: ReadonlyArray<EventStore.StorableAppend>) => {
+  /** Checks a result row of the append functions (a row of the wrong shape is a `StoreError`). */
+  const appendRow = (row: unknown, streamId: string | undefined): AppendRow | StoreError => {
+    if (!Predicate.isRecord(row)) return appendRowFault("is not an object")
+    const id = streamId ?? row.stream_id
+    const { first_version, last_version } = row
+    if (typeof id !== "string") return appendRowFault("stream_id is not a string")
+    if (typeof first_version !== "number" || typeof last_version !== "number") return appendRowFault("a version is not a number")
+    const firstPosition = bigintOf(row.first_position)
+    const lastPosition = bigintOf(row.last_position)
+    const transactionId = bigintOf(row.transaction_id)
+    if (firstPosition === undefined || lastPosition === undefined || transactionId === undefined) {
+      return appendRowFault("a position or transaction id is not an integer")
+    }
+    return { streamId: id, firstVersion: first_version, lastVersion: last_version, firstPosition, lastPosition, transactionId }
+  }
+
+  /** The columns of one stream's events, as the append functions take them. */
+  const eventArrays = (events: ReadonlyArray<EventStore.StorableEvent>) => {
+    const n = events.length
+    const ids = new Array<string>(n)
+    const types = new Array<string>(n)
+    const schemaVersions = new Array<number>(n)
+    const data = new Array<string>(n)
+    const metadata = new Array<string>(n)
+    for (let i = 0; i < n; i++) {
+      const event = events[i]!
+      ids[i] = event.eventId
+      types[i] = event.eventType
+      schemaVersions[i] = event.schemaVersion
+      data[i] = event.dataJson
+      metadata[i] = event.metadataJson
+    }
+    return { ids, types, schemaVersions, data, metadata }
+  }
+
+  /** One stream: `mire_append_stream`; no row means its expectation did not hold. */
+  const appendStreamStatement = (request: EventStore.StorableAppend) => {
+    const e = eventArrays(request.events)
+    return sql.unsafe<object>(
+      `SELECT * FROM mire_append_stream($1, $2, $3, $4, $5::uuid[], $6::text[], $7::int4[], $8::jsonb[], $9::jsonb[])`,
+      [
+        request.streamId,
+        request.category,
+        kindOf(request.expected),
+        request.expected._tag === "Exact" ? request.expected.version : 0,
+        e.ids,
+        e.types,
+        e.schemaVersions,
+        e.data,
+        e.metadata
+      ]
+    )
+  }
+
+  /** Several streams: `mire_append_all`, all or nothing; a lost expectation raises `MR409` naming the stream. */
+  const appendAllStatement = (requests: ReadonlyArray<EventStore.StorableAppend>) => {
     const streamIds: Array<string> = []
     const categories: Array<string> = []
     const kinds: Array<string> = []
@@ -183,27 +265,26 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
         metadata.push(event.metadataJson)
       }
     }
-    return sql<CasRow>`
-      SELECT * FROM mire_append(
-        ${streamIds}::text[], ${categories}::text[], ${kinds}::text[], ${expected}::int8[], ${counts}::int8[],
-        ${eventIds}::uuid[], ${eventStreams}::text[], ${indexes}::int8[], ${types}::text[],
-        ${schemaVersions}::int4[], ${data}::jsonb[], ${metadata}::jsonb[])`
+    return sql.unsafe<object>(
+      `SELECT * FROM mire_append_all($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[], $6::uuid[],
+         $7::text[], $8::int8[], $9::text[], $10::int4[], $11::jsonb[], $12::jsonb[])`,
+      [streamIds, categories, kinds, expected, counts, eventIds, eventStreams, indexes, types, schemaVersions, data, metadata]
+    )
   }
 
-  const conflictFor = (requests: ReadonlyArray<EventStore.StorableAppend>, written: ReadonlySet<string>) =>
-    Effect.gen(function* () {
-      const failed = requests.filter((r) => !written.has(r.streamId))
-      const rows = yield* sql<{ stream_id: string; version: number }>`
-        SELECT stream_id, version::float8 AS version FROM es_streams WHERE stream_id = ANY(${failed.map((r) => r.streamId)})`
-      const versions = new Map(rows.map((row) => [row.stream_id, row.version]))
-      const first = failed[0]!
-      const actual = versions.get(first.streamId) ?? 0
-      return new ConcurrencyConflict({
-        streamId: first.streamId,
-        expected: ExpectedVersion.format(first.expected),
-        actual: actual === 0 ? null : actual
-      })
-    })
+  /** The conflict of a stream whose expectation did not hold, with its current version. */
+  const conflictOf = (request: EventStore.StorableAppend) =>
+    Effect.map(
+      sql<{ version: number }>`SELECT version::float8 AS version FROM es_streams WHERE stream_id = ${request.streamId}`,
+      (rows) => {
+        const actual = rows[0]?.version ?? 0
+        return new ConcurrencyConflict({
+          streamId: request.streamId,
+          expected: ExpectedVersion.format(request.expected),
+          actual: actual === 0 ? null : actual
+        })
+      }
+    )
 
   /** The event id of a unique violation on `es_events_event_id_key`, if that is what `error` is. */
   const duplicateId = (error: SqlError.SqlError): string | undefined => {
@@ -214,53 +295,79 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
     return /\(event_id\)=\(([0-9a-f-]+)\)/.exec(detail)?.[1] ?? ""
   }
 
-  const appendOnce = (requests: ReadonlyArray<EventStore.StorableAppend>) =>
-    Effect.gen(function* () {
-      const rows = yield* appendStatement(requests).pipe(
-        Effect.catchTag("SqlError", (error): Effect.Effect<never, SqlError.SqlError | InvalidInput> => {
-          const id = duplicateId(error)
-          return id === undefined ? Effect.fail(error) : Effect.fail(EventStore.duplicateEventId(requests, id))
+  /** The stream named by `mire_append_all`'s lost-expectation error, if that is what `error` is. */
+  const lostStream = (error: SqlError.SqlError): string | undefined => {
+    const cause = error.cause
+    return sqlState(error) === "MR409" && Predicate.hasProperty(cause, "detail") && typeof cause.detail === "string"
+      ? cause.detail
+      : undefined
+  }
+
+  const appendFailure =
+    (requests: ReadonlyArray<EventStore.StorableAppend>) =>
+    (error: SqlError.SqlError): Effect.Effect<never, SqlError.SqlError | InvalidInput | ConcurrencyConflict> => {
+      const id = duplicateId(error)
+      if (id !== undefined) return Effect.fail(EventStore.duplicateEventId(requests, id))
+      const lost = lostStream(error)
+      const request = lost === undefined ? undefined : requests.find((r) => r.streamId === lost)
+      return request === undefined ? Effect.fail(error) : Effect.flatMap(conflictOf(request), Effect.fail)
+    }
+
+  const appendOnce = (
+    requests: ReadonlyArray<EventStore.StorableAppend>
+  ): Effect.Effect<ReadonlyArray<CommittedEvents>, SqlError.SqlError | InvalidInput | ConcurrencyConflict | StoreError> => {
+    if (requests.length === 1) {
+      const request = requests[0]!
+      return appendStreamStatement(request).pipe(
+        Effect.catchTag("SqlError", appendFailure(requests)),
+        Effect.flatMap((rows): Effect.Effect<ReadonlyArray<CommittedEvents>, SqlError.SqlError | ConcurrencyConflict | StoreError> => {
+          if (rows.length === 0) return Effect.flatMap(conflictOf(request), Effect.fail)
+          const row = appendRow(rows[0], request.streamId)
+          return row instanceof StoreError ? Effect.fail(row) : Effect.succeed([row])
         })
       )
-      const byStream = new Map(rows.map((row) => [row.stream_id, row]))
-      if (byStream.size < requests.length) return yield* Effect.flatMap(conflictFor(requests, new Set(byStream.keys())), Effect.fail)
-      return requests.map((request): CommittedEvents => {
-        const row = byStream.get(request.streamId)!
-        return {
-          streamId: row.stream_id,
-          firstVersion: row.first_version,
-          lastVersion: row.last_version,
-          firstPosition: BigInt(row.first_position),
-          lastPosition: BigInt(row.last_position),
-          transactionId: BigInt(row.transaction_id)
+    }
+    return appendAllStatement(requests).pipe(
+      Effect.catchTag("SqlError", appendFailure(requests)),
+      Effect.flatMap((rows): Effect.Effect<ReadonlyArray<CommittedEvents>, StoreError> => {
+        const byStream = new Map<string, AppendRow>()
+        for (const raw of rows) {
+          const row = appendRow(raw, undefined)
+          if (row instanceof StoreError) return Effect.fail(row)
+          byStream.set(row.streamId, row)
         }
+        const committed: Array<CommittedEvents> = []
+        for (const request of requests) {
+          const row = byStream.get(request.streamId)
+          if (row === undefined) return Effect.fail(appendRowFault(`no row for stream ${request.streamId}`))
+          committed.push(row)
+        }
+        return Effect.succeed(committed)
       })
-    })
+    )
+  }
 
   const append = (
     requests: ReadonlyArray<EventStore.StorableAppend>
   ): Effect.Effect<ReadonlyArray<CommittedEvents>, ConcurrencyConflict | InvalidInput | StoreError> => {
-    // One statement is atomic on its own; several streams need a transaction
-    // (a savepoint when nested) so that one conflict undoes the others. A caller-given
-    // event id may already be stored: inside a transaction, a savepoint keeps that refusal
-    // from aborting the caller's transaction.
-    const givenIds = requests.some((r) => r.events.some((e) => e.eventIdGiven))
-    const once =
-      requests.length > 1
-        ? transaction(appendOnce(requests))
-        : givenIds
-          ? Effect.flatMap(inTransaction, (nested) => (nested ? transaction(appendOnce(requests)) : appendOnce(requests)))
-          : appendOnce(requests)
-    return once.pipe(
-      // `Any` can lose the race to create a stream (the insert sees the row only after our
-      // snapshot); it has no expectation to violate, so it tries again.
-      Effect.retry({
-        times: 3,
-        while: (e) =>
-          e._tag === "ConcurrencyConflict" &&
-          requests.some((r) => r.streamId === e.streamId && r.expected._tag === "Any")
-      }),
-      Effect.tap(() => notifyCommitted([...new Set(requests.map((r) => r.category))])),
+    // Each append function is one statement, atomic on its own. Inside a transaction, a
+    // statement that can raise (several streams, or an event id the caller gave, which may
+    // already be stored) runs in a savepoint, so its refusal does not abort the caller's
+    // transaction; a single stream's lost expectation raises nothing.
+    const raises = requests.length > 1 || requests.some((r) => r.events.some((e) => e.eventIdGiven))
+    const once = raises
+      ? Effect.flatMap(inTransaction, (nested) => (nested ? transaction(appendOnce(requests)) : appendOnce(requests)))
+      : appendOnce(requests)
+    // `Any` can lose the race to create a stream; it has no expectation to violate, so it tries again.
+    const retried = requests.some((r) => r.expected._tag === "Any")
+      ? Effect.retry(once, {
+          times: 3,
+          while: (e) =>
+            e._tag === "ConcurrencyConflict" && requests.some((r) => r.streamId === e.streamId && r.expected._tag === "Any")
+        })
+      : once
+    return retried.pipe(
+      Effect.tap(() => notifyCommitted(categoriesOf(requests))),
       refail("append")
     )
   }
@@ -289,8 +396,23 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
       })
     )
 
+  // A load's page: only the columns a fold reads (the rest of each row would be sent and decoded for nothing).
+  const loadFoldPage = (streamId: string, from: number, limit: number) =>
+    sql<{ readonly head: unknown }>`
+      SELECT ${folding}, (SELECT version FROM es_streams WHERE stream_id = ${streamId})::float8 AS "head"
+      FROM es_events WHERE stream_id = ${streamId} AND stream_version >= ${from}
+      ORDER BY stream_version LIMIT ${limit}`.pipe(
+      refail("load"),
+      Effect.flatMap((rows) => {
+        const events = decodeFoldRowsSync(rows, streamId)
+        return events instanceof StoreError
+          ? Effect.fail(events)
+          : Effect.succeed<EventStore.FoldPage>({ version: events.length === 0 ? 0 : headOf(rows[0]!.head), events })
+      })
+    )
+
   interface SnapshotRow {
-    readonly eventId: unknown
+    readonly streamVersion: unknown
     readonly head: unknown
     readonly snapshotAt: unknown
     readonly snapshotVersion: unknown
@@ -307,7 +429,7 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
       FROM (SELECT 1) AS one
       LEFT JOIN es_snapshots sn ON sn.stream_id = ${streamId}
       LEFT JOIN LATERAL (
-        SELECT ${columns} FROM es_events
+        SELECT ${folding} FROM es_events
         WHERE stream_id = ${streamId} AND stream_version >= COALESCE(sn.stream_version, 1)
         ORDER BY stream_version LIMIT ${limit}) e ON true
       ORDER BY e."streamVersion"`.pipe(
@@ -315,7 +437,7 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
       Effect.flatMap((rows): Effect.Effect<EventStore.SnapshotLoadPage, StoreError> => {
         const first = rows[0]
         if (first === undefined) return Effect.fail(corruptRow(0, "no row"))
-        const events = first.eventId === null ? [] : decodeEventRowsSync(rows)
+        const events = first.streamVersion === null ? [] : decodeFoldRowsSync(rows, streamId)
         if (events instanceof StoreError) return Effect.fail(events)
         const snapshotAt = first.snapshotAt
         const snapshotVersion = first.snapshotVersion
@@ -403,6 +525,7 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
     readStreamPage,
     readLogPage,
     loadPage,
+    loadFoldPage,
     loadSnapshotPage,
     streamVersion,
     lockStream,
@@ -438,7 +561,12 @@ export const make: Effect.Effect<EventStore.EventStore, never, SqlClient.SqlClie
  * The PostgreSQL `EventStore` layer with the given limits.
  *
  * @example
- * PgEventStore.layerWith({ maxEventSize: 64 * 1024 })
+ * ```ts
+ * import { PgEventStore } from "@mire/pg"
+ *
+ * // Refuses an event whose JSON data is larger than 64 KiB.
+ * const EventStoreLive = PgEventStore.layerWith({ maxEventSize: 64 * 1024 })
+ * ```
  * @since 0.1.0
  * @category layers
  */
@@ -449,10 +577,21 @@ export const layerWith = (
 
 /**
  * The PostgreSQL `EventStore` layer. Run {@link PgMigrations.migrate} once
- * at startup (or use `layerMigrated`).
+ * at startup, before the first read or append.
  *
  * @example
- * program.pipe(Effect.provide(PgEventStore.layer), Effect.provide(PgClient.layer({ url })))
+ * ```ts
+ * import { PgClient } from "@effect/sql-pg"
+ * import { EventStore } from "@mire/core"
+ * import { PgEventStore, PgMigrations } from "@mire/pg"
+ * import { Effect, Redacted } from "effect"
+ *
+ * const program = EventStore.streamVersion("account-42")
+ * const runnable = Effect.zipRight(PgMigrations.migrate(), program).pipe(
+ *   Effect.provide(PgEventStore.layer),
+ *   Effect.provide(PgClient.layer({ url: Redacted.make("postgres://localhost/app") }))
+ * )
+ * ```
  * @since 0.1.0
  * @category layers
  */

@@ -80,6 +80,49 @@ describe("PgEventStore append path", () => {
         assert.strictEqual(yield* EventStore.streamVersion("fn-1"), 1)
       }))
 
+    it.scoped("mire_append_stream and mire_append_all send no NOTIFY either", () =>
+      Effect.gen(function* () {
+        const { client, heard } = yield* listener
+        const pid = yield* Effect.promise(() => client.query<{ pid: number }>("SELECT pg_backend_pid() AS pid"))
+        yield* Effect.promise(() =>
+          client.query(
+            `SELECT * FROM mire_append_stream('fns-1', 'fns', 'none', 0, ARRAY[gen_random_uuid()], ARRAY['append.e'],
+               ARRAY[1], ARRAY['{}'::jsonb], ARRAY['{}'::jsonb])`
+          )
+        )
+        yield* Effect.promise(() =>
+          client.query(
+            `SELECT * FROM mire_append_all(ARRAY['fna-1', 'fna-2'], ARRAY['fna', 'fna'], ARRAY['none', 'none'], ARRAY[0, 0]::int8[],
+               ARRAY[1, 1]::int8[], ARRAY[gen_random_uuid(), gen_random_uuid()], ARRAY['fna-1', 'fna-2'], ARRAY[1, 1]::int8[],
+               ARRAY['append.e', 'append.e'], ARRAY[1, 1], ARRAY['{}'::jsonb, '{}'::jsonb], ARRAY['{}'::jsonb, '{}'::jsonb])`
+          )
+        )
+        yield* Effect.promise(() => client.query("SELECT 1"))
+        const own = (yield* Queue.takeAll(heard)).pipe((all) => [...all].filter((h) => h.pid === pid.rows[0]!.pid))
+        assert.deepStrictEqual(own, [])
+        assert.strictEqual(yield* EventStore.streamVersion("fns-1"), 1)
+        assert.strictEqual(yield* EventStore.streamVersion("fna-2"), 1)
+      }))
+
+    it.scoped("mire_append_all is all or nothing: a lost expectation raises MR409 naming the stream, and writes nothing", () =>
+      Effect.gen(function* () {
+        const { client } = yield* listener
+        const error = yield* Effect.flip(
+          Effect.tryPromise(() =>
+            client.query(
+              `SELECT * FROM mire_append_all(ARRAY['fnb-1', 'fnb-2'], ARRAY['fnb', 'fnb'], ARRAY['none', 'exact'],
+                 ARRAY[0, 5]::int8[], ARRAY[1, 1]::int8[], ARRAY[gen_random_uuid(), gen_random_uuid()], ARRAY['fnb-1', 'fnb-2'],
+                 ARRAY[1, 1]::int8[], ARRAY['append.e', 'append.e'], ARRAY[1, 1], ARRAY['{}'::jsonb, '{}'::jsonb],
+                 ARRAY['{}'::jsonb, '{}'::jsonb])`
+            )
+          )
+        )
+        const cause: unknown = error.error
+        assert.propertyVal(cause, "code", "MR409")
+        assert.propertyVal(cause, "detail", "fnb-2")
+        assert.strictEqual(yield* EventStore.streamVersion("fnb-1"), 0)
+      }))
+
     it.scoped("an append wakes this process's subscribers in-process and other connections by NOTIFY", () =>
       Effect.gen(function* () {
         const { heard } = yield* listener

@@ -127,7 +127,7 @@ describe("an unmigrated database", () => {
         assert.strictEqual(error.kind, "NotMigrated")
         assert.include(error.message, "`mire migrate`")
         assert.include(error.message, "PgMigrations.migrate()")
-        assert.match(error.message, /^append failed: mire's schema is not installed \(function mire_append\(/)
+        assert.match(error.message, /^append failed: mire's schema is not installed \(function mire_append_stream\(/)
       })
     )
 
@@ -150,12 +150,12 @@ describe("an unmigrated database", () => {
         )
         yield* PgMigrations.migrate()
         assert.deepStrictEqual(yield* PgMigrations.pending, [])
-        yield* sql.unsafe("DROP FUNCTION mire_append")
+        yield* sql.unsafe("DROP FUNCTION mire_append_stream")
         const error = yield* Effect.flip(EventStore.append("newuser-2", "newuser", ExpectedVersion.NoStream, [event]))
         assert.strictEqual(error._tag, "StoreError")
         if (error._tag !== "StoreError") return
         assert.strictEqual(error.kind, "NotMigrated")
-        assert.include(error.message, "mire_append")
+        assert.include(error.message, "mire_append_stream")
         const own = yield* Effect.flip(sql`SELECT * FROM orders_of_the_user`)
         assert.strictEqual(toStoreError("read")(own).kind, "Other")
         const ownFunction = yield* Effect.flip(sql`SELECT mirror_of_the_user()`)

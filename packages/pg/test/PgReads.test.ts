@@ -14,8 +14,8 @@ import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import * as Tracer from "effect/Tracer"
-import { account, Deposited, Opened, unique } from "../../core/test/fixtures.js"
-import { decodeEventRows } from "../src/internal/rows.js"
+import { account, Deposited, Opened, unique } from "@mire/core/conformance"
+import { decodeEventRows, decodeFoldRowsSync } from "../src/internal/rows.js"
 import { storeLayer } from "./utils.js"
 
 /** How many SQL statements (`sql.execute` spans of `@effect/sql`) `op` sends, and its result. */
@@ -53,14 +53,20 @@ describe("PgEventStore reads", () => {
         assert.strictEqual(statements, 1)
       }))
 
-    it.effect("a forward read of 2,000 events is 2 statements of 1,000 (the default page), not 3", () =>
+    it.effect("a forward read of 2,000 events is 1 statement (the default first page is 10,000); a log read's pages grow", () =>
       Effect.gen(function* () {
         const streamId = `${unique("rdr")}-1`
+        const category = streamId.split("-")[0]!
         const events = Array.from({ length: 2000 }, (_, i) => ({ eventType: "r.e", schemaVersion: 1, data: { i } }))
-        yield* EventStore.append(streamId, streamId.split("-")[0]!, ExpectedVersion.NoStream, events)
+        yield* EventStore.append(streamId, category, ExpectedVersion.NoStream, events)
         const [statements, read] = yield* counted(Stream.runCollect(EventStore.readStream(streamId)))
         assert.deepStrictEqual(Chunk.toReadonlyArray(read).map((e) => e.data.i), events.map((e) => e.data.i))
-        assert.strictEqual(statements, 2)
+        assert.strictEqual(statements, 1)
+        // 2,500 events of a category: pages of 1,000 then 2,000 (the second short, so the last), not 3 of 1,000.
+        yield* EventStore.append(`${category}-2`, category, ExpectedVersion.NoStream, events.slice(0, 500))
+        const [logStatements, log] = yield* counted(Stream.runCollect(EventStore.readCategory(category)))
+        assert.strictEqual(log.length, 2500)
+        assert.strictEqual(logStatements, 2)
         const [short, tail] = yield* counted(Stream.runCollect(EventStore.readStream(streamId, { from: 1990, pageSize: 5 })))
         assert.deepStrictEqual(Chunk.toReadonlyArray(tail).map((e) => e.streamVersion), Array.from({ length: 11 }, (_, i) => 1990 + i))
         assert.strictEqual(short, 3)
@@ -120,6 +126,13 @@ describe("PgEventStore reads", () => {
           ["eventId", null],
           ["streamVersion", "1"],
           ["globalPosition", "1.5"],
+          ["globalPosition", ""],
+          ["globalPosition", "-"],
+          ["globalPosition", " 1"],
+          ["globalPosition", "1e3"],
+          ["globalPosition", "+5"],
+          ["globalPosition", "12345678901234567x"],
+          ["globalPosition", 7],
           ["transactionId", "x"],
           ["data", []],
           ["data", "{}"],
@@ -139,6 +152,33 @@ describe("PgEventStore reads", () => {
         // Unknown metadata keys are dropped, as the EventMetadata Schema does.
         const [dropped] = yield* decodeEventRows([{ ...good, metadata: { causationId: "c", extra: 1 } }])
         assert.deepStrictEqual(dropped!.metadata, { causationId: "c" })
+        const [kept] = yield* decodeEventRows([{ ...good, metadata: { correlationId: "r", custom: { a: 1 } } }])
+        assert.deepStrictEqual(kept!.metadata, { correlationId: "r", custom: { a: 1 } })
+        // Positions past 15 digits (beyond a double's exact range) and negative ones stay exact.
+        const [big] = yield* decodeEventRows([{ ...good, globalPosition: "9223372036854775807", transactionId: "-42" }])
+        assert.strictEqual(big!.globalPosition, 9223372036854775807n)
+        assert.strictEqual(big!.transactionId, -42n)
+        const [fifteen] = yield* decodeEventRows([{ ...good, globalPosition: "999999999999999" }])
+        assert.strictEqual(fifteen!.globalPosition, 999999999999999n)
+        // A load's rows (only the columns a fold reads) are checked the same way.
+        const fold = { streamVersion: 1, globalPosition: "7", eventType: "s.e", schemaVersion: 1, data: {} }
+        assert.deepStrictEqual(decodeFoldRowsSync([fold], "s-1"), [
+          { streamId: "s-1", streamVersion: 1, globalPosition: 7n, eventType: "s.e", schemaVersion: 1, data: {} }
+        ])
+        for (const [field, value] of [
+          ["streamVersion", "1"],
+          ["globalPosition", "x"],
+          ["eventType", 1],
+          ["schemaVersion", null],
+          ["data", []]
+        ] as const) {
+          const error = decodeFoldRowsSync([fold, { ...fold, [field]: value }], "s-1")
+          assert.isFalse(Array.isArray(error), field)
+          if (!Array.isArray(error)) {
+            assert.strictEqual(error._tag, "StoreError")
+            assert.include(String(error.cause), `row 1: ${field}`)
+          }
+        }
       }))
 
     it.effect("recordedAt is the stored time to the millisecond", () =>
