@@ -18,7 +18,6 @@
  */
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
-import * as Schema from "effect/Schema"
 import type * as Aggregate from "./Aggregate.js"
 import type { EventDecodeError } from "./EventStoreError.js"
 import type { RecordedEvent } from "./RecordedEvent.js"
@@ -35,16 +34,6 @@ export interface HandledEvent<E> {
 }
 
 /**
- * A handler failed (its error is kept as `cause`).
- *
- * @since 0.1.0
- * @category errors
- */
-export class HandlerFailure extends Schema.TaggedError<HandlerFailure>()("HandlerFailure", {
-  cause: Schema.Defect
-}) {}
-
-/**
  * The delivery guarantee of a projection.
  *
  * @since 0.1.0
@@ -53,18 +42,24 @@ export class HandlerFailure extends Schema.TaggedError<HandlerFailure>()("Handle
 export type Delivery = "at-least-once" | "transactional"
 
 /**
- * A projection, its event type erased: the runner only needs to process a
- * stored event.
+ * A projection, its event type erased: the runner only needs to turn a
+ * stored event into its handler's effect. `E` is the handler's own error,
+ * kept typed up to `ProjectionRunner.ProjectionFailed`.
  *
  * @since 0.1.0
  * @category models
  */
-export interface Projection<R = never> {
+export interface Projection<R = never, E = unknown> {
   readonly subscriptionId: string
   readonly categories: ReadonlyArray<string> | undefined
   readonly delivery: Delivery
-  /** Decodes (upcasting) and handles one stored event. */
-  readonly process: (recorded: RecordedEvent) => Effect.Effect<void, EventDecodeError | HandlerFailure, R>
+  /**
+   * Decodes (upcasting) one stored event, synchronously, and returns its
+   * handler's effect, or why the event cannot be decoded. The effect fails
+   * with the handler's error or dies as the handler did: the runner
+   * classifies failures once per batch, not per event.
+   */
+  readonly process: (recorded: RecordedEvent) => Either.Either<Effect.Effect<void, E, R>, EventDecodeError>
 }
 
 /**
@@ -80,12 +75,12 @@ export interface Constructor {
     readonly subscriptionId: string
     readonly aggregate: Aggregate.Aggregate<S, E>
     readonly handle: (event: HandledEvent<E>) => Effect.Effect<void, Err, R>
-  }): Projection<R>
+  }): Projection<R, Err>
   <Err, R>(options: {
     readonly subscriptionId: string
     readonly categories?: ReadonlyArray<string> | undefined
     readonly handle: (event: HandledEvent<RecordedEvent>) => Effect.Effect<void, Err, R>
-  }): Projection<R>
+  }): Projection<R, Err>
 }
 
 const build =
@@ -95,14 +90,17 @@ const build =
     readonly aggregate?: Aggregate.Aggregate<unknown, E>
     readonly categories?: ReadonlyArray<string> | undefined
     readonly handle: (event: HandledEvent<E | RecordedEvent>) => Effect.Effect<void, Err, R>
-  }): Projection<R> => {
+  }): Projection<R, Err> => {
     const aggregate = options.aggregate
-    // A handler that throws or dies fails like one that fails: retried, then the projection stops.
-    const handle = (event: E | RecordedEvent, recorded: RecordedEvent) =>
-      Effect.suspend(() => options.handle({ event, recorded })).pipe(
-        Effect.mapError((cause) => new HandlerFailure({ cause })),
-        Effect.catchAllDefect((cause) => Effect.fail(new HandlerFailure({ cause })))
-      )
+    // A handler that throws before returning its effect dies like one whose effect dies: retried, then
+    // the projection stops. Caught here, without an Effect frame per event.
+    const handle = (event: E | RecordedEvent, recorded: RecordedEvent): Effect.Effect<void, Err, R> => {
+      try {
+        return options.handle({ event, recorded })
+      } catch (defect) {
+        return Effect.die(defect)
+      }
+    }
     return {
       subscriptionId: options.subscriptionId,
       categories: aggregate === undefined ? options.categories : [aggregate.category],
@@ -110,12 +108,8 @@ const build =
       // The decode is one synchronous call per event (a catch-up runs this for every event it reads).
       process:
         aggregate === undefined
-          ? (recorded) => handle(recorded, recorded)
-          : (recorded) =>
-              Effect.suspend((): Effect.Effect<void, EventDecodeError | HandlerFailure, R> => {
-                const decoded = aggregate.codec.decodeEither(recorded)
-                return Either.isLeft(decoded) ? Effect.fail(decoded.left) : handle(decoded.right, recorded)
-              })
+          ? (recorded) => Either.right(handle(recorded, recorded))
+          : (recorded) => Either.map(aggregate.codec.decodeEither(recorded), (event) => handle(event, recorded))
     }
   }
 
@@ -123,11 +117,32 @@ const build =
  * An at-least-once projection. Its handler must be idempotent.
  *
  * @example
- * Projection.atLeastOnce({
+ * ```ts
+ * import { Aggregate, Projection } from "@mire/core"
+ * import { Effect, Schema } from "effect"
+ *
+ * const Opened = Schema.TaggedStruct("Opened", { owner: Schema.String })
+ * const Deposited = Schema.TaggedStruct("Deposited", { amount: Schema.Number })
+ * const Account = Aggregate.make({
+ *   category: "account",
+ *   events: Schema.Union(Opened, Deposited),
+ *   initial: { owner: "", balance: 0 },
+ *   apply: (state, event) =>
+ *     event._tag === "Opened" ? { ...state, owner: event.owner } : { ...state, balance: state.balance + event.amount }
+ * })
+ *
+ * const balances = new Map<string, number>()
+ *
+ * // Setting (not adding) the balance read from the event's stream position keeps a redelivery harmless.
+ * const Balances = Projection.atLeastOnce({
  *   subscriptionId: "balances",
  *   aggregate: Account,
- *   handle: ({ event, recorded }) => upsertBalance(recorded.streamId, event)
+ *   handle: ({ event, recorded }) =>
+ *     Effect.sync(() => {
+ *       if (event._tag === "Deposited") balances.set(recorded.streamId, (balances.get(recorded.streamId) ?? 0) + event.amount)
+ *     })
  * })
+ * ```
  * @since 0.1.0
  * @category constructors
  */
@@ -138,11 +153,22 @@ export const atLeastOnce = build("at-least-once")
  * checkpoint, exactly once.
  *
  * @example
- * Projection.transactional({
+ * ```ts
+ * import { SqlClient } from "@effect/sql"
+ * import { Aggregate, Projection } from "@mire/core"
+ * import { Effect, Schema } from "effect"
+ *
+ * const Placed = Schema.TaggedStruct("Placed", { amount: Schema.Number })
+ * const Order = Aggregate.make({ category: "order", events: Placed, initial: { amount: 0 }, apply: (_, event) => event })
+ *
+ * // The UPDATE and the checkpoint commit in one transaction: each event counts exactly once.
+ * const OrderTotals = Projection.transactional({
  *   subscriptionId: "order-totals",
  *   aggregate: Order,
- *   handle: ({ event }) => sql`UPDATE totals SET amount = amount + ${event.amount}`
+ *   handle: ({ event }) =>
+ *     Effect.flatMap(SqlClient.SqlClient, (sql) => Effect.asVoid(sql`UPDATE totals SET amount = amount + ${event.amount}`))
  * })
+ * ```
  * @since 0.1.0
  * @category constructors
  */

@@ -201,6 +201,19 @@ export interface Options extends Filter {
 }
 
 /**
+ * A deliverable batch and the checkpoint that covers it, taken right after
+ * its poll: persisting it once the batch is handled is safe however far the
+ * subscription has polled since.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Batch {
+  readonly events: ReadonlyArray<RecordedEvent>
+  readonly checkpoint: HoldBack.Checkpoint
+}
+
+/**
  * A live subscription.
  *
  * @since 0.1.0
@@ -236,6 +249,11 @@ export interface Subscription {
    * otherwise on a notification or the poll interval. Runs until interrupted.
    */
   readonly batches: Stream.Stream<ReadonlyArray<RecordedEvent>, OrderingViolation | MissingVersion | StoreError>
+  /**
+   * {@link batches}, each with its checkpoint (see {@link Batch}), so a
+   * consumer can poll the next batch while it handles and checkpoints one.
+   */
+  readonly checkpointed: Stream.Stream<Batch, OrderingViolation | MissingVersion | StoreError>
 }
 
 /**
@@ -295,9 +313,19 @@ interface Internal {
  * wake-up listener lives in the enclosing scope.
  *
  * @example
- * const sub = yield* Subscription.make({ subscriptionId: "balances", categories: ["account"] })
- * const events = yield* sub.poll
- * yield* sub.checkpoint()
+ * ```ts
+ * import { Subscription } from "@mire/core"
+ * import { Effect } from "effect"
+ *
+ * const program = Effect.scoped(
+ *   Effect.gen(function* () {
+ *     const sub = yield* Subscription.make({ subscriptionId: "balances", categories: ["account"] })
+ *     const events = yield* sub.poll
+ *     yield* Effect.log(`read ${events.length} events`)
+ *     yield* sub.checkpoint()
+ *   })
+ * )
+ * ```
  * @since 0.1.0
  * @category constructors
  */
@@ -440,18 +468,22 @@ export const make = (
       Effect.tap((l) => Metric.set(lagGauge, l.events))
     )
 
-    const batches = Stream.repeatEffectOption(
-      Effect.gen(function* () {
-        for (;;) {
-          const before = (yield* Ref.get(state)).read
-          const got = yield* poll
-          if (got.length > 0) return got
-          // A page that delivered nothing but moved the cursor (all held) polls again at once.
-          const moved = Cursor.order((yield* Ref.get(state)).read, before) !== 0
-          if (!moved) yield* awaitWakeup
-        }
-      }).pipe(Effect.mapError(Option.some))
+    /** One poll; when it delivered nothing and did not move the cursor (a page all held moves it), a wait for a wake-up. */
+    const pollOrWait = Effect.gen(function* () {
+      const before = (yield* Ref.get(state)).read
+      const got = yield* poll
+      if (got.length === 0 && Cursor.order((yield* Ref.get(state)).read, before) === 0) yield* awaitWakeup
+      return got
+    })
+    const nextBatch = Effect.repeat(pollOrWait, { until: (got) => got.length > 0 })
+    const batches = Stream.repeatEffectOption(Effect.mapError(nextBatch, Option.some))
+    // The checkpoint is read in the same fiber right after the poll, before any other poll of this stream.
+    const checkpointed = Stream.repeatEffectOption(
+      Effect.mapError(
+        Effect.flatMap(nextBatch, (events) => Effect.map(position, ({ checkpoint }): Batch => ({ events, checkpoint }))),
+        Option.some
+      )
     )
 
-    return { subscriptionId, poll, checkpoint, reset, position, awaitWakeup, lag, batches } satisfies Subscription
+    return { subscriptionId, poll, checkpoint, reset, position, awaitWakeup, lag, batches, checkpointed } satisfies Subscription
   })

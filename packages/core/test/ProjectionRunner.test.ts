@@ -1,24 +1,34 @@
 /**
  * The runner's retry schedule, asserted as a schedule (its delays, computed
  * without waiting), and the runner's use of it on logical time (`TestClock`):
- * no assertion here depends on how busy the machine is.
+ * no assertion here depends on how busy the machine is. The runner's
+ * decisions (what to do after a leadership, how a handler failed, why a
+ * projection stopped) as pure functions, without a store.
  */
 import { assert, describe, it } from "@effect/vitest"
+import * as Cause from "effect/Cause"
 import * as Chunk from "effect/Chunk"
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as FiberId from "effect/FiberId"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
+import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
 import * as TestClock from "effect/TestClock"
+import * as Aggregate from "../src/Aggregate.js"
 import * as EventStore from "../src/EventStore.js"
+import { MissingVersion, OrderingViolation, StoreError } from "../src/EventStoreError.js"
 import * as ExpectedVersion from "../src/ExpectedVersion.js"
 import * as InMemory from "../src/InMemory.js"
 import * as Lease from "../src/Lease.js"
 import * as Projection from "../src/Projection.js"
 import * as ProjectionRunner from "../src/ProjectionRunner.js"
+import type { RecordedEvent } from "../src/RecordedEvent.js"
 
 /**
  * The delays `schedule` waits after each of `failures` failures, in
@@ -138,4 +148,186 @@ describe("ProjectionRunner failover on logical time", () => {
       assert.strictEqual(lease.workerId, "b")
       assert.strictEqual(lease.fenceToken, 2n)
     }).pipe(Effect.provide(InMemory.layer)))
+})
+
+const recorded = (streamId: string, streamVersion: number, data: Record<string, unknown> = {}): RecordedEvent => ({
+  eventId: "00000000-0000-4000-8000-000000000001",
+  streamId,
+  category: "pure",
+  streamVersion,
+  globalPosition: 7n,
+  transactionId: 3n,
+  eventType: "pure.happened",
+  schemaVersion: 1,
+  data,
+  metadata: {},
+  recordedAt: new Date(0)
+})
+
+describe("ProjectionRunner decisions (pure, no store)", () => {
+  const lost = new Lease.LeaseLost({ subscriptionId: "s", workerId: "w", fenceToken: 1n })
+  const storeError = new StoreError({ kind: "Connection", operation: "poll", cause: new Error("reset") })
+  const missing = new MissingVersion({ subscriptionId: "s", streamId: "pure-a", missing: 2, seen: 3 })
+  const regression = new OrderingViolation({ subscriptionId: "s", streamId: "pure-b", version: 4, lastDelivered: 5 })
+
+  it("afterLeadership: not acquired or lost or a failing store stand by; the work ending leads again", () => {
+    const standBy = ProjectionRunner.afterLeadership<never>("s", Either.right(Option.none()))
+    assert.strictEqual(standBy._tag, "StandBy")
+    if (standBy._tag === "StandBy") assert.strictEqual(standBy.why, "lease held elsewhere")
+    assert.strictEqual(ProjectionRunner.afterLeadership<never>("s", Either.right(Option.some(10)))._tag, "Lead")
+    const afterLost = ProjectionRunner.afterLeadership<never>("s", Either.left(lost))
+    assert.deepStrictEqual(afterLost._tag === "StandBy" ? [afterLost.why, Option.getOrNull(afterLost.error)] : [], ["lease lost", lost])
+    const afterStore = ProjectionRunner.afterLeadership<never>("s", Either.left(storeError))
+    assert.deepStrictEqual(afterStore._tag === "StandBy" ? [afterStore.why, Option.getOrNull(afterStore.error)] : [], [
+      "store failed",
+      storeError
+    ])
+  })
+
+  it("afterLeadership: the log refusing to go on stops the projection, naming the stream, with no placeholder", () => {
+    for (const [error, streamId, streamVersion] of [
+      [missing, "pure-a", 2],
+      [regression, "pure-b", 4]
+    ] as const) {
+      const next = ProjectionRunner.afterLeadership<never>("s", Either.left(error))
+      assert.strictEqual(next._tag, "Stop")
+      if (next._tag !== "Stop") continue
+      const failure = next.failure
+      assert.strictEqual(failure.subscriptionId, "s")
+      assert.strictEqual(failure.reason._tag, "SubscriptionFailed")
+      assert.strictEqual(failure.cause, error)
+      assert.strictEqual(failure.streamId, streamId)
+      assert.strictEqual(failure.streamVersion, streamVersion)
+      assert.isUndefined(failure.event, "not an event's failure: no event, no attempts")
+      assert.isUndefined(failure.attempts)
+      assert.include(failure.message, error.message)
+    }
+    const handlerStop = new ProjectionRunner.ProjectionFailed<"boom">({
+      subscriptionId: "s",
+      reason: ProjectionRunner.stoppedAt(recorded("pure-c", 1), 3, { _tag: "HandlerFailed", error: "boom" })
+    })
+    const next = ProjectionRunner.afterLeadership<"boom">("s", Either.left(handlerStop))
+    assert.isTrue(next._tag === "Stop" && next.failure === handlerStop, "a ProjectionFailed stops as it is")
+  })
+
+  it("classify: the handler's error stays typed, a defect is a defect, an interruption is not a failure", () => {
+    const failed = ProjectionRunner.classify<"boom">(Cause.fail("boom" as const))
+    assert.deepStrictEqual(Option.getOrNull(failed), { _tag: "HandlerFailed", error: "boom" })
+    const thrown = new Error("thrown")
+    assert.deepStrictEqual(Option.getOrNull(ProjectionRunner.classify<never>(Cause.die(thrown))), { _tag: "HandlerDied", defect: thrown })
+    assert.isTrue(Option.isNone(ProjectionRunner.classify<never>(Cause.interrupt(FiberId.none))))
+  })
+
+  it("stoppedAt: the event, the attempts and the handler's own error, typed", () => {
+    const reason = ProjectionRunner.stoppedAt(recorded("pure-d", 4), 5, { _tag: "HandlerFailed", error: { code: 42 } as const })
+    const failure = new ProjectionRunner.ProjectionFailed<{ readonly code: 42 }>({ subscriptionId: "s", reason })
+    assert.strictEqual(failure.reason._tag, "HandlerFailed")
+    if (failure.reason._tag === "HandlerFailed") {
+      // Typed: `code` is known to be 42 without a cast.
+      const code: 42 = failure.reason.error.code
+      assert.strictEqual(code, 42)
+    }
+    assert.deepStrictEqual(failure.event, { streamId: "pure-d", streamVersion: 4, globalPosition: 7n, eventType: "pure.happened" })
+    assert.strictEqual(failure.attempts, 5)
+    assert.strictEqual(failure.eventType, "pure.happened")
+    assert.include(failure.message, "pure-d v4")
+  })
+
+  it.effect("retryWithAttempts: counts attempts, succeeds on a later one, gives up with the last error", () =>
+    Effect.gen(function* () {
+      const seen: Array<number> = []
+      const third = yield* ProjectionRunner.retryWithAttempts(
+        (n) => Effect.zipRight(Effect.sync(() => void seen.push(n)), n < 3 ? Effect.fail(`e${n}`) : Effect.succeed(n)),
+        Schedule.recurs(5),
+        () => true
+      )
+      assert.strictEqual(third, 3)
+      assert.deepStrictEqual(seen, [1, 2, 3])
+      const exhausted = yield* Effect.flip(
+        ProjectionRunner.retryWithAttempts((n) => Effect.fail(`e${n}`), ProjectionRunner.retrySchedule({ retry: Schedule.forever, maxAttempts: 4 }), () => true)
+      )
+      assert.deepStrictEqual(exhausted, { error: "e4", attempts: 4 })
+      const notRetried = yield* Effect.flip(
+        ProjectionRunner.retryWithAttempts((n) => Effect.fail(`e${n}`), Schedule.forever, (e) => e !== "e2")
+      )
+      assert.deepStrictEqual(notRetried, { error: "e2", attempts: 2 })
+    }))
+})
+
+describe("ProjectionRunner start and failures", () => {
+  it.scoped("two projections with one subscription id fail at start with InvalidInput, before any lease is taken", () =>
+    Effect.gen(function* () {
+      const leases = yield* Lease.LeaseStoreTag
+      const one = Projection.atLeastOnce({ subscriptionId: "sub-dup", categories: ["dup"], handle: () => Effect.void })
+      const error = yield* Effect.flip(ProjectionRunner.run([one, one], { workerId: "w" }))
+      assert.strictEqual(error._tag, "InvalidInput")
+      assert.strictEqual(error.field, "subscriptionId")
+      assert.isTrue(Option.isNone(yield* leases.status("sub-dup")), "nothing started")
+      const bad = yield* Effect.flip(ProjectionRunner.run([one], { workerId: "w", batchSize: 0 }))
+      assert.strictEqual(bad.field, "batchSize")
+    }).pipe(Effect.provide(InMemory.layer)))
+
+  it.scoped("whenCaughtUp: InvalidInput for a projection not run here, NotCaughtUp with the lag on timeout", () =>
+    Effect.gen(function* () {
+      const projection = Projection.atLeastOnce({
+        subscriptionId: "sub-slow",
+        categories: ["slow"],
+        handle: () => Effect.never
+      })
+      const runner = yield* ProjectionRunner.run([projection], { workerId: "w", pollInterval: "10 millis" })
+      const elsewhere = yield* Effect.flip(runner.whenCaughtUp("sub-other"))
+      assert.strictEqual(elsewhere._tag, "InvalidInput")
+      yield* EventStore.append("slow-1", "slow", ExpectedVersion.NoStream, [
+        { eventType: "slow.a", schemaVersion: 1, data: {} },
+        { eventType: "slow.b", schemaVersion: 1, data: {} }
+      ])
+      const waiting = yield* Effect.fork(Effect.flip(runner.whenCaughtUp("sub-slow", "1 second")))
+      yield* TestClock.adjust("1 second")
+      const late = yield* Fiber.join(waiting)
+      assert.strictEqual(late._tag, "NotCaughtUp")
+      if (late._tag === "NotCaughtUp") assert.strictEqual(late.lag, 2)
+    }).pipe(Effect.provide(InMemory.layer)))
+
+  for (const delivery of ["at-least-once", "transactional"] as const) {
+    it.scoped(`${delivery}: a handler that throws stops the projection with HandlerDied; an undecodable event with Undecodable`, () =>
+      Effect.gen(function* () {
+        const thrown = new Error("thrown")
+        const make = delivery === "transactional" ? Projection.transactional : Projection.atLeastOnce
+        const throwing = make({
+          subscriptionId: `sub-throw-${delivery}`,
+          categories: [`thr${delivery === "transactional" ? "tx" : "al"}`],
+          handle: (): Effect.Effect<void> => {
+            throw thrown
+          }
+        })
+        const Item = Schema.TaggedStruct("Item", { n: Schema.Number })
+        const Items = Aggregate.make({ category: `und${delivery === "transactional" ? "tx" : "al"}`, events: Item, initial: 0, apply: (s: number) => s + 1 })
+        const undecodable = make({ subscriptionId: `sub-undecodable-${delivery}`, aggregate: Items, handle: () => Effect.void })
+        const runner = yield* ProjectionRunner.run<never, unknown>([throwing, undecodable], {
+          workerId: "w",
+          pollInterval: "10 seconds",
+          retry: Schedule.spaced("10 millis"),
+          maxAttempts: 2
+        })
+        yield* EventStore.append(`${throwing.categories![0]}-1`, throwing.categories![0]!, ExpectedVersion.NoStream, [
+          { eventType: "x.y", schemaVersion: 1, data: {} }
+        ])
+        yield* EventStore.append(`${Items.category}-1`, Items.category, ExpectedVersion.NoStream, [
+          { eventType: Items.codec.types.get("Item")!.type, schemaVersion: 1, data: { n: "not a number" } }
+        ])
+        const stopped = Effect.map(runner.status, (all) => all.every((s) => s.state === "failed"))
+        for (let i = 0; i < 500 && !(yield* stopped); i++) yield* TestClock.adjust("10 millis")
+        const [first, second] = yield* runner.status
+        const died = Option.getOrThrow(first!.failure)
+        assert.strictEqual(died.reason._tag, "HandlerDied")
+        // The defect as thrown (Effect's tracing may re-wrap it: compared by message).
+        assert.instanceOf(died.cause, Error)
+        assert.strictEqual(died.cause instanceof Error ? died.cause.message : "", thrown.message)
+        assert.strictEqual(died.attempts, 2)
+        const decode = Option.getOrThrow(second!.failure)
+        assert.strictEqual(decode.reason._tag, "Undecodable")
+        assert.strictEqual(decode.streamId, `${Items.category}-1`)
+        assert.strictEqual(decode.attempts, 2)
+      }).pipe(Effect.provide(InMemory.layer)))
+  }
 })

@@ -1,5 +1,5 @@
 import * as Layer from "effect/Layer"
-import { projectionSuite } from "../../core/test/conformance/projectionSuite.js"
+import { projectionSuite } from "@mire/core/conformance"
 import * as PgStore from "../src/PgStore.js"
 import { pgRaw, pgReadModel } from "./raw.js"
 import { migratedLayer } from "./utils.js"

@@ -237,9 +237,29 @@ const makeGiven = <S, E, GE>(
  * must pass its Schema, as it would have to be stored.
  *
  * @example
- * AggregateSpec.given(Account, Opened.make({ owner: "Ada" }))
+ * ```ts
+ * import { Aggregate } from "@mire/core"
+ * import { AggregateSpec } from "@mire/core/testing"
+ * import { Effect, Schema } from "effect"
+ *
+ * const Opened = Schema.TaggedStruct("Opened", { owner: Schema.String })
+ * const Deposited = Schema.TaggedStruct("Deposited", { amount: Schema.Number })
+ * const Account = Aggregate.make({
+ *   category: "account",
+ *   events: Schema.Union(Opened, Deposited),
+ *   initial: { owner: "", balance: 0 },
+ *   apply: (state, event) =>
+ *     event._tag === "Opened" ? { ...state, owner: event.owner } : { ...state, balance: state.balance + event.amount }
+ * })
+ *
+ * const deposit = (state: { readonly owner: string }, amount: number) =>
+ *   state.owner === "" ? [] : Deposited.make({ amount })
+ *
+ * const spec = AggregateSpec.given(Account, Opened.make({ owner: "Ada" }))
  *   .when((state) => deposit(state, 10))
  *   .thenEvents(Deposited.make({ amount: 10 }))
+ * Effect.runPromise(spec)
+ * ```
  * @since 0.1.0
  * @category constructors
  */
@@ -259,9 +279,27 @@ export const given = <S, E>(aggregate: Aggregate.Aggregate<S, E>, ...events: Rea
  * the spec with the `EventDecodeError` naming it.
  *
  * @example
- * AggregateSpec.givenStored(Account, { eventType: "account.deposited", schemaVersion: 1, data: { amount: 5 } })
- *   .when((state) => withdraw(state, 5))
- *   .thenEvents(Withdrawn.make({ amount: 5 }))
+ * ```ts
+ * import { Aggregate } from "@mire/core"
+ * import { AggregateSpec } from "@mire/core/testing"
+ * import { Effect, Schema } from "effect"
+ *
+ * const Opened = Schema.TaggedStruct("Opened", { owner: Schema.String })
+ * const Deposited = Schema.TaggedStruct("Deposited", { amount: Schema.Number })
+ * const Account = Aggregate.make({
+ *   category: "account",
+ *   events: Schema.Union(Opened, Deposited),
+ *   initial: { owner: "", balance: 0 },
+ *   apply: (state, event) =>
+ *     event._tag === "Opened" ? { ...state, owner: event.owner } : { ...state, balance: state.balance + event.amount }
+ * })
+ *
+ * // The history as stored rows: decoded (and upcast) as a load would.
+ * const spec = AggregateSpec.givenStored(Account, { eventType: "account.deposited", schemaVersion: 1, data: { amount: 5 } })
+ *   .when((state) => Deposited.make({ amount: state.balance }))
+ *   .thenEvents(Deposited.make({ amount: 5 }))
+ * Effect.runPromise(spec)
+ * ```
  * @since 0.1.0
  * @category constructors
  */
@@ -287,7 +325,27 @@ export const givenStored = <S, E>(
  * what a load would fold, for asserting an upcaster chain directly.
  *
  * @example
- * const [event] = yield* AggregateSpec.upcast(Account, { eventType: "account.deposited", schemaVersion: 1, data: { amount: 5 } })
+ * ```ts
+ * import { Aggregate } from "@mire/core"
+ * import { AggregateSpec } from "@mire/core/testing"
+ * import { Effect, Schema } from "effect"
+ *
+ * const Opened = Schema.TaggedStruct("Opened", { owner: Schema.String })
+ * const Deposited = Schema.TaggedStruct("Deposited", { amount: Schema.Number })
+ * const Account = Aggregate.make({
+ *   category: "account",
+ *   events: Schema.Union(Opened, Deposited),
+ *   initial: { owner: "", balance: 0 },
+ *   apply: (state, event) =>
+ *     event._tag === "Opened" ? { ...state, owner: event.owner } : { ...state, balance: state.balance + event.amount }
+ * })
+ *
+ * const program = Effect.gen(function* () {
+ *   const [event] = yield* AggregateSpec.upcast(Account, { eventType: "account.deposited", schemaVersion: 1, data: { amount: 5 } })
+ *   assert.deepStrictEqual(event, Deposited.make({ amount: 5 }))
+ * })
+ * Effect.runPromise(program)
+ * ```
  * @since 0.1.0
  */
 export const upcast = <S, E>(

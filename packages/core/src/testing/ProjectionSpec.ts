@@ -17,14 +17,13 @@
  *
  * @since 0.1.0
  */
-import * as Duration from "effect/Duration"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import type * as Aggregate from "../Aggregate.js"
 import * as EventStore from "../EventStore.js"
-import { InvalidInput, type StoreError, type XidAhead } from "../EventStoreError.js"
+import type { InvalidInput, StoreError, XidAhead } from "../EventStoreError.js"
 import * as ExpectedVersion from "../ExpectedVersion.js"
 import type * as Lease from "../Lease.js"
 import type * as Projection from "../Projection.js"
@@ -32,7 +31,7 @@ import * as ProjectionRunner from "../ProjectionRunner.js"
 import type { NewEvent } from "../RecordedEvent.js"
 import * as StreamId from "../StreamId.js"
 import type * as Subscription from "../Subscription.js"
-import { equals, NotCaughtUp, show, SpecFailure } from "./SpecFailure.js"
+import { equals, type NotCaughtUp, show, SpecFailure } from "./SpecFailure.js"
 
 /**
  * The services a running projection needs.
@@ -51,7 +50,7 @@ export type Services = Subscription.SubscriptionStoreTag | Lease.LeaseStoreTag
  * @since 0.1.0
  * @category models
  */
-export type WaitError = ProjectionRunner.ProjectionFailed | NotCaughtUp | StoreError | InvalidInput | XidAhead
+export type WaitError<E = unknown> = ProjectionRunner.ProjectionFailed<E> | NotCaughtUp | StoreError | InvalidInput | XidAhead
 
 /**
  * Runner options for tests: quick polls and rechecks, short retries (three
@@ -71,38 +70,52 @@ const defaultTimeout: Duration.DurationInput = "10 seconds"
 
 /**
  * Waits until a runner's projection has handled everything committed so far
- * (no event after its checkpoint). Fails at once with `ProjectionFailed` if
- * the projection stopped, and with `NotCaughtUp` after `timeout`.
+ * (no event after its checkpoint): the runner's own `whenCaughtUp`, with the
+ * test default timeout (10 s). Fails at once with `ProjectionFailed` if the
+ * projection stopped, and with `NotCaughtUp` after `timeout`.
  *
  * @example
- * yield* ProjectionSpec.caughtUp(runner, "balances")
+ * ```ts
+ * import { Aggregate, EventStore, AggregateRoot, InMemory, Projection, ProjectionRunner } from "@mire/core"
+ * import { ProjectionSpec } from "@mire/core/testing"
+ * import { Effect, Schema } from "effect"
+ *
+ * const Opened = Schema.TaggedStruct("Opened", { owner: Schema.String })
+ * const Deposited = Schema.TaggedStruct("Deposited", { amount: Schema.Number })
+ * const Account = Aggregate.make({
+ *   category: "account",
+ *   events: Schema.Union(Opened, Deposited),
+ *   initial: { owner: "", balance: 0 },
+ *   apply: (state, event) =>
+ *     event._tag === "Opened" ? { ...state, owner: event.owner } : { ...state, balance: state.balance + event.amount }
+ * })
+ * const balances = new Map<string, number>()
+ * const Balances = Projection.atLeastOnce({
+ *   subscriptionId: "balances",
+ *   aggregate: Account,
+ *   handle: ({ event, recorded }) =>
+ *     Effect.sync(() => {
+ *       if (event._tag === "Deposited") balances.set(recorded.streamId, (balances.get(recorded.streamId) ?? 0) + event.amount)
+ *     })
+ * })
+ *
+ * const program = Effect.scoped(
+ *   Effect.gen(function* () {
+ *     const runner = yield* ProjectionRunner.run([Balances], { workerId: "test" })
+ *     yield* EventStore.save(AggregateRoot.record(AggregateRoot.make(Account, "a1"), Deposited.make({ amount: 10 })))
+ *     yield* ProjectionSpec.caughtUp(runner, "balances")
+ *     assert.strictEqual(balances.get("account-a1"), 10)
+ *   })
+ * )
+ * const test = program.pipe(Effect.provide(InMemory.layer))
+ * ```
  * @since 0.1.0
  */
-export const caughtUp = (
-  runner: ProjectionRunner.ProjectionRunner,
+export const caughtUp = <E>(
+  runner: ProjectionRunner.ProjectionRunner<E>,
   subscriptionId: string,
   timeout: Duration.DurationInput = defaultTimeout
-): Effect.Effect<void, WaitError> =>
-  Effect.suspend(() => {
-    let lag = -1
-    return Effect.gen(function* () {
-      for (;;) {
-        const status = (yield* runner.status).find((s) => s.subscriptionId === subscriptionId)
-        if (status === undefined) {
-          return yield* new InvalidInput({ field: "subscriptionId", reason: `${subscriptionId} is not run by ${runner.workerId}` })
-        }
-        if (Option.isSome(status.failure)) return yield* status.failure.value
-        lag = status.lag.events
-        if (lag === 0) return
-        yield* Effect.sleep("10 millis")
-      }
-    }).pipe(
-      Effect.timeoutFail({
-        duration: timeout,
-        onTimeout: () => new NotCaughtUp({ subscriptionId, lag, timeout: Duration.format(Duration.decode(timeout)) })
-      })
-    )
-  })
+): Effect.Effect<void, WaitError<E>> => runner.whenCaughtUp(subscriptionId, timeout)
 
 /**
  * Waits until a projection run by the `ProjectionRunner` in context (say
@@ -110,13 +123,44 @@ export const caughtUp = (
  * committed so far.
  *
  * @example
- * yield* EventStore.save(root)
- * yield* ProjectionSpec.whenCaughtUp(balances)
- * assert.strictEqual(yield* readBalance("a1"), 10)
+ * ```ts
+ * import { Aggregate, AggregateRoot, EventStore, InMemory, Projection, ProjectionRunner } from "@mire/core"
+ * import { ProjectionSpec } from "@mire/core/testing"
+ * import { Effect, Schema } from "effect"
+ *
+ * const Opened = Schema.TaggedStruct("Opened", { owner: Schema.String })
+ * const Deposited = Schema.TaggedStruct("Deposited", { amount: Schema.Number })
+ * const Account = Aggregate.make({
+ *   category: "account",
+ *   events: Schema.Union(Opened, Deposited),
+ *   initial: { owner: "", balance: 0 },
+ *   apply: (state, event) =>
+ *     event._tag === "Opened" ? { ...state, owner: event.owner } : { ...state, balance: state.balance + event.amount }
+ * })
+ * const balances = new Map<string, number>()
+ * const Balances = Projection.atLeastOnce({
+ *   subscriptionId: "balances",
+ *   aggregate: Account,
+ *   handle: ({ event, recorded }) =>
+ *     Effect.sync(() => {
+ *       if (event._tag === "Deposited") balances.set(recorded.streamId, (balances.get(recorded.streamId) ?? 0) + event.amount)
+ *     })
+ * })
+ *
+ * const program = Effect.gen(function* () {
+ *   yield* EventStore.save(AggregateRoot.record(AggregateRoot.make(Account, "a1"), Deposited.make({ amount: 10 })))
+ *   yield* ProjectionSpec.whenCaughtUp(Balances)
+ *   assert.strictEqual(balances.get("account-a1"), 10)
+ * })
+ * const test = program.pipe(
+ *   Effect.provide(ProjectionRunner.layer([Balances], { workerId: "test", ...ProjectionSpec.defaults })),
+ *   Effect.provide(InMemory.layer)
+ * )
+ * ```
  * @since 0.1.0
  */
 export const whenCaughtUp = (
-  projection: Projection.Projection<unknown> | string,
+  projection: Projection.Projection<unknown, unknown> | string,
   options: { readonly timeout?: Duration.DurationInput } = {}
 ): Effect.Effect<void, WaitError, ProjectionRunner.ProjectionRunnerTag> =>
   Effect.flatMap(ProjectionRunner.ProjectionRunnerTag, (runner) =>
@@ -129,13 +173,13 @@ export const whenCaughtUp = (
  * @since 0.1.0
  * @category models
  */
-export interface Running {
+export interface Running<E = unknown> {
   readonly subscriptionId: string
-  readonly runner: ProjectionRunner.ProjectionRunner
+  readonly runner: ProjectionRunner.ProjectionRunner<E>
   /** The projection's status on its runner (state, lease, lag, handled, failure). */
-  readonly status: Effect.Effect<ProjectionRunner.ProjectionStatus, StoreError | XidAhead>
+  readonly status: Effect.Effect<ProjectionRunner.ProjectionStatus<E>, StoreError | XidAhead>
   /** Waits until it has handled everything committed so far; see {@link caughtUp}. */
-  readonly whenCaughtUp: (timeout?: Duration.DurationInput) => Effect.Effect<void, WaitError>
+  readonly whenCaughtUp: (timeout?: Duration.DurationInput) => Effect.Effect<void, WaitError<E>>
 }
 
 /**
@@ -144,23 +188,54 @@ export interface Running {
  * and a fresh worker id unless given.
  *
  * @example
- * const balances = yield* ProjectionSpec.start(BalancesProjection)
- * yield* EventStore.save(root)
- * yield* balances.whenCaughtUp()
+ * ```ts
+ * import { Aggregate, AggregateRoot, EventStore, InMemory, Projection } from "@mire/core"
+ * import { ProjectionSpec } from "@mire/core/testing"
+ * import { Effect, Schema } from "effect"
+ *
+ * const Opened = Schema.TaggedStruct("Opened", { owner: Schema.String })
+ * const Deposited = Schema.TaggedStruct("Deposited", { amount: Schema.Number })
+ * const Account = Aggregate.make({
+ *   category: "account",
+ *   events: Schema.Union(Opened, Deposited),
+ *   initial: { owner: "", balance: 0 },
+ *   apply: (state, event) =>
+ *     event._tag === "Opened" ? { ...state, owner: event.owner } : { ...state, balance: state.balance + event.amount }
+ * })
+ * const balances = new Map<string, number>()
+ * const Balances = Projection.atLeastOnce({
+ *   subscriptionId: "balances",
+ *   aggregate: Account,
+ *   handle: ({ event, recorded }) =>
+ *     Effect.sync(() => {
+ *       if (event._tag === "Deposited") balances.set(recorded.streamId, (balances.get(recorded.streamId) ?? 0) + event.amount)
+ *     })
+ * })
+ *
+ * const program = Effect.scoped(
+ *   Effect.gen(function* () {
+ *     const running = yield* ProjectionSpec.start(Balances)
+ *     yield* EventStore.save(AggregateRoot.record(AggregateRoot.make(Account, "a1"), Deposited.make({ amount: 10 })))
+ *     yield* running.whenCaughtUp()
+ *     assert.strictEqual(balances.get("account-a1"), 10)
+ *   })
+ * )
+ * const test = program.pipe(Effect.provide(InMemory.layer))
+ * ```
  * @since 0.1.0
  * @category constructors
  */
-export const start = <R>(
-  projection: Projection.Projection<R>,
+export const start = <R, E = unknown>(
+  projection: Projection.Projection<R, E>,
   options: Partial<ProjectionRunner.Options> = {}
-): Effect.Effect<Running, never, R | Services | Scope.Scope> =>
+): Effect.Effect<Running<E>, InvalidInput, R | Services | Scope.Scope> =>
   Effect.map(
     ProjectionRunner.run([projection], {
       ...defaults,
       workerId: `spec-${crypto.randomUUID().slice(0, 8)}`,
       ...options
     }),
-    (runner): Running => ({
+    (runner): Running<E> => ({
       subscriptionId: projection.subscriptionId,
       runner,
       // The runner runs this one projection: its status is the first.
@@ -182,7 +257,24 @@ export type Given = Effect.Effect<void, EventStore.AppendError, EventStore.Event
  * code writes them) after whatever its stream already holds.
  *
  * @example
- * ProjectionSpec.stream(Account, "a1", Opened.make({ owner: "Ada" }), Deposited.make({ amount: 10 }))
+ * ```ts
+ * import { Aggregate } from "@mire/core"
+ * import { ProjectionSpec } from "@mire/core/testing"
+ * import { Schema } from "effect"
+ *
+ * const Opened = Schema.TaggedStruct("Opened", { owner: Schema.String })
+ * const Deposited = Schema.TaggedStruct("Deposited", { amount: Schema.Number })
+ * const Account = Aggregate.make({
+ *   category: "account",
+ *   events: Schema.Union(Opened, Deposited),
+ *   initial: { owner: "", balance: 0 },
+ *   apply: (state, event) =>
+ *     event._tag === "Opened" ? { ...state, owner: event.owner } : { ...state, balance: state.balance + event.amount }
+ * })
+ *
+ * // Appends both events to `account-a1` when the spec runs.
+ * const history = ProjectionSpec.stream(Account, "a1", Opened.make({ owner: "Ada" }), Deposited.make({ amount: 10 }))
+ * ```
  * @since 0.1.0
  * @category givens
  */
@@ -198,7 +290,16 @@ export const stream = <S, E>(aggregate: Aggregate.Aggregate<S, E>, id: string, .
  * older version of the code wrote them.
  *
  * @example
- * ProjectionSpec.stored("account-a1", "account", { eventType: "account.deposited", schemaVersion: 1, data: { amount: 5 } })
+ * ```ts
+ * import { ProjectionSpec } from "@mire/core/testing"
+ *
+ * // An event as an older version of the code stored it.
+ * const history = ProjectionSpec.stored("account-a1", "account", {
+ *   eventType: "account.deposited",
+ *   schemaVersion: 1,
+ *   data: { amount: 5 }
+ * })
+ * ```
  * @since 0.1.0
  * @category givens
  */
@@ -230,8 +331,36 @@ export interface Spec<R> {
  * Given these events, the projection's read model reads so.
  *
  * @example
- * ProjectionSpec.given(balances, ProjectionSpec.stream(Account, "a1", Opened.make({ owner: "Ada" })))
+ * ```ts
+ * import { Aggregate, InMemory, Projection } from "@mire/core"
+ * import { ProjectionSpec } from "@mire/core/testing"
+ * import { Effect, Schema } from "effect"
+ *
+ * const Opened = Schema.TaggedStruct("Opened", { owner: Schema.String })
+ * const Deposited = Schema.TaggedStruct("Deposited", { amount: Schema.Number })
+ * const Account = Aggregate.make({
+ *   category: "account",
+ *   events: Schema.Union(Opened, Deposited),
+ *   initial: { owner: "", balance: 0 },
+ *   apply: (state, event) =>
+ *     event._tag === "Opened" ? { ...state, owner: event.owner } : { ...state, balance: state.balance + event.amount }
+ * })
+ * const balances = new Map<string, number>()
+ * const Balances = Projection.atLeastOnce({
+ *   subscriptionId: "balances",
+ *   aggregate: Account,
+ *   handle: ({ event, recorded }) =>
+ *     Effect.sync(() => {
+ *       if (event._tag === "Deposited") balances.set(recorded.streamId, (balances.get(recorded.streamId) ?? 0) + event.amount)
+ *     })
+ * })
+ *
+ * const readBalance = (id: string) => Effect.sync(() => balances.get(`account-${id}`) ?? 0)
+ *
+ * const spec = ProjectionSpec.given(Balances, ProjectionSpec.stream(Account, "a1", Opened.make({ owner: "Ada" })))
  *   .thenReads(readBalance("a1"), 0)
+ * const test = spec.pipe(Effect.provide(InMemory.layer))
+ * ```
  * @since 0.1.0
  * @category constructors
  */

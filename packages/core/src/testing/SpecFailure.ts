@@ -12,9 +12,28 @@ import * as Utils from "effect/Utils"
  * A spec's expectation did not hold.
  *
  * @example
- * AggregateSpec.given(Account).when(open).thenEvents(Opened.make({ owner: "Ada" })).pipe(
- *   Effect.catchTag("SpecFailure", (e) => Console.log(e.expected, e.actual))
- * )
+ * ```ts
+ * import { Aggregate } from "@mire/core"
+ * import { AggregateSpec } from "@mire/core/testing"
+ * import { Console, Effect, Schema } from "effect"
+ *
+ * const Opened = Schema.TaggedStruct("Opened", { owner: Schema.String })
+ * const Deposited = Schema.TaggedStruct("Deposited", { amount: Schema.Number })
+ * const Account = Aggregate.make({
+ *   category: "account",
+ *   events: Schema.Union(Opened, Deposited),
+ *   initial: { owner: "", balance: 0 },
+ *   apply: (state, event) =>
+ *     event._tag === "Opened" ? { ...state, owner: event.owner } : { ...state, balance: state.balance + event.amount }
+ * })
+ *
+ * const open = () => Opened.make({ owner: "Grace" })
+ *
+ * const spec = AggregateSpec.given(Account)
+ *   .when(open)
+ *   .thenEvents(Opened.make({ owner: "Ada" }))
+ *   .pipe(Effect.catchTag("SpecFailure", (e) => Console.log(`expected ${e.expected}, got ${e.actual}`)))
+ * ```
  * @since 0.1.0
  * @category errors
  */
@@ -29,23 +48,16 @@ export class SpecFailure extends Schema.TaggedError<SpecFailure>()("SpecFailure"
   }
 }
 
-/**
- * A projection did not catch up with the log in time: its lag (events after
- * its checkpoint) when the time ran out.
- *
- * @since 0.1.0
- * @category errors
- */
-export class NotCaughtUp extends Schema.TaggedError<NotCaughtUp>()("NotCaughtUp", {
-  subscriptionId: Schema.String,
-  /** Events after the checkpoint at the deadline (-1: never observed). */
-  lag: Schema.Number,
-  timeout: Schema.String
-}) {
-  override get message(): string {
-    return `projection ${this.subscriptionId} not caught up within ${this.timeout} (${this.lag} event(s) behind)`
-  }
-}
+export {
+  /**
+   * A projection did not catch up with the log in time (the runner's error,
+   * re-exported here for specs).
+   *
+   * @since 0.1.0
+   * @category errors
+   */
+  NotCaughtUp
+} from "../ProjectionRunner.js"
 
 /**
  * Structural equality, deep through plain objects, arrays and Effect data
@@ -53,7 +65,11 @@ export class NotCaughtUp extends Schema.TaggedError<NotCaughtUp>()("NotCaughtUp"
  * included).
  *
  * @example
- * SpecFailure.equals({ a: [1, 2] }, { a: [1, 2] }) // true
+ * ```ts
+ * import { SpecFailure } from "@mire/core/testing"
+ *
+ * assert.strictEqual(SpecFailure.equals({ a: [1, 2] }, { a: [1, 2] }), true)
+ * ```
  * @since 0.1.0
  */
 export const equals = (self: unknown, that: unknown): boolean => Utils.structuralRegion(() => Equal.equals(self, that))
@@ -63,7 +79,11 @@ export const equals = (self: unknown, that: unknown): boolean => Utils.structura
  * errors with their `_tag`).
  *
  * @example
- * SpecFailure.show({ position: 1n }) // {"position":"1n"}
+ * ```ts
+ * import { SpecFailure } from "@mire/core/testing"
+ *
+ * assert.strictEqual(SpecFailure.show({ position: 1n }), '{"position":"1n"}')
+ * ```
  * @since 0.1.0
  */
 export const show = (value: unknown): string => {

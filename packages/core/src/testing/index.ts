@@ -5,7 +5,9 @@
  * sleeping.
  *
  * @example
+ * ```ts
  * import { AggregateSpec, ProjectionSpec } from "@mire/core/testing"
+ * ```
  * @since 0.1.0
  */
 
