@@ -20,20 +20,25 @@
  *
  * @since 0.1.0
  */
+import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type * as Option from "effect/Option"
+import * as Predicate from "effect/Predicate"
 import * as Schema from "effect/Schema"
 import type * as Aggregate from "./Aggregate.js"
 import type * as EventCodec from "./EventCodec.js"
 import * as EventStore from "./EventStore.js"
 import type { EventDecodeError, InvalidInput } from "./EventStoreError.js"
 import * as ExpectedVersion from "./ExpectedVersion.js"
-import type { CommittedEvents, JsonObject, NewEvent, RecordedEvent } from "./RecordedEvent.js"
+import { describe } from "./internal/sagaDecision.js"
+import { JsonObject } from "./RecordedEvent.js"
+import type { CommittedEvents, NewEvent, RecordedEvent } from "./RecordedEvent.js"
 
 /**
  * What a step receives: the start event, the response the previous step
- * awaited, or nothing.
+ * awaited, or nothing. `Start` is the start event as the step sees it
+ * (decoded); stored, it is a {@link StartEvent}, decoded when the step runs.
  *
  * @since 0.1.0
  * @category models
@@ -42,6 +47,16 @@ export type Input<Start> =
   | { readonly _tag: "Start"; readonly event: Start }
   | { readonly _tag: "Response"; readonly eventType: string; readonly data: JsonObject }
   | { readonly _tag: "None" }
+
+/**
+ * A start event as an instance keeps it for its first step: encoded at its
+ * current version, with where it was recorded (named if it no longer
+ * decodes).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type StartEvent = EventCodec.Decodable
 
 /**
  * Events a step appends to one stream (encoded).
@@ -96,26 +111,50 @@ export interface Await {
 }
 
 /**
- * A step failed: its error is kept as `cause`.
+ * Why a step (or a compensation) failed: its own typed error, a defect (it
+ * threw or died), or what it produced cannot be stored (an invalid emit,
+ * a state or payload that is not JSON).
  *
  * @since 0.1.0
  * @category errors
  */
-export class StepFailed extends Schema.TaggedError<StepFailed>()("StepFailed", {
-  step: Schema.String,
-  cause: Schema.Defect
-}) {}
+export type StepFailure<E> =
+  | { readonly _tag: "Error"; readonly error: E }
+  | { readonly _tag: "Defect"; readonly defect: unknown }
+  | { readonly _tag: "Refused"; readonly reason: string }
 
 /**
- * A named step.
+ * A step failed; `reason` keeps the step's own error with its type.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class StepFailed<E = unknown> extends Data.TaggedError("StepFailed")<{
+  readonly step: string
+  readonly reason: StepFailure<E>
+}> {
+  /** What failed, for history and status. */
+  get detail(): string {
+    const reason = this.reason
+    if (reason._tag === "Refused") return reason.reason
+    return describe(reason._tag === "Error" ? reason.error : reason.defect)
+  }
+
+  override get message(): string {
+    return `step ${this.step} failed: ${this.detail}`
+  }
+}
+
+/**
+ * A named step; `E` is its own error type.
  *
  * @since 0.1.0
  * @category models
  */
-export interface Step<S, Start, R> {
+export interface Step<S, Start, R, E = unknown> {
   readonly name: string
-  readonly run: (state: S, input: Input<Start>) => Effect.Effect<StepResult<S>, StepFailed, R>
-  readonly compensate: ((state: S) => Effect.Effect<StepResult<S>, StepFailed, R>) | undefined
+  readonly run: (state: S, input: Input<Start>) => Effect.Effect<StepResult<S>, StepFailed<E>, R>
+  readonly compensate: ((state: S) => Effect.Effect<StepResult<S>, StepFailed<E>, R>) | undefined
   readonly awaits: Await | undefined
 }
 
@@ -123,27 +162,47 @@ export interface Step<S, Start, R> {
  * Defines a step.
  *
  * @example
- * Saga.step("reserve-stock", {
+ * ```ts
+ * import { Aggregate, Saga } from "@mire/core"
+ * import { Effect, Schema } from "effect"
+ *
+ * const Reserved = Schema.TaggedStruct("Reserved", { order: Schema.String })
+ * const Released = Schema.TaggedStruct("Released", { order: Schema.String })
+ * const Stock = Aggregate.make({
+ *   category: "stock",
+ *   events: Schema.Union(Reserved, Released),
+ *   initial: { reserved: 0 },
+ *   apply: (state, event) => ({ reserved: state.reserved + (event._tag === "Reserved" ? 1 : -1) })
+ * })
+ *
+ * interface Fulfilment {
+ *   readonly order: string
+ *   readonly sku: string
+ * }
+ *
+ * // Reserves the item; when a later step fails, the saga releases it.
+ * const reserve = Saga.step<Fulfilment>("reserve-stock", {
  *   run: (state) => Effect.map(Saga.emit(Stock, state.sku, Reserved.make({ order: state.order })), (e) => ({ emit: [e] })),
  *   compensate: (state) => Effect.map(Saga.emit(Stock, state.sku, Released.make({ order: state.order })), (e) => ({ emit: [e] }))
  * })
+ * ```
  * @since 0.1.0
  * @category constructors
  */
-export const step = <S, Start = never, R = never>(
+export const step = <S, Start = never, R = never, E = unknown>(
   name: string,
   options: {
-    readonly run: (state: S, input: Input<Start>) => Effect.Effect<StepResult<S>, unknown, R>
-    readonly compensate?: (state: S) => Effect.Effect<StepResult<S>, unknown, R>
+    readonly run: (state: S, input: Input<Start>) => Effect.Effect<StepResult<S>, E, R>
+    readonly compensate?: (state: S) => Effect.Effect<StepResult<S>, E, R>
     readonly awaits?: Await
   }
-): Step<S, Start, R> => {
+): Step<S, Start, R, E> => {
   const compensate = options.compensate
   // A step that fails, throws or dies has failed: the saga compensates (it never kills its worker).
-  const guard = <A, R2>(effect: () => Effect.Effect<A, unknown, R2>): Effect.Effect<A, StepFailed, R2> =>
+  const guard = <A, R2>(effect: () => Effect.Effect<A, E, R2>): Effect.Effect<A, StepFailed<E>, R2> =>
     Effect.suspend(effect).pipe(
-      Effect.mapError((cause) => new StepFailed({ step: name, cause })),
-      Effect.catchAllDefect((cause) => Effect.fail(new StepFailed({ step: name, cause })))
+      Effect.mapError((error) => new StepFailed<E>({ step: name, reason: { _tag: "Error", error } })),
+      Effect.catchAllDefect((defect) => Effect.fail(new StepFailed<E>({ step: name, reason: { _tag: "Defect", defect } })))
     )
   return {
     name,
@@ -158,7 +217,23 @@ export const step = <S, Start = never, R = never>(
  * known statically, without an instance) within `timeout`.
  *
  * @example
- * Saga.awaitEvent(Payment, { timeout: "30 seconds" })
+ * ```ts
+ * import { Aggregate, Saga } from "@mire/core"
+ * import { Schema } from "effect"
+ *
+ * const Charged = Schema.TaggedStruct("Charged", {})
+ * const Declined = Schema.TaggedStruct("Declined", {})
+ * const Payment = Aggregate.make({
+ *   category: "payment",
+ *   events: Schema.Union(Charged, Declined),
+ *   initial: { charged: false },
+ *   apply: (_, event) => ({ charged: event._tag === "Charged" })
+ * })
+ *
+ * // The step waits for a Charged or Declined reply; after 30 seconds without one it fails and the saga compensates.
+ * const awaitsPayment = Saga.awaitEvent(Payment, { timeout: "30 seconds" })
+ * assert.deepStrictEqual(awaitsPayment.types, ["payment.charged", "payment.declined"])
+ * ```
  * @since 0.1.0
  * @category constructors
  */
@@ -185,7 +260,8 @@ export const awaitEvent = <S, E>(
  */
 export interface StartOn<S, Start> {
   readonly categories: ReadonlyArray<string>
-  readonly decode: (recorded: RecordedEvent) => Effect.Effect<Start, EventDecodeError>
+  /** Decodes (upcasting) a start event: as recorded, or as an instance keeps it. */
+  readonly decode: (recorded: StartEvent) => Effect.Effect<Start, EventDecodeError>
   readonly encode: (event: Start) => Effect.Effect<NewEvent, InvalidInput>
   readonly start: (event: Start, recorded: RecordedEvent) => Option.Option<{ readonly instanceId: string; readonly state: S }>
 }
@@ -200,6 +276,7 @@ export interface Saga<S, Start, R> {
   readonly name: string
   readonly state: Schema.Schema<S, JsonObject>
   readonly startOn: StartOn<S, Start>
+  /** Its steps, each with its own error type. */
   readonly steps: ReadonlyArray<Step<S, Start, R>>
 }
 
@@ -207,12 +284,39 @@ export interface Saga<S, Start, R> {
  * Defines a saga.
  *
  * @example
+ * ```ts
+ * import { Aggregate, Saga } from "@mire/core"
+ * import { Effect, Option, Schema } from "effect"
+ *
+ * const Placed = Schema.TaggedStruct("Placed", { sku: Schema.String })
+ * const Cancelled = Schema.TaggedStruct("Cancelled", {})
+ * const OrderEvent = Schema.Union(Placed, Cancelled)
+ * const Order = Aggregate.make({
+ *   category: "order",
+ *   events: OrderEvent,
+ *   initial: { sku: "", open: false },
+ *   apply: (state, event) => (event._tag === "Placed" ? { sku: event.sku, open: true } : { ...state, open: false })
+ * })
+ * const FulfilmentState = Schema.Struct({ order: Schema.String, sku: Schema.String })
+ *
+ * const reserve = Saga.step<typeof FulfilmentState.Type, typeof OrderEvent.Type>("reserve", {
+ *   run: (state) => Effect.as(Effect.log(`reserving ${state.sku} for ${state.order}`), {})
+ * })
+ *
+ * // One instance per placed order, keyed by the order's stream.
  * const Fulfilment = Saga.make({
  *   name: "fulfilment",
  *   state: FulfilmentState,
- *   startOn: { aggregate: Order, start: (event, recorded) => event._tag === "Placed" ? Option.some({ instanceId: recorded.streamId, state: { ... } }) : Option.none() },
- *   steps: [reserve, charge, ship]
+ *   startOn: {
+ *     aggregate: Order,
+ *     start: (event, recorded) =>
+ *       event._tag === "Placed"
+ *         ? Option.some({ instanceId: recorded.streamId, state: { order: recorded.streamId, sku: event.sku } })
+ *         : Option.none()
+ *   },
+ *   steps: [reserve]
  * })
+ * ```
  * @since 0.1.0
  * @category constructors
  */
@@ -226,7 +330,8 @@ export const make = <S, SI extends JsonObject, AS, Start, R>(options: {
   readonly steps: ReadonlyArray<Step<S, Start, R>>
 }): Saga<S, Start, R> => ({
   name: options.name,
-  state: options.state as unknown as Schema.Schema<S, JsonObject>,
+  // Stored as a JSON object: the state's encoded form is checked to be one on the way in and out.
+  state: Schema.compose(JsonObject, options.state),
   startOn: {
     categories: [options.startOn.aggregate.category],
     decode: options.startOn.aggregate.codec.decode,
@@ -240,7 +345,22 @@ export const make = <S, SI extends JsonObject, AS, Start, R>(options: {
  * Encodes events for another aggregate's stream, to emit from a step.
  *
  * @example
- * Saga.emit(Stock, "sku-1", Reserved.make({ quantity: 2 }))
+ * ```ts
+ * import { Aggregate, Saga } from "@mire/core"
+ * import { Effect, Schema } from "effect"
+ *
+ * const Reserved = Schema.TaggedStruct("Reserved", { order: Schema.String })
+ * const Released = Schema.TaggedStruct("Released", { order: Schema.String })
+ * const Stock = Aggregate.make({
+ *   category: "stock",
+ *   events: Schema.Union(Reserved, Released),
+ *   initial: { reserved: 0 },
+ *   apply: (state, event) => ({ reserved: state.reserved + (event._tag === "Reserved" ? 1 : -1) })
+ * })
+ *
+ * const reserved = Saga.emit(Stock, "sku-1", Reserved.make({ order: "order-7" }))
+ * Effect.runPromise(reserved).then((emit) => assert.strictEqual(emit.streamId, "stock-sku-1"))
+ * ```
  * @since 0.1.0
  * @category constructors
  */
@@ -287,13 +407,28 @@ export const parseCorrelationId = (correlation: string): { readonly instance: st
 }
 
 /**
- * Answers a waiting step (the seeds' `IntoResponse`): turns a typed result
- * into the response event, appended to `id`'s stream with the request's
+ * Answers a waiting step: turns a typed result into the response event, appended to `id`'s stream with the request's
  * correlation id. A `Left` is an error response: the awaiting step fails and
  * the saga compensates.
  *
  * @example
- * Saga.reply(Payment, orderId, recorded.metadata.correlationId, charged ? Either.right(Charged.make({})) : Either.left(Declined.make({})))
+ * ```ts
+ * import { Aggregate, Saga } from "@mire/core"
+ * import { Either, Schema } from "effect"
+ *
+ * const Charged = Schema.TaggedStruct("Charged", {})
+ * const Declined = Schema.TaggedStruct("Declined", {})
+ * const Payment = Aggregate.make({
+ *   category: "payment",
+ *   events: Schema.Union(Charged, Declined),
+ *   initial: { charged: false },
+ *   apply: (_, event) => ({ charged: event._tag === "Charged" })
+ * })
+ *
+ * // The payment service answers a charge request from the outbox, carrying the request's correlation id back.
+ * const answer = (orderId: string, correlationId: string | undefined, charged: boolean) =>
+ *   Saga.reply(Payment, orderId, correlationId, charged ? Either.right(Charged.make({})) : Either.left(Declined.make({})))
+ * ```
  * @since 0.1.0
  */
 export const reply = <S, E>(
@@ -321,5 +456,5 @@ export const reply = <S, E>(
  */
 export const isErrorResponse = (recorded: RecordedEvent): boolean => {
   const marker = recorded.metadata.custom?.mireResponse
-  return typeof marker === "object" && marker !== null && (marker as { readonly isError?: unknown }).isError === true
+  return Predicate.hasProperty(marker, "isError") && marker.isError === true
 }

@@ -11,9 +11,11 @@
 import * as Context from "effect/Context"
 import type * as Effect from "effect/Effect"
 import type * as Option from "effect/Option"
+import * as Schema from "effect/Schema"
 import type * as Stream from "effect/Stream"
 import type { StoreError } from "./EventStoreError.js"
-import type { JsonObject } from "./RecordedEvent.js"
+import { JsonObject } from "./RecordedEvent.js"
+import type * as Saga from "./Saga.js"
 
 /**
  * The status of a saga instance.
@@ -21,21 +23,77 @@ import type { JsonObject } from "./RecordedEvent.js"
  * @since 0.1.0
  * @category models
  */
-export type Status = "running" | "waiting" | "compensating" | "completed" | "failed"
+export const Status = Schema.Literal("running", "waiting", "compensating", "completed", "failed")
 
 /**
- * What a step receives, as stored: the start event, a response, or nothing.
+ * @since 0.1.0
+ * @category models
+ */
+export type Status = typeof Status.Type
+
+/**
+ * A saga's start event as stored for its first step (at its current
+ * version), as JSON: `globalPosition` is a decimal string.
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const StartEvent: Schema.Schema<Saga.StartEvent, StartEventJson> = Schema.Struct({
+  streamId: Schema.String,
+  streamVersion: Schema.Int,
+  globalPosition: Schema.BigInt,
+  eventType: Schema.String,
+  schemaVersion: Schema.Int,
+  data: JsonObject
+})
+
+/**
+ * The JSON form of {@link StartEvent}.
  *
  * @since 0.1.0
  * @category models
  */
-export interface StoredInput {
-  readonly kind: "start" | "response" | "none"
-  readonly eventType?: string
-  readonly schemaVersion?: number
-  readonly data?: JsonObject
-  readonly isError?: boolean
+export interface StartEventJson {
+  readonly streamId: string
+  readonly streamVersion: number
+  readonly globalPosition: string
+  readonly eventType: string
+  readonly schemaVersion: number
+  readonly data: JsonObject
 }
+
+/**
+ * What a step receives, as stored: the step input itself, its start event
+ * still encoded (decoded, upcast, when the step runs).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type StoredInput = Saga.Input<Saga.StartEvent>
+
+/**
+ * The JSON form of {@link StoredInput}, as the `input` column keeps it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type StoredInputJson =
+  | { readonly _tag: "Start"; readonly event: StartEventJson }
+  | { readonly _tag: "Response"; readonly eventType: string; readonly data: JsonObject }
+  | { readonly _tag: "None" }
+
+/**
+ * {@link StoredInput} from its JSON form: a stored input of any other shape
+ * fails to decode.
+ *
+ * @since 0.1.0
+ * @category schemas
+ */
+export const StoredInput: Schema.Schema<StoredInput, StoredInputJson> = Schema.Union(
+  Schema.TaggedStruct("Start", { event: StartEvent }),
+  Schema.TaggedStruct("Response", { eventType: Schema.String, data: JsonObject }),
+  Schema.TaggedStruct("None", {})
+)
 
 /**
  * A saga instance as stored.

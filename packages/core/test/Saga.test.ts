@@ -4,8 +4,7 @@ import * as TestClock from "effect/TestClock"
 import * as InMemory from "../src/InMemory.js"
 import * as SagaRunner from "../src/SagaRunner.js"
 import * as SagaStore from "../src/SagaStore.js"
-import { sagaClaimSuite } from "./conformance/sagaClaimSuite.js"
-import { sagaSuite, startWorker, world } from "./conformance/sagaSuite.js"
+import { sagaClaimSuite, sagaSuite, startWorker, world } from "@mire/core/conformance"
 
 sagaSuite("in-memory", InMemory.layer)
 sagaClaimSuite("in-memory", InMemory.layer, { live: false })

@@ -12,12 +12,15 @@
  * @since 0.1.0
  */
 import * as PgClient from "@effect/sql-pg/PgClient"
-import type { JsonObject } from "@mire/core/RecordedEvent"
-import type * as SagaStore from "@mire/core/SagaStore"
+import { StoreError } from "@mire/core/EventStoreError"
+import { JsonObject } from "@mire/core/RecordedEvent"
+import * as SagaStore from "@mire/core/SagaStore"
 import { SagaStoreTag } from "@mire/core/SagaStore"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import * as ParseResult from "effect/ParseResult"
+import * as Schema from "effect/Schema"
 import { refail } from "./internal/errors.js"
 import * as PgWakeups from "./PgWakeups.js"
 
@@ -28,25 +31,27 @@ import * as PgWakeups from "./PgWakeups.js"
  */
 export const channel = "mire_sagas"
 
-interface Row {
-  readonly saga_name: string
-  readonly instance_id: string
-  readonly correlation_id: string
-  readonly status: SagaStore.Status
-  readonly step_index: number
-  readonly state: unknown
-  readonly input: SagaStore.StoredInput | null
-  readonly awaiting: ReadonlyArray<string> | null
-  readonly deadline: Date | null
-  readonly due_at: Date
-  readonly error: string | null
-  readonly attempts: number
-  readonly last_error: string | null
-  readonly version: number
-  readonly updated_at: Date
-}
+/** An `es_saga_instances` row as selected by {@link columns}. */
+const InstanceRowSql = Schema.Struct({
+  saga_name: Schema.String,
+  instance_id: Schema.String,
+  correlation_id: Schema.String,
+  status: SagaStore.Status,
+  step_index: Schema.Int,
+  // The saga's own state: its Schema decodes it when a step runs (an undecodable state fails the instance).
+  state: Schema.Unknown,
+  input: Schema.NullOr(SagaStore.StoredInput),
+  awaiting: Schema.NullOr(Schema.Array(Schema.String)),
+  deadline: Schema.NullOr(Schema.DateFromSelf),
+  due_at: Schema.DateFromSelf,
+  error: Schema.NullOr(Schema.String),
+  attempts: Schema.Int,
+  last_error: Schema.NullOr(Schema.String),
+  version: Schema.Int,
+  updated_at: Schema.DateFromSelf
+})
 
-const toInstance = (row: Row): SagaStore.InstanceRow => ({
+const toInstance = (row: typeof InstanceRowSql.Type): SagaStore.InstanceRow => ({
   sagaName: row.saga_name,
   instanceId: row.instance_id,
   correlationId: row.correlation_id,
@@ -67,22 +72,48 @@ const toInstance = (row: Row): SagaStore.InstanceRow => ({
 const columns = `saga_name, instance_id, correlation_id, status, step_index, state, input, awaiting, deadline,
   due_at, error, attempts, last_error, version, updated_at`
 
-interface OutboxRowDb {
-  readonly id: string
-  readonly idempotency_key: string
-  readonly topic: string
-  readonly payload: JsonObject
-  readonly attempts: number
-  readonly status?: string
-}
+/** An `es_outbox` row (`id` as text: a bigint). */
+const OutboxRowSql = Schema.Struct({
+  id: Schema.BigInt,
+  idempotency_key: Schema.String,
+  topic: Schema.String,
+  payload: JsonObject,
+  attempts: Schema.Int
+})
 
-const toOutbox = (row: OutboxRowDb): SagaStore.OutboxRow => ({
-  id: BigInt(row.id),
+const OutboxStatusRowSql = Schema.Struct({ ...OutboxRowSql.fields, status: Schema.Literal("pending", "published") })
+
+const toOutbox = (row: typeof OutboxRowSql.Type): SagaStore.OutboxRow => ({
+  id: row.id,
   idempotencyKey: row.idempotency_key,
   topic: row.topic,
   payload: row.payload,
   attempts: row.attempts
 })
+
+const CountRowSql = Schema.Struct({ status: SagaStore.Status, n: Schema.Int })
+
+const HistoryRowSql = Schema.Struct({ step: Schema.String, outcome: Schema.String, worker_id: Schema.String })
+
+/** A row that does not match its Schema: a typed `StoreError`, naming what is wrong. */
+const corrupt = (operation: string) => (error: ParseResult.ParseError): StoreError =>
+  new StoreError({
+    kind: "Other",
+    operation,
+    cause: new Error(`corrupt row: ${ParseResult.TreeFormatter.formatErrorSync(error)}`)
+  })
+
+/** Decodes the rows a statement returned with `schema`. */
+const decodeRows =
+  <A, I>(schema: Schema.Schema<A, I>, operation: string) =>
+  (rows: ReadonlyArray<unknown>): Effect.Effect<ReadonlyArray<A>, StoreError> =>
+    Effect.mapError(Schema.decodeUnknown(Schema.Array(schema))(rows), corrupt(operation))
+
+/** An instance's input as the `input` column keeps it (JSON text, or NULL). */
+const inputJson = (input: SagaStore.StoredInput | null, operation: string): Effect.Effect<string | null, StoreError> =>
+  input === null
+    ? Effect.succeed(null)
+    : Effect.map(Effect.mapError(Schema.encode(SagaStore.StoredInput)(input), corrupt(operation)), (json) => JSON.stringify(json))
 
 /**
  * Builds the store.
@@ -96,22 +127,29 @@ export const make: Effect.Effect<SagaStore.SagaStore, never, PgClient.PgClient |
   const sql = client.withoutTransforms()
   const cols = sql.literal(columns)
   const json = (value: unknown) => (value === null || value === undefined ? null : JSON.stringify(value))
+  const instances = (operation: string) => (rows: ReadonlyArray<unknown>) =>
+    Effect.map(decodeRows(InstanceRowSql, operation)(rows), (decoded) => decoded.map(toInstance))
+  const firstInstance = (operation: string) => (rows: ReadonlyArray<unknown>) =>
+    Effect.map(instances(operation)(rows.slice(0, 1)), (decoded) => Option.fromNullable(decoded[0]))
 
   return {
     insert: (row) =>
-      sql`
+      Effect.flatMap(
+        inputJson(row.input, "sagaInsert"),
+        (input) => sql`
         INSERT INTO es_saga_instances (saga_name, instance_id, correlation_id, status, step_index, state, input,
           awaiting, deadline, due_at, error, attempts, last_error, version)
         VALUES (${row.sagaName}, ${row.instanceId}, ${row.correlationId}, ${row.status}, ${row.stepIndex},
-          ${json(row.state)}::jsonb, ${json(row.input)}::jsonb, ${row.awaiting === null ? null : [...row.awaiting]}::text[],
+          ${json(row.state)}::jsonb, ${input}::jsonb, ${row.awaiting === null ? null : [...row.awaiting]}::text[],
           ${row.deadline}, ${row.dueAt}, ${row.error}, ${row.attempts}, ${row.lastError}, ${row.version})
         ON CONFLICT (saga_name, instance_id) DO NOTHING
-        RETURNING 1`.pipe(
+        RETURNING 1`
+      ).pipe(
         Effect.map((rows) => rows.length > 0),
         refail("sagaInsert")
       ),
     claimDue: (sagaName, now, token, until) =>
-      sql<Row>`
+      sql`
         UPDATE es_saga_instances SET claim_token = ${token}::uuid, claimed_until = ${until}
         FROM (
           SELECT saga_name AS due_saga, instance_id AS due_instance FROM es_saga_instances
@@ -123,10 +161,7 @@ export const make: Effect.Effect<SagaStore.SagaStore, never, PgClient.PgClient |
           LIMIT 1
           FOR UPDATE SKIP LOCKED) due
         WHERE saga_name = due.due_saga AND instance_id = due.due_instance
-        RETURNING ${cols}`.pipe(
-        Effect.map((rows) => Option.map(Option.fromNullable(rows[0]), toInstance)),
-        refail("sagaClaimDue")
-      ),
+        RETURNING ${cols}`.pipe(refail("sagaClaimDue"), Effect.flatMap(firstInstance("sagaClaimDue"))),
     holdsClaim: (sagaName, instanceId, token, version) =>
       sql`
         SELECT 1 FROM es_saga_instances
@@ -152,22 +187,22 @@ export const make: Effect.Effect<SagaStore.SagaStore, never, PgClient.PgClient |
         refail("sagaExtendClaim")
       ),
     claimWaiting: (correlationId) =>
-      sql<Row>`
+      sql`
         SELECT ${cols} FROM es_saga_instances
         WHERE correlation_id = ${correlationId} AND status = 'waiting'
-        FOR UPDATE`.pipe(
-        Effect.map((rows) => Option.map(Option.fromNullable(rows[0]), toInstance)),
-        refail("sagaClaimWaiting")
-      ),
+        FOR UPDATE`.pipe(refail("sagaClaimWaiting"), Effect.flatMap(firstInstance("sagaClaimWaiting"))),
     update: (row) =>
-      sql`
+      Effect.flatMap(
+        inputJson(row.input, "sagaUpdate"),
+        (input) => sql`
         UPDATE es_saga_instances SET
           status = ${row.status}, step_index = ${row.stepIndex}, state = ${json(row.state)}::jsonb,
-          input = ${json(row.input)}::jsonb, awaiting = ${row.awaiting === null ? null : [...row.awaiting]}::text[],
+          input = ${input}::jsonb, awaiting = ${row.awaiting === null ? null : [...row.awaiting]}::text[],
           deadline = ${row.deadline}, due_at = ${row.dueAt}, error = ${row.error}, attempts = ${row.attempts},
           last_error = ${row.lastError}, version = ${row.version}, claim_token = NULL, claimed_until = NULL,
           updated_at = now()
-        WHERE saga_name = ${row.sagaName} AND instance_id = ${row.instanceId}`.pipe(Effect.asVoid, refail("sagaUpdate")),
+        WHERE saga_name = ${row.sagaName} AND instance_id = ${row.instanceId}`
+      ).pipe(Effect.asVoid, refail("sagaUpdate")),
     appendHistory: (entry) =>
       sql`
         INSERT INTO es_saga_history (saga_name, instance_id, step, outcome, worker_id)
@@ -182,14 +217,15 @@ export const make: Effect.Effect<SagaStore.SagaStore, never, PgClient.PgClient |
           ${messages.map((m) => m.payloadJson)}::jsonb[])
         ON CONFLICT (idempotency_key) DO NOTHING`.pipe(Effect.asVoid, refail("outboxEnqueue")),
     claimOutbox: (now, visibleAt, limit) =>
-      sql<OutboxRowDb>`
+      sql`
         UPDATE es_outbox SET next_attempt_at = ${visibleAt}, attempts = attempts + 1
         WHERE id IN (
           SELECT id FROM es_outbox WHERE status = 'pending' AND next_attempt_at <= ${now}
           ORDER BY id LIMIT ${limit} FOR UPDATE SKIP LOCKED)
         RETURNING id::text AS id, idempotency_key, topic, payload, attempts`.pipe(
-        Effect.map((rows) => rows.map(toOutbox)),
-        refail("outboxClaim")
+        refail("outboxClaim"),
+        Effect.flatMap(decodeRows(OutboxRowSql, "outboxClaim")),
+        Effect.map((rows) => rows.map(toOutbox))
       ),
     markPublished: (id) =>
       sql`UPDATE es_outbox SET status = 'published', published_at = now() WHERE id = ${id.toString()}::int8`.pipe(
@@ -201,28 +237,31 @@ export const make: Effect.Effect<SagaStore.SagaStore, never, PgClient.PgClient |
         Effect.asVoid,
         refail("outboxFailed")
       ),
-    outbox: sql<OutboxRowDb>`
+    outbox: sql`
       SELECT id::text AS id, idempotency_key, topic, payload, attempts, status FROM es_outbox ORDER BY id`.pipe(
-      Effect.map((rows) => rows.map((row) => ({ ...toOutbox(row), published: row.status === "published" }))),
-      refail("outbox")
+      refail("outbox"),
+      Effect.flatMap(decodeRows(OutboxStatusRowSql, "outbox")),
+      Effect.map((rows) => rows.map((row) => ({ ...toOutbox(row), published: row.status === "published" })))
     ),
     counts: (sagaName) =>
-      sql<{ status: SagaStore.Status; n: number }>`
+      sql`
         SELECT status, count(*)::int AS n FROM es_saga_instances WHERE saga_name = ${sagaName} GROUP BY status`.pipe(
-        Effect.map((rows) => new Map(rows.map((r) => [r.status, r.n]))),
-        refail("sagaCounts")
+        refail("sagaCounts"),
+        Effect.flatMap(decodeRows(CountRowSql, "sagaCounts")),
+        Effect.map((rows) => new Map(rows.map((r) => [r.status, r.n])))
       ),
     list: (sagaName) =>
-      sql<Row>`SELECT ${cols} FROM es_saga_instances WHERE saga_name = ${sagaName} ORDER BY created_at, instance_id`.pipe(
-        Effect.map((rows) => rows.map(toInstance)),
-        refail("sagaList")
+      sql`SELECT ${cols} FROM es_saga_instances WHERE saga_name = ${sagaName} ORDER BY created_at, instance_id`.pipe(
+        refail("sagaList"),
+        Effect.flatMap(instances("sagaList"))
       ),
     history: (sagaName, instanceId) =>
-      sql<{ step: string; outcome: string; worker_id: string }>`
+      sql`
         SELECT step, outcome, worker_id FROM es_saga_history
         WHERE saga_name = ${sagaName} AND instance_id = ${instanceId} ORDER BY id`.pipe(
-        Effect.map((rows) => rows.map((r) => ({ sagaName, instanceId, step: r.step, outcome: r.outcome, workerId: r.worker_id }))),
-        refail("sagaHistory")
+        refail("sagaHistory"),
+        Effect.flatMap(decodeRows(HistoryRowSql, "sagaHistory")),
+        Effect.map((rows) => rows.map((r) => ({ sagaName, instanceId, step: r.step, outcome: r.outcome, workerId: r.worker_id })))
       ),
     notify: (sagaName) => sql`SELECT pg_notify(${channel}, ${sagaName})`.pipe(Effect.asVoid, refail("sagaNotify")),
     wakeups: listener.subscribe(channel)

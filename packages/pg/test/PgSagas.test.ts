@@ -17,10 +17,7 @@ import * as Saga from "../../core/src/Saga.js"
 import * as SagaRunner from "../../core/src/SagaRunner.js"
 import * as SagaStore from "../../core/src/SagaStore.js"
 import * as Subscription from "../../core/src/Subscription.js"
-import { sagaClaimSuite } from "../../core/test/conformance/sagaClaimSuite.js"
-import { sagaSuite, startWorker, world } from "../../core/test/conformance/sagaSuite.js"
-import { waitUntil } from "../../core/test/conformance/scopes.js"
-import { unique } from "../../core/test/fixtures.js"
+import { sagaClaimSuite, sagaSuite, startWorker, unique, waitUntil, world } from "@mire/core/conformance"
 import * as PgStore from "../src/PgStore.js"
 import { IdleInTransactionTimeout } from "../src/PgTransaction.js"
 import { migratedLayer } from "./utils.js"
@@ -99,6 +96,78 @@ describe("sagas on postgres", () => {
         const alive = yield* sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity WHERE pid = ${backend!.pid}`
         assert.strictEqual(alive[0]!.n, 1)
         yield* worker.stop
+      }))
+
+    it.effect("a corrupt saga or outbox row read back is a typed StoreError naming the row, never a defect", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const store = yield* SagaStore.SagaStoreTag
+        const saga = `corrupt${unique("")}`
+        const row = (instance: string, input: string) => sql`
+          INSERT INTO es_saga_instances (saga_name, instance_id, correlation_id, status, step_index, state, input, due_at)
+          VALUES (${saga}, ${instance}, ${`saga:${saga}:${instance}`}, 'running', 0, '{}'::jsonb, ${input}::jsonb, now())`
+        // A well-formed row reads back, its start event's position a bigint again.
+        yield* row(
+          "good",
+          JSON.stringify({
+            _tag: "Start",
+            event: { streamId: "s-1", streamVersion: 1, globalPosition: "9007199254740993", eventType: "s.begun", schemaVersion: 1, data: {} }
+          })
+        )
+        const [good] = yield* store.list(saga)
+        assert.deepStrictEqual(good?.input, {
+          _tag: "Start",
+          event: { streamId: "s-1", streamVersion: 1, globalPosition: 9007199254740993n, eventType: "s.begun", schemaVersion: 1, data: {} }
+        })
+        // An input of no known shape.
+        yield* row("bad", JSON.stringify({ kind: "start", data: {} }))
+        const listed = yield* Effect.flip(store.list(saga))
+        assert.strictEqual(listed._tag, "StoreError")
+        assert.strictEqual(listed.operation, "sagaList")
+        assert.match(listed.message, /corrupt row/)
+        // Claiming it decodes it too: a typed error for this worker, which retries after the claim expires.
+        yield* sql`DELETE FROM es_saga_instances WHERE saga_name = ${saga} AND instance_id = 'good'`
+        const claimed = yield* Effect.flip(store.claimDue(saga, new Date(Date.now() + 1_000), crypto.randomUUID(), new Date(Date.now() + 60_000)))
+        assert.strictEqual(claimed.operation, "sagaClaimDue")
+        assert.match(claimed.message, /corrupt row/)
+        // An outbox payload that is not a JSON object.
+        const key = `corrupt${unique("")}`
+        yield* sql`INSERT INTO es_outbox (idempotency_key, topic, payload) VALUES (${key}, 't', '[1, 2]'::jsonb)`
+        const outbox = yield* Effect.flip(store.outbox)
+        assert.strictEqual(outbox.operation, "outbox")
+        assert.match(outbox.message, /corrupt row/)
+        yield* sql`DELETE FROM es_outbox WHERE idempotency_key = ${key}`
+      }))
+
+    it.effect("migration 0011 rewrites step inputs stored in the old shape into the tagged one", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const store = yield* SagaStore.SagaStoreTag
+        const saga = `legacy${unique("")}`
+        const row = (instance: string, input: unknown) => sql`
+          INSERT INTO es_saga_instances (saga_name, instance_id, correlation_id, status, step_index, state, input, due_at)
+          VALUES (${saga}, ${instance}, ${`saga:${saga}:${instance}`}, 'running', 0, '{}'::jsonb, ${JSON.stringify(input)}::jsonb, now())`
+        yield* row("a", { kind: "start", eventType: "s.begun", schemaVersion: 2, data: { n: 1 } })
+        yield* row("b", { kind: "response", eventType: "s.replied", schemaVersion: 1, data: { ok: true } })
+        yield* row("c", { kind: "none" })
+        const migration = yield* Effect.promise(() =>
+          import("node:fs/promises").then((fs) => fs.readFile(new URL("../../../migrations/0011_saga_input_tagged.sql", import.meta.url), "utf8"))
+        )
+        yield* sql.unsafe(migration)
+        const byId = new Map((yield* store.list(saga)).map((r) => [r.instanceId, r.input]))
+        assert.deepStrictEqual(byId.get("a"), {
+          _tag: "Start",
+          event: {
+            streamId: "(recorded before migration 0011)",
+            streamVersion: 0,
+            globalPosition: 0n,
+            eventType: "s.begun",
+            schemaVersion: 2,
+            data: { n: 1 }
+          }
+        })
+        assert.deepStrictEqual(byId.get("b"), { _tag: "Response", eventType: "s.replied", data: { ok: true } })
+        assert.deepStrictEqual(byId.get("c"), { _tag: "None" })
       }))
 
     it.effect("a running step holds no transaction: an unrelated subscription gets a new event while the step runs", () =>
