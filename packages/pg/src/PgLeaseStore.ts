@@ -11,25 +11,49 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import * as Lease from "@mire/core/Lease"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import * as Option from "effect/Option"
+import * as Schema from "effect/Schema"
 import { fencedUpdate } from "./internal/checkpoint.js"
 import { refail } from "./internal/errors.js"
+import { findOne, NonNegativeBigIntText, Timestamp } from "./internal/schema.js"
 import { transaction } from "./internal/transaction.js"
 
-interface LeaseRow {
-  readonly worker_id: string | null
-  readonly fence_token: string
-  readonly leased_until: Date
-}
+/** A lease as `es_subscriptions` holds it. */
+const LeaseRow = Schema.Struct({
+  subscription_id: Schema.String,
+  worker_id: Schema.NullOr(Schema.String),
+  fence_token: NonNegativeBigIntText,
+  leased_until: Timestamp
+})
 
-const toStatus =
-  (subscriptionId: string) =>
-  (row: LeaseRow): Lease.LeaseStatus => ({
-    subscriptionId,
-    workerId: row.worker_id,
-    fenceToken: BigInt(row.fence_token),
-    leasedUntil: row.leased_until
-  })
+/** The lease status of a row; a row of the wrong shape fails to decode (a `StoreError`). */
+const LeaseStatusFromRow = Schema.transform(
+  LeaseRow,
+  Schema.Struct({
+    subscriptionId: Schema.String,
+    workerId: Schema.NullOr(Schema.String),
+    fenceToken: Schema.BigIntFromSelf,
+    leasedUntil: Schema.DateFromSelf
+  }),
+  {
+    strict: true,
+    decode: (row) => ({
+      subscriptionId: row.subscription_id,
+      workerId: row.worker_id,
+      fenceToken: row.fence_token,
+      leasedUntil: row.leased_until
+    }),
+    encode: (status) => ({
+      subscription_id: status.subscriptionId,
+      worker_id: status.workerId,
+      fence_token: status.fenceToken,
+      leased_until: status.leasedUntil
+    })
+  }
+)
+
+/** The columns of a {@link LeaseRow} (a released lease's `-infinity` reads as the epoch). */
+const leaseColumns = `subscription_id, worker_id, fence_token::text AS fence_token,
+  GREATEST(leased_until, 'epoch') AS leased_until`
 
 /**
  * Builds the store.
@@ -41,20 +65,27 @@ export const make: Effect.Effect<Lease.LeaseStore, never, SqlClient.SqlClient> =
   const sql = (yield* SqlClient.SqlClient).withoutTransforms()
   const inTransaction = transaction(sql)
   const interval = (millis: number) => sql`(${millis} * interval '1 millisecond')`
+  const columns = sql.literal(leaseColumns)
+  const acquire = findOne("acquireLease", {
+    Request: Schema.Struct({ subscriptionId: Schema.String, workerId: Schema.String, ttlMillis: Schema.Number }),
+    Result: LeaseStatusFromRow,
+    execute: ({ subscriptionId, workerId, ttlMillis }) => sql`
+      INSERT INTO es_subscriptions (subscription_id, worker_id, fence_token, leased_until)
+      VALUES (${subscriptionId}, ${workerId}, 1, now() + ${interval(ttlMillis)})
+      ON CONFLICT (subscription_id) DO UPDATE
+        SET worker_id = excluded.worker_id, fence_token = es_subscriptions.fence_token + 1,
+            leased_until = excluded.leased_until, updated_at = now()
+        WHERE es_subscriptions.worker_id IS NULL OR es_subscriptions.leased_until <= now()
+      RETURNING ${columns}`
+  })
+  const status = findOne("leaseStatus", {
+    Request: Schema.String,
+    Result: LeaseStatusFromRow,
+    execute: (subscriptionId) => sql`SELECT ${columns} FROM es_subscriptions WHERE subscription_id = ${subscriptionId}`
+  })
 
   return {
-    acquire: (subscriptionId, workerId, ttl) =>
-      sql<LeaseRow>`
-        INSERT INTO es_subscriptions (subscription_id, worker_id, fence_token, leased_until)
-        VALUES (${subscriptionId}, ${workerId}, 1, now() + ${interval(Lease.millis(ttl))})
-        ON CONFLICT (subscription_id) DO UPDATE
-          SET worker_id = excluded.worker_id, fence_token = es_subscriptions.fence_token + 1,
-              leased_until = excluded.leased_until, updated_at = now()
-          WHERE es_subscriptions.worker_id IS NULL OR es_subscriptions.leased_until <= now()
-        RETURNING worker_id, fence_token::text AS fence_token, GREATEST(leased_until, 'epoch') AS leased_until`.pipe(
-        Effect.map((rows) => Option.map(Option.fromNullable(rows[0]), toStatus(subscriptionId))),
-        refail("acquireLease")
-      ),
+    acquire: (subscriptionId, workerId, ttl) => acquire({ subscriptionId, workerId, ttlMillis: Lease.millis(ttl) }),
     renew: (subscriptionId, fence, ttl) =>
       sql`
         UPDATE es_subscriptions SET leased_until = now() + ${interval(Lease.millis(ttl))}
@@ -69,13 +100,7 @@ export const make: Effect.Effect<Lease.LeaseStore, never, SqlClient.SqlClient> =
         UPDATE es_subscriptions SET leased_until = '-infinity'
         WHERE subscription_id = ${subscriptionId} AND worker_id = ${fence.workerId}
           AND fence_token = ${fence.fenceToken.toString()}::int8`.pipe(Effect.asVoid, refail("releaseLease")),
-    status: (subscriptionId) =>
-      sql<LeaseRow>`
-        SELECT worker_id, fence_token::text AS fence_token, GREATEST(leased_until, 'epoch') AS leased_until
-        FROM es_subscriptions WHERE subscription_id = ${subscriptionId}`.pipe(
-        Effect.map((rows) => Option.map(Option.fromNullable(rows[0]), toStatus(subscriptionId))),
-        refail("leaseStatus")
-      ),
+    status,
     commitFenced: (subscriptionId, fence, checkpoint, effect) =>
       inTransaction(
         Effect.flatMap(effect, (a) =>

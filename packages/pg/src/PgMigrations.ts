@@ -20,6 +20,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Predicate from "effect/Predicate"
+import * as Schema from "effect/Schema"
 import { access, readdir, readFile } from "node:fs/promises"
 import { fileURLToPath } from "node:url"
 import { kindOf } from "./internal/errors.js"
@@ -100,6 +101,12 @@ export const load: Effect.Effect<ReadonlyArray<Migration>, MigrationError> = Eff
   })
 )
 
+/** A row of `es_migrations` (its id is all mire reads). */
+const decodeApplied = Schema.decodeUnknown(Schema.Array(Schema.Struct({ id: Schema.Int })))
+
+/** Whether `es_migrations` exists. */
+const decodeTracked = Schema.decodeUnknown(Schema.Tuple([Schema.Struct({ present: Schema.Boolean })], Schema.Unknown))
+
 const pendingOf = (migrations: ReadonlyArray<Migration>, applied: ReadonlyArray<{ readonly id: number }>) => {
   const ids = new Set(applied.map((row) => row.id))
   return migrations.filter((m) => !ids.has(m.id))
@@ -110,7 +117,15 @@ const pendingOf = (migrations: ReadonlyArray<Migration>, applied: ReadonlyArray<
  * (for a dry run). Reads only; takes no lock.
  *
  * @example
- * const todo = yield* PgMigrations.pending
+ * ```ts
+ * import { PgMigrations } from "@mire/pg"
+ * import { Effect } from "effect"
+ *
+ * const program = Effect.gen(function* () {
+ *   const todo = yield* PgMigrations.pending
+ *   yield* Effect.log(`${todo.length} migrations to apply`)
+ * })
+ * ```
  * @since 0.1.0
  */
 export const pending: Effect.Effect<ReadonlyArray<Migration>, MigrationError, SqlClient.SqlClient> = Effect.gen(
@@ -118,9 +133,13 @@ export const pending: Effect.Effect<ReadonlyArray<Migration>, MigrationError, Sq
     const migrations = yield* load
     const sql = (yield* SqlClient.SqlClient).withoutTransforms()
     const applied = yield* Effect.gen(function* () {
-      const [tracked] = yield* sql<{ present: boolean }>`SELECT to_regclass('es_migrations') IS NOT NULL AS present`
-      return tracked?.present === true ? yield* sql<{ id: number }>`SELECT id FROM es_migrations` : []
-    }).pipe(Effect.mapError((error) => new MigrationError({ reason: "failed", cause: error.cause ?? error })))
+      const [tracked] = yield* Effect.flatMap(sql`SELECT to_regclass('es_migrations') IS NOT NULL AS present`, decodeTracked)
+      return tracked.present ? yield* Effect.flatMap(sql`SELECT id FROM es_migrations`, decodeApplied) : []
+    }).pipe(
+      Effect.mapError(
+        (error) => new MigrationError({ reason: "failed", cause: error._tag === "SqlError" ? (error.cause ?? error) : error })
+      )
+    )
     return pendingOf(migrations, applied)
   }
 ).pipe(Effect.withSpan("PgMigrations.pending"))
@@ -130,7 +149,16 @@ export const pending: Effect.Effect<ReadonlyArray<Migration>, MigrationError, Sq
  * the schema is current).
  *
  * @example
- * yield* PgMigrations.migrate()
+ * ```ts
+ * import { PgMigrations } from "@mire/pg"
+ * import { Effect } from "effect"
+ *
+ * // At startup, before the stores are used; concurrent replicas take turns.
+ * const program = Effect.gen(function* () {
+ *   const applied = yield* PgMigrations.migrate({ lockTimeout: "30 seconds" })
+ *   yield* Effect.log(`applied ${applied.length} migrations`)
+ * })
+ * ```
  * @since 0.1.0
  */
 export const migrate = (
@@ -147,7 +175,7 @@ export const migrate = (
       yield* sql`CREATE TABLE IF NOT EXISTS es_migrations (
         id integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`
       yield* sql.unsafe("SET LOCAL lock_timeout = 0")
-      const pending = pendingOf(migrations, yield* sql<{ id: number }>`SELECT id FROM es_migrations`)
+      const pending = pendingOf(migrations, yield* Effect.flatMap(sql`SELECT id FROM es_migrations`, decodeApplied))
       for (const migration of pending) {
         current = migration.name
         yield* sql.unsafe(migration.sql)

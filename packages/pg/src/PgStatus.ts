@@ -14,12 +14,12 @@
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import type * as Cursor from "@mire/core/Cursor"
-import { StoreError } from "@mire/core/EventStoreError"
+import type { StoreError } from "@mire/core/EventStoreError"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
-import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import { refail } from "./internal/errors.js"
+import { decodeRows } from "./internal/schema.js"
 import * as PgSubscriptionStore from "./PgSubscriptionStore.js"
 
 /**
@@ -137,20 +137,10 @@ export const Status = Schema.Struct({
  */
 export type Status = typeof Status.Type
 
-const decode = <A, I>(schema: Schema.Schema<A, I>, operation: string) => {
-  const run = Schema.decodeUnknown(schema)
-  return (input: unknown): Effect.Effect<A, StoreError> =>
-    run(input).pipe(
-      Effect.mapError(
-        (e) =>
-          new StoreError({ kind: "Other", operation, cause: new Error(ParseResult.TreeFormatter.formatErrorSync(e)) })
-      )
-    )
-}
-
-const decodeHead = decode(Schema.Array(CursorSchema), "status")
-const decodeSubscriptions = decode(Schema.Array(SubscriptionStatus), "status")
-const decodeTransactions = decode(Schema.Array(OpenTransaction), "status")
+// The rows are selected in the models' encoded (JSON) shape, so the models decode them.
+const decodeHead = decodeRows(CursorSchema, "head")
+const decodeSubscriptions = decodeRows(SubscriptionStatus, "status")
+const decodeTransactions = decodeRows(OpenTransaction, "status")
 
 /**
  * The commit-safe head: the greatest cursor of an event older than the xmin
@@ -255,7 +245,15 @@ export const restoreOf = (xids: PgSubscriptionStore.XidStatus): Restore | null =
  * stored transaction ids are ahead of the server's (a restore).
  *
  * @example
- * const { subscriptions } = yield* PgStatus.status
+ * ```ts
+ * import { PgStatus } from "@mire/pg"
+ * import { Effect } from "effect"
+ *
+ * const program = Effect.gen(function* () {
+ *   const { subscriptions } = yield* PgStatus.status
+ *   yield* Effect.log(`${subscriptions.length} subscriptions`)
+ * })
+ * ```
  * @since 0.1.0
  * @category queries
  */

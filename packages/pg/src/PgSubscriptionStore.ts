@@ -15,9 +15,11 @@ import * as Subscription from "@mire/core/Subscription"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import * as Schema from "effect/Schema"
 import { deliveredJson, fencedUpdate } from "./internal/checkpoint.js"
 import { refail } from "./internal/errors.js"
 import { decodeEventRows, eventColumns } from "./internal/rows.js"
+import { Delivered, decodeNonEmptyRows, decodeRows, decodeSingle, NonNegativeBigIntText, Timestamp } from "./internal/schema.js"
 import * as Xid from "./internal/xid.js"
 import * as PgWakeups from "./PgWakeups.js"
 
@@ -55,6 +57,76 @@ export const pollStatement = (
              ORDER BY cursor_xid, cursor_position LIMIT ${limit}`
 }
 
+/** A row of `xidStatus`: the transaction ids, and a checkpoint ahead of the server's, if any. */
+const decodeXidStatusRows = decodeNonEmptyRows(
+  Schema.Struct({
+    ...Xid.XidRow.fields,
+    subscription_id: Schema.NullOr(Schema.String),
+    txid: Schema.NullOr(NonNegativeBigIntText)
+  }),
+  "xidStatus"
+)
+
+/** The row of `readCheckpoint`: the transaction ids, and the checkpoint (all `null` without one). */
+const decodeCheckpointRow = decodeSingle(
+  Schema.Struct({
+    ...Xid.XidRow.fields,
+    txid: Schema.NullOr(NonNegativeBigIntText),
+    position: Schema.NullOr(NonNegativeBigIntText),
+    delivered: Schema.NullOr(Delivered)
+  }),
+  "readCheckpoint"
+)
+
+/** A stream's version (`null`: none). */
+const VersionRow = Schema.Struct({ stream_id: Schema.String, version: Schema.NullOr(Schema.Int) })
+const decodeBaselineRows = decodeRows(VersionRow, "baseline")
+const decodePrefixRows = decodeRows(VersionRow, "prefixes")
+
+/** A stream version missing from the log. */
+const decodeMissingRows = decodeRows(
+  Schema.transform(
+    Schema.Struct({ stream_id: Schema.String, version: Schema.Int }),
+    Schema.Struct({ streamId: Schema.String, version: Schema.Number }),
+    {
+      strict: true,
+      decode: (row) => ({ streamId: row.stream_id, version: row.version }),
+      encode: (missing) => ({ stream_id: missing.streamId, version: missing.version })
+    }
+  ),
+  "missing"
+)
+
+/** A cursor as text columns. */
+const decodeCursorRows = decodeRows(
+  Schema.transform(
+    Schema.Struct({ txid: NonNegativeBigIntText, position: NonNegativeBigIntText }),
+    Schema.Struct({ transactionId: Schema.BigIntFromSelf, position: Schema.BigIntFromSelf }),
+    {
+      strict: true,
+      decode: (row) => ({ transactionId: row.txid, position: row.position }),
+      encode: (cursor) => ({ txid: cursor.transactionId, position: cursor.position })
+    }
+  ),
+  "inversionBelow"
+)
+
+/** What `report` reads of a subscription's row. */
+const decodeReportRows = decodeRows(
+  Schema.Struct({
+    categories: Schema.NullOr(Schema.Array(Schema.String)),
+    failure: Schema.NullOr(Schema.String),
+    failed_at: Schema.NullOr(Timestamp)
+  }),
+  "report"
+)
+
+/** The one row of `lag` (an aggregate). */
+const decodeLagRow = decodeSingle(
+  Schema.Struct({ events: Schema.Number, age: Schema.Number, oldest: Schema.Number }),
+  "lag"
+)
+
 /**
  * Transaction ids against the server's: `serverTransactionId` is the next
  * one (`pg_snapshot_xmax(pg_current_snapshot())`, which assigns none),
@@ -81,21 +153,21 @@ export interface XidStatus {
  */
 export const xidStatus: Effect.Effect<XidStatus, StoreError, SqlClient.SqlClient> = Effect.gen(function* () {
   const sql = (yield* SqlClient.SqlClient).withoutTransforms()
-  const rows = yield* sql<Xid.XidRow & { subscription_id: string | null; txid: string | null }>`
+  const rows = yield* sql`
     SELECT ${sql.literal(Xid.xidColumns)}, s.subscription_id, s.last_transaction_id::text AS txid
     FROM (SELECT 1) one LEFT JOIN es_subscriptions s
       ON s.last_transaction_id >= pg_snapshot_xmax(pg_current_snapshot())
-    ORDER BY s.subscription_id`.pipe(refail("xidStatus"))
-  const first = rows[0]!
+    ORDER BY s.subscription_id`.pipe(refail("xidStatus"), Effect.flatMap(decodeXidStatusRows))
+  const first = rows[0]
   const checkpointsAhead = rows.flatMap((row) =>
-    row.subscription_id === null || row.txid === null || !Xid.isAhead(row, BigInt(row.txid))
+    row.subscription_id === null || row.txid === null || !Xid.isAhead(row, row.txid)
       ? []
-      : [{ subscriptionId: row.subscription_id, transactionId: BigInt(row.txid) }]
+      : [{ subscriptionId: row.subscription_id, transactionId: row.txid }]
   )
   const log = Xid.check(first, "", undefined)
   return {
-    serverTransactionId: BigInt(first.xid_server),
-    logTransactionId: Option.map(Option.fromNullable(first.xid_log), BigInt),
+    serverTransactionId: first.xid_server,
+    logTransactionId: Option.fromNullable(first.xid_log),
     checkpointsAhead,
     ahead: Option.isSome(log)
       ? log
@@ -104,7 +176,7 @@ export const xidStatus: Effect.Effect<XidStatus, StoreError, SqlClient.SqlClient
             subscriptionId: c.subscriptionId,
             source: "checkpoint",
             storedTransactionId: c.transactionId,
-            serverTransactionId: BigInt(first.xid_server)
+            serverTransactionId: first.xid_server
           })
         )
   }
@@ -131,32 +203,33 @@ export const make: Effect.Effect<
     poll: (filter, after, limit) =>
       pollStatement(sql, filter, after, limit).pipe(refail("poll"), Effect.flatMap(decodeEventRows)),
     baseline: (streamIds, upTo) =>
-      sql<{ stream_id: string; version: number | null }>`
+      sql`
         SELECT s.stream_id,
           (SELECT e.stream_version FROM es_events e
            WHERE e.stream_id = s.stream_id
              AND (e.transaction_id, e.global_position) <= (${upTo.transactionId.toString()}::xid8, ${upTo.position})
            ORDER BY e.stream_version DESC LIMIT 1)::float8 AS version
         FROM unnest(${streamIds}::text[]) AS s(stream_id)`.pipe(
+        refail("baseline"),
+        Effect.flatMap(decodeBaselineRows),
         Effect.map(
           (rows) =>
             new Map(rows.flatMap((row) => (row.version === null ? [] : [[row.stream_id, row.version] as const])))
-        ),
-        refail("baseline")
+        )
       ),
     missing: (wanted) =>
       wanted.length === 0
         ? Effect.succeed([])
-        : sql<{ stream_id: string; version: number }>`
+        : sql`
             SELECT w.stream_id, w.version::float8 AS version
             FROM unnest(${wanted.map((w) => w.streamId)}::text[], ${wanted.map((w) => w.version)}::int8[]) AS w(stream_id, version)
             WHERE NOT EXISTS (
               SELECT 1 FROM es_events e WHERE e.stream_id = w.stream_id AND e.stream_version = w.version)`.pipe(
-            Effect.map((rows) => rows.map((row) => ({ streamId: row.stream_id, version: row.version }))),
-            refail("missing")
+            refail("missing"),
+            Effect.flatMap(decodeMissingRows)
           ),
     inversionBelow: (filter, upTo) =>
-      sql<{ txid: string; position: string }>`
+      sql`
         WITH after AS (
           SELECT stream_id, min(stream_version) AS first_after FROM es_events
           WHERE (transaction_id, global_position) > (${upTo.transactionId.toString()}::xid8, ${upTo.position})
@@ -166,16 +239,12 @@ export const make: Effect.Effect<
         FROM after JOIN es_events f ON f.stream_id = after.stream_id AND f.stream_version > after.first_after
         WHERE (f.transaction_id, f.global_position) <= (${upTo.transactionId.toString()}::xid8, ${upTo.position})
         ORDER BY f.transaction_id, f.global_position LIMIT 1`.pipe(
-        Effect.map((rows) =>
-          Option.map(Option.fromNullable(rows[0]), (row) => ({
-            transactionId: BigInt(row.txid),
-            position: BigInt(row.position)
-          }))
-        ),
-        refail("inversionBelow")
+        refail("inversionBelow"),
+        Effect.flatMap(decodeCursorRows),
+        Effect.map((rows) => Option.fromNullable(rows[0]))
       ),
     prefixes: (filter, after, upTo) =>
-      sql<{ stream_id: string; version: number | null }>`
+      sql`
         WITH s AS (
           SELECT DISTINCT stream_id FROM es_events
           WHERE (transaction_id, global_position) > (${after.transactionId.toString()}::xid8, ${after.position})
@@ -186,31 +255,32 @@ export const make: Effect.Effect<
              AND (e.transaction_id, e.global_position) > (${upTo.transactionId.toString()}::xid8, ${upTo.position})),
           (SELECT max(e.stream_version) FROM es_events e WHERE e.stream_id = s.stream_id))::float8 AS version
         FROM s`.pipe(
+        refail("prefixes"),
+        Effect.flatMap(decodePrefixRows),
         Effect.map(
           (rows) =>
             new Map(
               rows.flatMap((row) => (row.version === null || row.version <= 0 ? [] : [[row.stream_id, row.version] as const]))
             )
-        ),
-        refail("prefixes")
+        )
       ),
     // Also where a subscription starts: a log or checkpoint ahead of the server's xids fails it (XidAhead).
     readCheckpoint: (subscriptionId) =>
-      sql<Xid.XidRow & { txid: string | null; position: string | null; delivered: Record<string, number> | null }>`
+      sql`
         SELECT ${sql.literal(Xid.xidColumns)},
                s.last_transaction_id::text AS txid, s.last_position::text AS position, s.delivered
         FROM (SELECT 1) one LEFT JOIN es_subscriptions s ON s.subscription_id = ${subscriptionId}`.pipe(
         refail("readCheckpoint"),
-        Effect.flatMap((rows) => {
-          const row = rows[0]
-          if (row === undefined) return Effect.succeed(Option.none())
-          const checkpoint = row.txid === null || row.position === null ? undefined : { txid: row.txid, position: row.position }
-          const ahead = Xid.check(row, subscriptionId, checkpoint === undefined ? undefined : BigInt(checkpoint.txid))
+        Effect.flatMap(decodeCheckpointRow),
+        Effect.flatMap((row) => {
+          const checkpoint =
+            row.txid === null || row.position === null ? undefined : { transactionId: row.txid, position: row.position }
+          const ahead = Xid.check(row, subscriptionId, checkpoint?.transactionId)
           if (Option.isSome(ahead)) return Effect.fail(ahead.value)
           return Effect.succeed(
-            Option.map(Option.fromNullable(checkpoint), (c) => ({
-              cursor: { transactionId: BigInt(c.txid), position: BigInt(c.position) },
-              delivered: new Map(Object.entries(row.delivered ?? {}).filter(([, v]) => typeof v === "number"))
+            Option.map(Option.fromNullable(checkpoint), (cursor) => ({
+              cursor,
+              delivered: row.delivered ?? new Map<string, number>()
             }))
           )
         })
@@ -243,8 +313,10 @@ export const make: Effect.Effect<
         refail("recordFailure")
       ),
     report: (subscriptionId) =>
-      sql<{ categories: ReadonlyArray<string> | null; failure: string | null; failed_at: Date | null }>`
+      sql`
         SELECT categories, failure, failed_at FROM es_subscriptions WHERE subscription_id = ${subscriptionId}`.pipe(
+        refail("report"),
+        Effect.flatMap(decodeReportRows),
         Effect.map((rows) =>
           Option.map(Option.fromNullable(rows[0]), (row) => ({
             categories: Option.fromNullable(row.categories),
@@ -253,13 +325,12 @@ export const make: Effect.Effect<
                 ? Option.none()
                 : Option.some({ message: row.failure, at: row.failed_at })
           }))
-        ),
-        refail("report")
+        )
       ),
     // The store layer's one listener, fanned out (closing this stream never affects another subscription).
     wakeups: listener.subscribe(PgWakeups.eventsChannel),
     lag: (filter, after) =>
-      sql<{ events: number; age: number; oldest: number }>`
+      sql`
         SELECT count(*)::float8 AS events,
                COALESCE(extract(epoch FROM now() - min(recorded_at)) * 1000, 0)::float8 AS age,
                (SELECT COALESCE(max(extract(epoch FROM now() - xact_start)) * 1000, 0)::float8
@@ -267,12 +338,9 @@ export const make: Effect.Effect<
         FROM es_events
         WHERE (transaction_id, global_position) > (${after.transactionId.toString()}::xid8, ${after.position})
           AND ${categoryFilter(filter)}`.pipe(
-        Effect.map((rows) => ({
-          events: rows[0]?.events ?? 0,
-          ageMillis: rows[0]?.age ?? 0,
-          oldestTransactionMillis: rows[0]?.oldest ?? 0
-        })),
-        refail("lag")
+        refail("lag"),
+        Effect.flatMap(decodeLagRow),
+        Effect.map((row) => ({ events: row.events, ageMillis: row.age, oldestTransactionMillis: row.oldest }))
       )
   }
 })

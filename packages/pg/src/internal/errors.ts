@@ -53,16 +53,15 @@ const driverCause = (error: unknown): unknown => {
 export const toStoreError = (operation: string) => (error: SqlError.SqlError | unknown): StoreError =>
   new StoreError({ kind: kindOf(error), operation, cause: driverCause(error) })
 
+const isSqlError = (u: unknown): u is SqlError.SqlError => Predicate.isTagged(u, "SqlError")
+
 /** Maps `SqlError` failures, and `SqlError` defects (COMMIT failures), to `StoreError`. */
 export const refail =
   (operation: string) =>
   <A, E, R>(effect: Effect.Effect<A, E | SqlError.SqlError, R>): Effect.Effect<A, Exclude<E, SqlError.SqlError> | StoreError, R> =>
     effect.pipe(
-      Effect.catchIf(
-        (e): e is SqlError.SqlError => Predicate.isTagged(e, "SqlError"),
-        (e) => Effect.fail(toStoreError(operation)(e))
-      ),
+      Effect.catchIf(isSqlError, (e) => Effect.fail(toStoreError(operation)(e))),
       Effect.catchSomeDefect((defect) =>
-        Predicate.isTagged(defect, "SqlError") ? Option.some(Effect.fail(toStoreError(operation)(defect))) : Option.none()
+        isSqlError(defect) ? Option.some(Effect.fail(toStoreError(operation)(defect))) : Option.none()
       )
-    ) as Effect.Effect<A, Exclude<E, SqlError.SqlError> | StoreError, R>
+    )

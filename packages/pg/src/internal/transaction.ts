@@ -67,11 +67,8 @@ export const transaction =
               .pipe(Effect.tap(() => Effect.flatMap(Ref.get(hooks), (all) => Effect.all(all, { discard: true }))))
           )
       return run.pipe(
-        Effect.catchAll(
-          (e): Effect.Effect<never, E | SqlError.SqlError> =>
-            e instanceof UserFailure ? Effect.fail(e.error as E) : Effect.fail(e as SqlError.SqlError)
-        ),
+        Effect.catchTag("UserFailure", (failure) => Effect.fail(failure.error)),
         refail("transaction"),
         Effect.catchAllDefect((defect) => Effect.die(defect instanceof UserDefect ? defect.defect : defect))
-      ) as Effect.Effect<A, E | StoreError, R>
+      )
     })

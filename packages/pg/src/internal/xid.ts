@@ -11,34 +11,39 @@
  */
 import { XidAhead } from "@mire/core/EventStoreError"
 import * as Option from "effect/Option"
+import * as Schema from "effect/Schema"
+import { NonNegativeBigIntText } from "./schema.js"
 
 /** Columns to select with any statement: the server's bound, the caller's own xid, the log's highest. */
 export const xidColumns = `pg_snapshot_xmax(pg_current_snapshot())::text AS xid_server,
   pg_current_xact_id_if_assigned()::text AS xid_own,
   (SELECT transaction_id FROM es_events ORDER BY transaction_id DESC LIMIT 1)::text AS xid_log`
 
-/** The row of {@link xidColumns}. */
-export interface XidRow {
-  readonly xid_server: string
-  readonly xid_own: string | null
-  readonly xid_log: string | null
-}
+/** The row of {@link xidColumns}: transaction ids as `bigint`s. */
+export const XidRow = Schema.Struct({
+  xid_server: NonNegativeBigIntText,
+  xid_own: Schema.NullOr(NonNegativeBigIntText),
+  xid_log: Schema.NullOr(NonNegativeBigIntText)
+})
+
+/** The decoded row of {@link xidColumns}. */
+export type XidRow = typeof XidRow.Type
 
 /** Whether a stored transaction id is ahead of the server. */
 export const isAhead = (row: XidRow, stored: bigint): boolean =>
-  stored >= BigInt(row.xid_server) && (row.xid_own === null || stored !== BigInt(row.xid_own))
+  stored >= row.xid_server && (row.xid_own === null || stored !== row.xid_own)
 
 /** The error for the log or the checkpoint (checked first: it names the subscription), if either is ahead. */
 export const check = (row: XidRow, subscriptionId: string, checkpoint: bigint | undefined): Option.Option<XidAhead> => {
-  const server = BigInt(row.xid_server)
+  const server = row.xid_server
   if (checkpoint !== undefined && isAhead(row, checkpoint)) {
     return Option.some(
       new XidAhead({ subscriptionId, source: "checkpoint", storedTransactionId: checkpoint, serverTransactionId: server })
     )
   }
-  if (row.xid_log !== null && isAhead(row, BigInt(row.xid_log))) {
+  if (row.xid_log !== null && isAhead(row, row.xid_log)) {
     return Option.some(
-      new XidAhead({ subscriptionId, source: "log", storedTransactionId: BigInt(row.xid_log), serverTransactionId: server })
+      new XidAhead({ subscriptionId, source: "log", storedTransactionId: row.xid_log, serverTransactionId: server })
     )
   }
   return Option.none()
