@@ -187,7 +187,14 @@ export const command = Command.make("mire", {}, () =>
  * Runs `mire` on `argv` (`[node, script, ...args]`).
  *
  * @example
- * Cli.run(process.argv).pipe(Effect.provide(NodeContext.layer), NodeRuntime.runMain)
+ * ```ts
+ * import { NodeContext, NodeRuntime } from "@effect/platform-node"
+ * import * as Cli from "@mire/cli/Cli"
+ * import { Effect } from "effect"
+ *
+ * // What the `mire` binary does: parse the process's arguments and run the command.
+ * const main = () => Cli.run(process.argv).pipe(Effect.provide(NodeContext.layer), NodeRuntime.runMain)
+ * ```
  * @since 0.1.0
  * @category running
  */

@@ -46,7 +46,26 @@ export const make = <S, E>(aggregate: Aggregate<S, E>, id: string, state = aggre
  * queued in `pending`. The root passed in is unchanged.
  *
  * @example
- * const next = AggregateRoot.record(root, Deposited.make({ amount: 10 }))
+ * ```ts
+ * import { Aggregate, AggregateRoot } from "@mire/core"
+ * import { Schema } from "effect"
+ *
+ * const Opened = Schema.TaggedStruct("Opened", { owner: Schema.String })
+ * const Deposited = Schema.TaggedStruct("Deposited", { amount: Schema.Number })
+ * const Account = Aggregate.make({
+ *   category: "account",
+ *   events: Schema.Union(Opened, Deposited),
+ *   initial: { owner: "", balance: 0 },
+ *   apply: (state, event) =>
+ *     event._tag === "Opened" ? { ...state, owner: event.owner } : { ...state, balance: state.balance + event.amount }
+ * })
+ *
+ * const root = AggregateRoot.make(Account, "42")
+ * const next = AggregateRoot.record(root, Opened.make({ owner: "Ada" }), Deposited.make({ amount: 10 }))
+ * assert.deepStrictEqual(next.state, { owner: "Ada", balance: 10 })
+ * assert.strictEqual(next.pending.length, 2)
+ * assert.strictEqual(root.pending.length, 0)
+ * ```
  * @since 0.1.0
  */
 export const record = <S, E>(root: AggregateRoot<S, E>, ...events: ReadonlyArray<E>): AggregateRoot<S, E> => {

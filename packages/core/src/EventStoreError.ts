@@ -12,7 +12,25 @@ import * as Schema from "effect/Schema"
  * does not exist).
  *
  * @example
- * EventStore.save(root).pipe(Effect.catchTag("ConcurrencyConflict", (e) => Console.log(e.actual)))
+ * ```ts
+ * import { Aggregate, AggregateRoot, EventStore } from "@mire/core"
+ * import { Console, Effect, Schema } from "effect"
+ *
+ * const Opened = Schema.TaggedStruct("Opened", { owner: Schema.String })
+ * const Deposited = Schema.TaggedStruct("Deposited", { amount: Schema.Number })
+ * const Account = Aggregate.make({
+ *   category: "account",
+ *   events: Schema.Union(Opened, Deposited),
+ *   initial: { owner: "", balance: 0 },
+ *   apply: (state, event) =>
+ *     event._tag === "Opened" ? { ...state, owner: event.owner } : { ...state, balance: state.balance + event.amount }
+ * })
+ *
+ * const root = AggregateRoot.record(AggregateRoot.make(Account, "42"), Opened.make({ owner: "Ada" }))
+ * const save = EventStore.save(root).pipe(
+ *   Effect.catchTag("ConcurrencyConflict", (e) => Console.log(`another writer got there first: ${e.message}`))
+ * )
+ * ```
  * @since 0.1.0
  * @category errors
  */

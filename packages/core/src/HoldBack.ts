@@ -408,7 +408,13 @@ export const commit = (state: State, decided: Plan): State => {
  * Decides and applies a page: {@link plan} then {@link commit}.
  *
  * @example
- * const result = HoldBack.step(state, page, baseline, "orders-projection")
+ * ```ts
+ * import { HoldBack } from "@mire/core"
+ *
+ * // Nothing read yet: nothing to deliver, nothing held back.
+ * const result = HoldBack.step(HoldBack.make(), [], new Map(), "orders-projection")
+ * assert.ok("deliver" in result && result.deliver.length === 0)
+ * ```
  * @since 0.1.0
  * @category decisions
  */

@@ -17,7 +17,14 @@ import type * as Subscription from "./Subscription.js"
 
 /**
  * @example
- * program.pipe(Effect.provide(InMemory.layer))
+ * ```ts
+ * import { EventStore, InMemory, Lease } from "@mire/core"
+ * import { Effect } from "effect"
+ *
+ * // The event store and the subscription, lease and saga stores, sharing one in-memory log.
+ * const program = Effect.zip(EventStore.streamVersion("account-42"), Lease.status("balances"))
+ * const runnable = program.pipe(Effect.provide(InMemory.layer))
+ * ```
  * @since 0.1.0
  * @category layers
  */

@@ -565,7 +565,13 @@ export const make: Effect.Effect<{ readonly eventStore: EventStore.EventStore; r
  * The in-memory `EventStore` layer with the given limits.
  *
  * @example
- * program.pipe(Effect.provide(InMemoryEventStore.layerWith({ maxEventSize: 64 * 1024 })))
+ * ```ts
+ * import { EventStore, InMemoryEventStore } from "@mire/core"
+ * import { Effect } from "effect"
+ *
+ * const program = EventStore.streamVersion("account-42")
+ * const runnable = program.pipe(Effect.provide(InMemoryEventStore.layerWith({ maxEventSize: 64 * 1024 })))
+ * ```
  * @since 0.1.0
  * @category layers
  */
@@ -581,7 +587,13 @@ export const layerWith = (options: Partial<EventStore.Options>): Layer.Layer<Eve
  * services).
  *
  * @example
- * program.pipe(Effect.provide(InMemoryEventStore.layer))
+ * ```ts
+ * import { EventStore, InMemoryEventStore } from "@mire/core"
+ * import { Effect } from "effect"
+ *
+ * const program = EventStore.streamVersion("account-42")
+ * Effect.runPromise(program.pipe(Effect.provide(InMemoryEventStore.layer))).then((version) => assert.strictEqual(version, 0))
+ * ```
  * @since 0.1.0
  * @category layers
  */

@@ -117,7 +117,18 @@ export class LeaseStoreTag extends Context.Tag("@mire/core/LeaseStore")<LeaseSto
  * The lease of a subscription, as stored.
  *
  * @example
- * const lease = yield* Lease.status("orders-projection")
+ * ```ts
+ * import { Lease } from "@mire/core"
+ * import { Effect, Option } from "effect"
+ *
+ * const program = Effect.gen(function* () {
+ *   const lease = yield* Lease.status("orders-projection")
+ *   yield* Option.match(lease, {
+ *     onNone: () => Effect.log("never taken"),
+ *     onSome: ({ workerId, fenceToken }) => Effect.log(`held by ${workerId} with fence token ${fenceToken}`)
+ *   })
+ * })
+ * ```
  * @since 0.1.0
  * @category accessors
  */

@@ -57,7 +57,11 @@ export type EventMetadata = typeof EventMetadata.Type
  * JSON data. Build one from a typed event with `EventCodec.encode`.
  *
  * @example
- * const e: NewEvent = { eventType: "account.opened", schemaVersion: 1, data: { owner: "Ada" } }
+ * ```ts
+ * import type { RecordedEvent } from "@mire/core"
+ *
+ * const opened: RecordedEvent.NewEvent = { eventType: "account.opened", schemaVersion: 1, data: { owner: "Ada" } }
+ * ```
  * @since 0.1.0
  * @category models
  */

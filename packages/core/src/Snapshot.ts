@@ -28,7 +28,13 @@ export interface StoredSnapshot {
  * crossed a multiple of `every`.
  *
  * @example
- * Snapshot.isDue({ every: 100 }, 95, 103) // true
+ * ```ts
+ * import { Snapshot } from "@mire/core"
+ *
+ * // Saving from version 95 to 103 crossed 100.
+ * assert.strictEqual(Snapshot.isDue({ every: 100 }, 95, 103), true)
+ * assert.strictEqual(Snapshot.isDue({ every: 100 }, 101, 103), false)
+ * ```
  * @since 0.1.0
  */
 export const isDue = (policy: { readonly every: number }, before: number, after: number): boolean =>

@@ -143,7 +143,7 @@ describe("HoldBack", () => {
     assert.deepStrictEqual(second.deliver, [])
   })
 
-  it("the seeds' inversion over a simulated log: restarts, any page size, any retain, a held stream erased: every stream once, in order", () => {
+  it("streams whose later version commits first, over a simulated log: restarts, any page size, any retain, a held stream erased: every stream once, in order", () => {
     // A blocker whose v2 sorts first and v1 last: held while everything else is delivered past the safe cursor.
     let log: Array<RecordedEvent> = [event("blocker", 2, 50n)]
     // Streams whose versions sort out of order (v(n+1) before v(n)), interleaved with streams in order.

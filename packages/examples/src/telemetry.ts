@@ -69,7 +69,25 @@ export const Wallet = Aggregate.make({
  * mire's (and every other) Effect metrics to `metricReader`.
  *
  * @example
- * program.pipe(Effect.provide(Telemetry({ spanProcessor: new BatchSpanProcessor(new OTLPTraceExporter()), metricReader })))
+ * ```ts
+ * import { EventStore } from "@mire/core"
+ * import { Telemetry } from "@mire/examples/telemetry"
+ * import { AggregationTemporality, InMemoryMetricExporter, PeriodicExportingMetricReader } from "@opentelemetry/sdk-metrics"
+ * import { BatchSpanProcessor, InMemorySpanExporter } from "@opentelemetry/sdk-trace-base"
+ * import { Effect } from "effect"
+ *
+ * const program = EventStore.streamVersion("wallet-1")
+ * const traced = program.pipe(
+ *   Effect.provide(
+ *     Telemetry({
+ *       spanProcessor: new BatchSpanProcessor(new InMemorySpanExporter()),
+ *       metricReader: new PeriodicExportingMetricReader({
+ *         exporter: new InMemoryMetricExporter(AggregationTemporality.CUMULATIVE)
+ *       })
+ *     })
+ *   )
+ * )
+ * ```
  * @since 0.1.0
  * @category layers
  */

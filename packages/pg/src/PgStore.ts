@@ -25,7 +25,18 @@ import * as PgSubscriptionStore from "./PgSubscriptionStore.js"
 
 /**
  * @example
- * program.pipe(Effect.provide(PgStore.layer), Effect.provide(PgClient.layer({ url })))
+ * ```ts
+ * import { PgClient } from "@effect/sql-pg"
+ * import { EventStore } from "@mire/core"
+ * import { PgStore } from "@mire/pg"
+ * import { Effect, Redacted } from "effect"
+ *
+ * const program = EventStore.streamVersion("account-42")
+ * const runnable = program.pipe(
+ *   Effect.provide(PgStore.layer),
+ *   Effect.provide(PgClient.layer({ url: Redacted.make("postgres://localhost/app") }))
+ * )
+ * ```
  * @since 0.1.0
  * @category layers
  */
@@ -42,7 +53,18 @@ export const layer: Layer.Layer<
  * `connect ECONNREFUSED…`), instead of a raw `SqlError`.
  *
  * @example
- * program.pipe(Effect.provide(PgStore.layer), Effect.provide(PgStore.client({ url })))
+ * ```ts
+ * import { EventStore } from "@mire/core"
+ * import { PgStore } from "@mire/pg"
+ * import { Effect, Redacted } from "effect"
+ *
+ * const program = EventStore.streamVersion("account-42")
+ * // A connection failure is a StoreError, like every other store failure.
+ * const runnable = program.pipe(
+ *   Effect.provide(PgStore.layer),
+ *   Effect.provide(PgStore.client({ url: Redacted.make("postgres://localhost/app") }))
+ * )
+ * ```
  * @since 0.1.0
  * @category layers
  */
@@ -69,7 +91,14 @@ export const clientConfig = (
  * connect is a `StoreError` of kind `Connection`.
  *
  * @example
- * program.pipe(Effect.provide(PgStore.layerClient({ url: Redacted.make(url) })))
+ * ```ts
+ * import { EventStore } from "@mire/core"
+ * import { PgStore } from "@mire/pg"
+ * import { Effect, Redacted } from "effect"
+ *
+ * const program = EventStore.streamVersion("account-42")
+ * const runnable = program.pipe(Effect.provide(PgStore.layerClient({ url: Redacted.make("postgres://localhost/app") })))
+ * ```
  * @since 0.1.0
  * @category layers
  */
@@ -89,7 +118,14 @@ export const layerClient = (
  * {@link layerClient} from `Config`.
  *
  * @example
- * program.pipe(Effect.provide(PgStore.layerClientConfig({ url: Config.redacted("DATABASE_URL") })))
+ * ```ts
+ * import { EventStore } from "@mire/core"
+ * import { PgStore } from "@mire/pg"
+ * import { Config, Effect } from "effect"
+ *
+ * const program = EventStore.streamVersion("account-42")
+ * const runnable = program.pipe(Effect.provide(PgStore.layerClientConfig({ url: Config.redacted("DATABASE_URL") })))
+ * ```
  * @since 0.1.0
  * @category layers
  */

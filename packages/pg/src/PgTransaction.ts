@@ -17,7 +17,15 @@ import * as Duration from "effect/Duration"
  * statements of one of your own `EventStore.transaction`s.
  *
  * @example
- * program.pipe(Effect.provideService(PgTransaction.IdleInTransactionTimeout, Duration.seconds(30)))
+ * ```ts
+ * import { EventStore } from "@mire/core"
+ * import { PgTransaction } from "@mire/pg"
+ * import { Duration, Effect } from "effect"
+ *
+ * const program = EventStore.streamVersion("account-42")
+ * // The server ends a transaction left idle for 30 seconds (instead of the default 60).
+ * const runnable = program.pipe(Effect.provideService(PgTransaction.IdleInTransactionTimeout, Duration.seconds(30)))
+ * ```
  * @since 0.1.0
  * @category settings
  */
