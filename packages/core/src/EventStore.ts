@@ -963,31 +963,46 @@ export const append = (
 ): Effect.Effect<CommittedEvents, AppendError, EventStore> =>
   Effect.flatMap(EventStore, (store) => store.append(streamId, category, expected, events))
 
-/** @since 0.1.0 @category accessors */
+/**
+ * @since 0.1.0
+ * @category accessors
+ */
 export const appendMany = (
   requests: ReadonlyArray<AppendRequest>
 ): Effect.Effect<ReadonlyArray<CommittedEvents>, AppendError, EventStore> =>
   Effect.flatMap(EventStore, (store) => store.appendMany(requests))
 
-/** @since 0.1.0 @category accessors */
+/**
+ * @since 0.1.0
+ * @category accessors
+ */
 export const readStream = (
   streamId: string,
   options?: ReadStreamOptions
 ): Stream.Stream<RecordedEvent, InvalidInput | StoreError, EventStore> =>
   Stream.unwrap(Effect.map(EventStore, (store) => store.readStream(streamId, options)))
 
-/** @since 0.1.0 @category accessors */
+/**
+ * @since 0.1.0
+ * @category accessors
+ */
 export const readCategory = (
   category: string,
   options?: ReadLogOptions
 ): Stream.Stream<RecordedEvent, InvalidInput | StoreError, EventStore> =>
   Stream.unwrap(Effect.map(EventStore, (store) => store.readCategory(category, options)))
 
-/** @since 0.1.0 @category accessors */
+/**
+ * @since 0.1.0
+ * @category accessors
+ */
 export const readAll = (options?: ReadLogOptions): Stream.Stream<RecordedEvent, InvalidInput | StoreError, EventStore> =>
   Stream.unwrap(Effect.map(EventStore, (store) => store.readAll(options)))
 
-/** @since 0.1.0 @category accessors */
+/**
+ * @since 0.1.0
+ * @category accessors
+ */
 export const streamVersion = (streamId: string): Effect.Effect<number, InvalidInput | StoreError, EventStore> =>
   Effect.flatMap(EventStore, (store) => store.streamVersion(streamId))
 
@@ -1024,14 +1039,20 @@ export const load = <S, E>(
 ): Effect.Effect<Option.Option<AggregateRoot.AggregateRoot<S, E>>, LoadError, EventStore> =>
   Effect.flatMap(EventStore, (store) => store.load(aggregate, id))
 
-/** @since 0.1.0 @category accessors */
+/**
+ * @since 0.1.0
+ * @category accessors
+ */
 export const loadOrDefault = <S, E>(
   aggregate: Aggregate.Aggregate<S, E>,
   id: string
 ): Effect.Effect<AggregateRoot.AggregateRoot<S, E>, LoadError, EventStore> =>
   Effect.flatMap(EventStore, (store) => store.loadOrDefault(aggregate, id))
 
-/** @since 0.1.0 @category accessors */
+/**
+ * @since 0.1.0
+ * @category accessors
+ */
 export const loadForUpdate = <S, E>(
   aggregate: Aggregate.Aggregate<S, E>,
   id: string
@@ -1068,19 +1089,28 @@ export const save = <S, E>(
 ): Effect.Effect<AggregateRoot.AggregateRoot<S, E>, AppendError, EventStore> =>
   Effect.flatMap(EventStore, (store) => store.save(root))
 
-/** @since 0.1.0 @category accessors */
+/**
+ * @since 0.1.0
+ * @category accessors
+ */
 export const saveMany = <const Roots extends ReadonlyArray<AnyRoot>>(
   roots: Roots
 ): Effect.Effect<Roots, AppendError, EventStore> => Effect.flatMap(EventStore, (store) => store.saveMany(roots))
 
-/** @since 0.1.0 @category accessors */
+/**
+ * @since 0.1.0
+ * @category accessors
+ */
 export const loadSnapshotted = <S, E>(
   aggregate: Aggregate.Aggregate<S, E>,
   id: string
 ): Effect.Effect<Option.Option<AggregateRoot.AggregateRoot<S, E>>, LoadError, EventStore> =>
   Effect.flatMap(EventStore, (store) => store.loadSnapshotted(aggregate, id))
 
-/** @since 0.1.0 @category accessors */
+/**
+ * @since 0.1.0
+ * @category accessors
+ */
 export const saveSnapshotting = <S, E>(
   root: AggregateRoot.AggregateRoot<S, E>
 ): Effect.Effect<AggregateRoot.AggregateRoot<S, E>, AppendError, EventStore> =>
@@ -1124,7 +1154,10 @@ export const transaction = <A, E, R>(
   effect: Effect.Effect<A, E, R>
 ): Effect.Effect<A, E | StoreError, R | EventStore> => Effect.flatMap(EventStore, (store) => store.transaction(effect))
 
-/** @since 0.1.0 @category accessors */
+/**
+ * @since 0.1.0
+ * @category accessors
+ */
 export const currentTransactionId: Effect.Effect<bigint, StoreError, EventStore> = Effect.flatMap(
   EventStore,
   (store) => store.currentTransactionId

@@ -35,11 +35,20 @@ export type ExpectedVersion = Data.TaggedEnum<{
 
 const ctor = Data.taggedEnum<ExpectedVersion>()
 
-/** @since 0.1.0 @category constructors */
+/**
+ * @since 0.1.0
+ * @category constructors
+ */
 export const Any: ExpectedVersion = ctor.Any()
-/** @since 0.1.0 @category constructors */
+/**
+ * @since 0.1.0
+ * @category constructors
+ */
 export const NoStream: ExpectedVersion = ctor.NoStream()
-/** @since 0.1.0 @category constructors */
+/**
+ * @since 0.1.0
+ * @category constructors
+ */
 export const StreamExists: ExpectedVersion = ctor.StreamExists()
 /**
  * @example

@@ -135,5 +135,9 @@ export class LeaseStoreTag extends Context.Tag("@mire/core/LeaseStore")<LeaseSto
 export const status = (subscriptionId: string): Effect.Effect<Option.Option<LeaseStatus>, StoreError, LeaseStoreTag> =>
   Effect.flatMap(LeaseStoreTag, (store) => store.status(subscriptionId))
 
-/** Milliseconds of a duration, rounded up (for SQL intervals). @since 0.1.0 */
+/**
+ * Milliseconds of a duration, rounded up (for SQL intervals).
+ *
+ * @since 0.1.0
+ */
 export const millis = (duration: Duration.Duration): number => Math.ceil(Duration.toMillis(duration))

@@ -49,7 +49,10 @@ export const EventMetadata = Schema.Struct({
   custom: Schema.optional(JsonObject)
 })
 
-/** @since 0.1.0 @category models */
+/**
+ * @since 0.1.0
+ * @category models
+ */
 export type EventMetadata = typeof EventMetadata.Type
 
 /**
@@ -96,7 +99,10 @@ export const RecordedEvent = Schema.Struct({
   recordedAt: Schema.DateFromSelf
 })
 
-/** @since 0.1.0 @category models */
+/**
+ * @since 0.1.0
+ * @category models
+ */
 export interface RecordedEvent extends Schema.Schema.Type<typeof RecordedEvent> {}
 
 /**

@@ -16,7 +16,11 @@ import { InvalidInput } from "./EventStoreError.js"
 const idPattern = /^[A-Za-z0-9_.:@+=~/-]+$/
 const categoryPattern = /^[A-Za-z][A-Za-z0-9_]*$/
 
-/** The longest stream id accepted. @since 0.1.0 */
+/**
+ * The longest stream id accepted.
+ *
+ * @since 0.1.0
+ */
 export const maxLength = 255
 
 const describe = (value: string): string =>

@@ -21,16 +21,28 @@
 import { Aggregate, AggregateRoot, EventStore } from "@mire/core"
 import { Console, Effect, Option, Schema } from "effect"
 
-/** @since 0.1.0 @category events */
+/**
+ * @since 0.1.0
+ * @category events
+ */
 export const Opened = Schema.TaggedStruct("Opened", { owner: Schema.String })
 
-/** @since 0.1.0 @category events */
+/**
+ * @since 0.1.0
+ * @category events
+ */
 export const Deposited = Schema.TaggedStruct("Deposited", { amount: Schema.Int.pipe(Schema.positive()) })
 
-/** @since 0.1.0 @category events */
+/**
+ * @since 0.1.0
+ * @category events
+ */
 export const AccountEvent = Schema.Union(Opened, Deposited)
 
-/** @since 0.1.0 @category models */
+/**
+ * @since 0.1.0
+ * @category models
+ */
 export interface Account {
   readonly owner: string
   readonly balance: number

@@ -21,10 +21,16 @@
 import { Aggregate, AggregateRoot, EventStore } from "@mire/core"
 import { Console, Duration, Effect, Schema } from "effect"
 
-/** @since 0.1.0 @category events */
+/**
+ * @since 0.1.0
+ * @category events
+ */
 export const Reading = Schema.TaggedStruct("Reading", { celsius: Schema.Number })
 
-/** @since 0.1.0 @category models */
+/**
+ * @since 0.1.0
+ * @category models
+ */
 export interface Sensor {
   readonly readings: number
   readonly last: number
@@ -32,7 +38,10 @@ export interface Sensor {
 
 const initial: Sensor = { readings: 0, last: 0 }
 
-/** @since 0.1.0 @category aggregates */
+/**
+ * @since 0.1.0
+ * @category aggregates
+ */
 export const Sensor = Aggregate.make({
   category: "sensor",
   events: Reading,

@@ -20,20 +20,41 @@
 import { Aggregate, AggregateRoot, EventStore } from "@mire/core"
 import { Console, Data, Effect, Either, Schema } from "effect"
 
-/** @since 0.1.0 @category events */
+/**
+ * @since 0.1.0
+ * @category events
+ */
 export const Opened = Schema.TaggedStruct("Opened", { owner: Schema.String })
-/** @since 0.1.0 @category events */
+/**
+ * @since 0.1.0
+ * @category events
+ */
 export const Deposited = Schema.TaggedStruct("Deposited", { amount: Schema.Int.pipe(Schema.positive()) })
-/** @since 0.1.0 @category events */
+/**
+ * @since 0.1.0
+ * @category events
+ */
 export const Withdrawn = Schema.TaggedStruct("Withdrawn", { amount: Schema.Int.pipe(Schema.positive()) })
-/** @since 0.1.0 @category events */
+/**
+ * @since 0.1.0
+ * @category events
+ */
 export const Closed = Schema.TaggedStruct("Closed", {})
-/** @since 0.1.0 @category events */
+/**
+ * @since 0.1.0
+ * @category events
+ */
 export const CheckingEvent = Schema.Union(Opened, Deposited, Withdrawn, Closed)
-/** @since 0.1.0 @category events */
+/**
+ * @since 0.1.0
+ * @category events
+ */
 export type CheckingEvent = typeof CheckingEvent.Type
 
-/** @since 0.1.0 @category models */
+/**
+ * @since 0.1.0
+ * @category models
+ */
 export interface Checking {
   readonly status: "new" | "open" | "closed"
   readonly owner: string
@@ -42,7 +63,10 @@ export interface Checking {
 
 const initial: Checking = { status: "new", owner: "", balance: 0 }
 
-/** @since 0.1.0 @category aggregates */
+/**
+ * @since 0.1.0
+ * @category aggregates
+ */
 export const Checking = Aggregate.make({
   category: "checking",
   events: CheckingEvent,
@@ -61,28 +85,48 @@ export const Checking = Aggregate.make({
   }
 })
 
-/** The amount is not a positive whole number of dollars. @since 0.1.0 @category errors */
+/**
+ * The amount is not a positive whole number of dollars.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class InvalidAmount extends Data.TaggedError("InvalidAmount")<{ readonly amount: number }> {
   override get message(): string {
     return `amount must be a positive whole number, got ${this.amount}`
   }
 }
 
-/** The account was already opened. @since 0.1.0 @category errors */
+/**
+ * The account was already opened.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class AlreadyOpen extends Data.TaggedError("AlreadyOpen")<{ readonly owner: string }> {
   override get message(): string {
     return `account is already open (owner ${this.owner})`
   }
 }
 
-/** The account was never opened or is closed. @since 0.1.0 @category errors */
+/**
+ * The account was never opened or is closed.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class AccountNotOpen extends Data.TaggedError("AccountNotOpen")<{ readonly status: "new" | "closed" }> {
   override get message(): string {
     return this.status === "closed" ? "account is closed" : "account is not open"
   }
 }
 
-/** A withdrawal larger than the balance. @since 0.1.0 @category errors */
+/**
+ * A withdrawal larger than the balance.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
 export class InsufficientFunds extends Data.TaggedError("InsufficientFunds")<{
   readonly balance: number
   readonly requested: number
@@ -107,14 +151,20 @@ const mustBeOpen = (state: Checking): Effect.Effect<void, AccountNotOpen> =>
 export const open = (state: Checking, owner: string): Effect.Effect<ReadonlyArray<CheckingEvent>, AlreadyOpen> =>
   state.status === "new" ? Effect.succeed([Opened.make({ owner })]) : Effect.fail(new AlreadyOpen({ owner: state.owner }))
 
-/** @since 0.1.0 @category commands */
+/**
+ * @since 0.1.0
+ * @category commands
+ */
 export const deposit = (
   state: Checking,
   amount: number
 ): Effect.Effect<ReadonlyArray<CheckingEvent>, AccountNotOpen | InvalidAmount> =>
   Effect.zipRight(mustBeOpen(state), Effect.map(positive(amount), (amount) => [Deposited.make({ amount })]))
 
-/** @since 0.1.0 @category commands */
+/**
+ * @since 0.1.0
+ * @category commands
+ */
 export const withdraw = (
   state: Checking,
   amount: number
@@ -126,7 +176,10 @@ export const withdraw = (
     return [Withdrawn.make({ amount })]
   })
 
-/** @since 0.1.0 @category commands */
+/**
+ * @since 0.1.0
+ * @category commands
+ */
 export const close = (state: Checking): Effect.Effect<ReadonlyArray<CheckingEvent>, AccountNotOpen> =>
   Effect.as(mustBeOpen(state), [Closed.make({})])
 

@@ -20,10 +20,16 @@
 import { Aggregate, AggregateRoot, EventStore } from "@mire/core"
 import { Console, Effect, Ref, Schedule, Schema } from "effect"
 
-/** @since 0.1.0 @category events */
+/**
+ * @since 0.1.0
+ * @category events
+ */
 export const Deposited = Schema.TaggedStruct("Deposited", { amount: Schema.Int.pipe(Schema.positive()) })
 
-/** @since 0.1.0 @category models */
+/**
+ * @since 0.1.0
+ * @category models
+ */
 export interface Wallet {
   readonly balance: number
   readonly deposits: number
@@ -31,7 +37,10 @@ export interface Wallet {
 
 const initial: Wallet = { balance: 0, deposits: 0 }
 
-/** @since 0.1.0 @category aggregates */
+/**
+ * @since 0.1.0
+ * @category aggregates
+ */
 export const Wallet = Aggregate.make({
   category: "wallet",
   events: Deposited,

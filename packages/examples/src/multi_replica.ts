@@ -34,10 +34,16 @@
 import { Aggregate, AggregateRoot, EventStore, Lease, Projection, ProjectionRunner } from "@mire/core"
 import { Console, Effect, Exit, Option, Ref, Schema, Scope } from "effect"
 
-/** @since 0.1.0 @category events */
+/**
+ * @since 0.1.0
+ * @category events
+ */
 export const Placed = Schema.TaggedStruct("Placed", { amount: Schema.Int.pipe(Schema.positive()) })
 
-/** @since 0.1.0 @category models */
+/**
+ * @since 0.1.0
+ * @category models
+ */
 export interface Order {
   readonly amount: number
 }
@@ -62,7 +68,10 @@ export const makeOrder = (category: string) =>
     apply: (state, event): Order => ({ amount: state.amount + event.amount })
   })
 
-/** @since 0.1.0 @category aggregates */
+/**
+ * @since 0.1.0
+ * @category aggregates
+ */
 export type OrderAggregate = ReturnType<typeof makeOrder>
 
 /**

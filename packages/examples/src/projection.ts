@@ -34,20 +34,38 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import { Aggregate, AggregateRoot, EventStore, Projection, ProjectionRunner } from "@mire/core"
 import { Console, Effect, Schema } from "effect"
 
-/** @since 0.1.0 @category events */
+/**
+ * @since 0.1.0
+ * @category events
+ */
 export const Opened = Schema.TaggedStruct("Opened", { owner: Schema.String })
-/** @since 0.1.0 @category events */
+/**
+ * @since 0.1.0
+ * @category events
+ */
 export const Deposited = Schema.TaggedStruct("Deposited", { amount: Schema.Int.pipe(Schema.positive()) })
-/** @since 0.1.0 @category events */
+/**
+ * @since 0.1.0
+ * @category events
+ */
 export const Withdrawn = Schema.TaggedStruct("Withdrawn", { amount: Schema.Int.pipe(Schema.positive()) })
 
-/** @since 0.1.0 @category events */
+/**
+ * @since 0.1.0
+ * @category events
+ */
 export const SavingsEvent = Schema.Union(Opened, Deposited, Withdrawn)
 
-/** @since 0.1.0 @category events */
+/**
+ * @since 0.1.0
+ * @category events
+ */
 export type SavingsEvent = typeof SavingsEvent.Type
 
-/** @since 0.1.0 @category models */
+/**
+ * @since 0.1.0
+ * @category models
+ */
 export interface Savings {
   readonly owner: string
   readonly balance: number

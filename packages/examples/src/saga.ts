@@ -41,50 +41,89 @@
 import { Aggregate, AggregateRoot, EventStore, Projection, ProjectionRunner, Saga, SagaRunner, SagaStore } from "@mire/core"
 import { Console, Duration, Effect, Either, HashSet, Option, Ref, Schedule, Schema, Stream } from "effect"
 
-/** @since 0.1.0 @category events */
+/**
+ * @since 0.1.0
+ * @category events
+ */
 export const Placed = Schema.TaggedStruct("Placed", {
   sku: Schema.String,
   quantity: Schema.Int.pipe(Schema.positive()),
   amount: Schema.Int.pipe(Schema.positive())
 })
-/** @since 0.1.0 @category events */
+/**
+ * @since 0.1.0
+ * @category events
+ */
 export type Placed = typeof Placed.Type
 
-/** @since 0.1.0 @category events */
+/**
+ * @since 0.1.0
+ * @category events
+ */
 export const Reserved = Schema.TaggedStruct("Reserved", { order: Schema.String, quantity: Schema.Int })
-/** @since 0.1.0 @category events */
+/**
+ * @since 0.1.0
+ * @category events
+ */
 export const Released = Schema.TaggedStruct("Released", { order: Schema.String, quantity: Schema.Int })
 
-/** @since 0.1.0 @category events */
+/**
+ * @since 0.1.0
+ * @category events
+ */
 export const ChargeRequested = Schema.TaggedStruct("ChargeRequested", { order: Schema.String, amount: Schema.Int })
-/** @since 0.1.0 @category events */
+/**
+ * @since 0.1.0
+ * @category events
+ */
 export const Charged = Schema.TaggedStruct("Charged", { order: Schema.String, chargeId: Schema.String })
-/** @since 0.1.0 @category events */
+/**
+ * @since 0.1.0
+ * @category events
+ */
 export const Declined = Schema.TaggedStruct("Declined", { order: Schema.String, reason: Schema.String })
-/** @since 0.1.0 @category events */
+/**
+ * @since 0.1.0
+ * @category events
+ */
 export const Refunded = Schema.TaggedStruct("Refunded", { order: Schema.String })
 
-/** @since 0.1.0 @category events */
+/**
+ * @since 0.1.0
+ * @category events
+ */
 export const ShipmentRequested = Schema.TaggedStruct("ShipmentRequested", {
   order: Schema.String,
   sku: Schema.String,
   quantity: Schema.Int
 })
-/** @since 0.1.0 @category events */
+/**
+ * @since 0.1.0
+ * @category events
+ */
 export const Shipped = Schema.TaggedStruct("Shipped", { order: Schema.String, tracking: Schema.String })
 
-/** @since 0.1.0 @category models */
+/**
+ * @since 0.1.0
+ * @category models
+ */
 export interface Stock {
   /** Units reserved for orders and not yet released. */
   readonly reserved: number
 }
 
-/** @since 0.1.0 @category models */
+/**
+ * @since 0.1.0
+ * @category models
+ */
 export interface Payment {
   readonly status: "none" | "requested" | "charged" | "declined" | "refunded"
 }
 
-/** @since 0.1.0 @category models */
+/**
+ * @since 0.1.0
+ * @category models
+ */
 export interface Shipment {
   readonly tracking: string | null
 }
@@ -144,7 +183,10 @@ export const makeAggregates = (suffix: string) => ({
   })
 })
 
-/** @since 0.1.0 @category aggregates */
+/**
+ * @since 0.1.0
+ * @category aggregates
+ */
 export type Aggregates = ReturnType<typeof makeAggregates>
 
 /**
@@ -163,7 +205,10 @@ export const FulfilmentState = Schema.Struct({
   chargeId: Schema.NullOr(Schema.String)
 })
 
-/** @since 0.1.0 @category models */
+/**
+ * @since 0.1.0
+ * @category models
+ */
 export type FulfilmentState = typeof FulfilmentState.Type
 
 /** A step's result that emits what `Saga.emit` encoded. */

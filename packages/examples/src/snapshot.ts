@@ -27,12 +27,23 @@
 import { Aggregate, AggregateRoot, EventStore, Metrics } from "@mire/core"
 import { Console, Duration, Effect, Metric, Option, Schema } from "effect"
 
-/** @since 0.1.0 @category events */
+/**
+ * @since 0.1.0
+ * @category events
+ */
 export const Posted = Schema.TaggedStruct("Posted", { amount: Schema.Int })
 
-/** The ledger's state, and its stored shape in a snapshot. @since 0.1.0 @category models */
+/**
+ * The ledger's state, and its stored shape in a snapshot.
+ *
+ * @since 0.1.0
+ * @category models
+ */
 export const LedgerState = Schema.Struct({ balance: Schema.Int, postings: Schema.Int })
-/** @since 0.1.0 @category models */
+/**
+ * @since 0.1.0
+ * @category models
+ */
 export type LedgerState = typeof LedgerState.Type
 
 const initial: LedgerState = { balance: 0, postings: 0 }

@@ -38,14 +38,26 @@ import { MetricReader, type ResourceMetrics } from "@opentelemetry/sdk-metrics"
 import type { ReadableSpan, SpanProcessor } from "@opentelemetry/sdk-trace-base"
 import { Console, Effect, Either, Layer, Metric, Schema } from "effect"
 
-/** @since 0.1.0 @category events */
+/**
+ * @since 0.1.0
+ * @category events
+ */
 export const Funded = Schema.TaggedStruct("Funded", { amount: Schema.Int.pipe(Schema.positive()) })
-/** @since 0.1.0 @category events */
+/**
+ * @since 0.1.0
+ * @category events
+ */
 export const Spent = Schema.TaggedStruct("Spent", { amount: Schema.Int.pipe(Schema.positive()) })
 
-/** @since 0.1.0 @category models */
+/**
+ * @since 0.1.0
+ * @category models
+ */
 export const WalletState = Schema.Struct({ balance: Schema.Int })
-/** @since 0.1.0 @category models */
+/**
+ * @since 0.1.0
+ * @category models
+ */
 export type WalletState = typeof WalletState.Type
 
 /**

@@ -35,21 +35,36 @@
 import { Aggregate, AggregateRoot, EventStore } from "@mire/core"
 import { Console, Data, Effect, Option, Schema } from "effect"
 
-/** @since 0.1.0 @category events */
+/**
+ * @since 0.1.0
+ * @category events
+ */
 export const Opened = Schema.TaggedStruct("Opened", { initial: Schema.Int.pipe(Schema.nonNegative()) })
-/** @since 0.1.0 @category events */
+/**
+ * @since 0.1.0
+ * @category events
+ */
 export const Debited = Schema.TaggedStruct("Debited", { amount: Schema.Int.pipe(Schema.positive()) })
-/** @since 0.1.0 @category events */
+/**
+ * @since 0.1.0
+ * @category events
+ */
 export const Credited = Schema.TaggedStruct("Credited", { amount: Schema.Int.pipe(Schema.positive()) })
 
-/** @since 0.1.0 @category models */
+/**
+ * @since 0.1.0
+ * @category models
+ */
 export interface Funds {
   readonly balance: number
 }
 
 const initial: Funds = { balance: 0 }
 
-/** @since 0.1.0 @category aggregates */
+/**
+ * @since 0.1.0
+ * @category aggregates
+ */
 export const Funds = Aggregate.make({
   category: "funds",
   events: Schema.Union(Opened, Debited, Credited),
@@ -66,21 +81,30 @@ export const Funds = Aggregate.make({
   }
 })
 
-/** @since 0.1.0 @category errors */
+/**
+ * @since 0.1.0
+ * @category errors
+ */
 export class InvalidAmount extends Data.TaggedError("InvalidAmount")<{ readonly amount: number }> {
   override get message(): string {
     return `transfer amount must be a positive whole number, got ${this.amount}`
   }
 }
 
-/** @since 0.1.0 @category errors */
+/**
+ * @since 0.1.0
+ * @category errors
+ */
 export class AccountNotFound extends Data.TaggedError("AccountNotFound")<{ readonly id: string }> {
   override get message(): string {
     return `account ${this.id} does not exist`
   }
 }
 
-/** @since 0.1.0 @category errors */
+/**
+ * @since 0.1.0
+ * @category errors
+ */
 export class InsufficientFunds extends Data.TaggedError("InsufficientFunds")<{
   readonly id: string
   readonly balance: number
