@@ -26,6 +26,7 @@ import { ConcurrencyConflict, type InvalidInput, StoreError } from "@mire/core/E
 import * as ExpectedVersion from "@mire/core/ExpectedVersion"
 import type { CommittedEvents } from "@mire/core/RecordedEvent"
 import type { StoredSnapshot } from "@mire/core/Snapshot"
+import * as StreamId from "@mire/core/StreamId"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
@@ -170,18 +171,8 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
 
   const transaction = transactionWith(sql)
 
-  /** One stream's result row of `mire_append_stream` / `mire_append_all`. */
-  interface AppendRow {
-    readonly streamId: string
-    readonly firstVersion: number
-    readonly lastVersion: number
-    readonly firstPosition: bigint
-    readonly lastPosition: bigint
-    readonly transactionId: bigint
-  }
-
   /** Checks a result row of the append functions (a row of the wrong shape is a `StoreError`). */
-  const appendRow = (row: unknown, streamId: string | undefined): AppendRow | StoreError => {
+  const appendRow = (row: unknown, streamId: string | undefined): CommittedEvents | StoreError => {
     if (!Predicate.isRecord(row)) return appendRowFault("is not an object")
     const id = streamId ?? row.stream_id
     const { first_version, last_version } = row
@@ -193,7 +184,8 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
     if (firstPosition === undefined || lastPosition === undefined || transactionId === undefined) {
       return appendRowFault("a position or transaction id is not an integer")
     }
-    return { streamId: id, firstVersion: first_version, lastVersion: last_version, firstPosition, lastPosition, transactionId }
+    // The row names a stream this append validated: branded, not checked again.
+    return { streamId: StreamId.fromStored(id), firstVersion: first_version, lastVersion: last_version, firstPosition, lastPosition, transactionId }
   }
 
   /** The columns of one stream's events, as the append functions take them. */
@@ -330,7 +322,7 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
     return appendAllStatement(requests).pipe(
       Effect.catchTag("SqlError", appendFailure(requests)),
       Effect.flatMap((rows): Effect.Effect<ReadonlyArray<CommittedEvents>, StoreError> => {
-        const byStream = new Map<string, AppendRow>()
+        const byStream = new Map<string, CommittedEvents>()
         for (const raw of rows) {
           const row = appendRow(raw, undefined)
           if (row instanceof StoreError) return Effect.fail(row)
@@ -382,34 +374,32 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
 
   const headOf = (u: unknown): number => (typeof u === "number" ? u : 0)
 
-  const loadPage = (streamId: string, from: number, limit: number) =>
-    sql<{ readonly head: unknown }>`
-      SELECT ${columns}, (SELECT version FROM es_streams WHERE stream_id = ${streamId})::float8 AS "head"
-      FROM es_events WHERE stream_id = ${streamId} AND stream_version >= ${from}
-      ORDER BY stream_version LIMIT ${limit}`.pipe(
-      refail("load"),
-      Effect.flatMap((rows) => {
-        const events = decodeEventRowsSync(rows)
-        return events instanceof StoreError
-          ? Effect.fail(events)
-          : Effect.succeed<EventStore.LoadPage>({ version: events.length === 0 ? 0 : headOf(rows[0]!.head), events })
-      })
-    )
+  /**
+   * One statement: a stream's events from version `from` (the `selected` columns, checked by
+   * `decode`) and the stream's version as the same statement saw it.
+   */
+  const pageFrom =
+    <A>(selected: typeof columns, decode: (rows: ReadonlyArray<unknown>, streamId: StreamId.StreamId) => Array<A> | StoreError) =>
+    (streamId: StreamId.StreamId, from: number, limit: number) =>
+      sql<{ readonly head: unknown }>`
+        SELECT ${selected}, (SELECT version FROM es_streams WHERE stream_id = ${streamId})::float8 AS "head"
+        FROM es_events WHERE stream_id = ${streamId} AND stream_version >= ${from}
+        ORDER BY stream_version LIMIT ${limit}`.pipe(
+        refail("load"),
+        Effect.flatMap((rows) => {
+          const events = decode(rows, streamId)
+          return events instanceof StoreError
+            ? Effect.fail(events)
+            : Effect.succeed({ version: events.length === 0 ? 0 : headOf(rows[0]!.head), events })
+        })
+      )
+
+  const loadPage: (streamId: StreamId.StreamId, from: number, limit: number) => Effect.Effect<EventStore.LoadPage, StoreError> =
+    pageFrom(columns, (rows) => decodeEventRowsSync(rows))
 
   // A load's page: only the columns a fold reads (the rest of each row would be sent and decoded for nothing).
-  const loadFoldPage = (streamId: string, from: number, limit: number) =>
-    sql<{ readonly head: unknown }>`
-      SELECT ${folding}, (SELECT version FROM es_streams WHERE stream_id = ${streamId})::float8 AS "head"
-      FROM es_events WHERE stream_id = ${streamId} AND stream_version >= ${from}
-      ORDER BY stream_version LIMIT ${limit}`.pipe(
-      refail("load"),
-      Effect.flatMap((rows) => {
-        const events = decodeFoldRowsSync(rows, streamId)
-        return events instanceof StoreError
-          ? Effect.fail(events)
-          : Effect.succeed<EventStore.FoldPage>({ version: events.length === 0 ? 0 : headOf(rows[0]!.head), events })
-      })
-    )
+  const loadFoldPage: (streamId: StreamId.StreamId, from: number, limit: number) => Effect.Effect<EventStore.FoldPage, StoreError> =
+    pageFrom(folding, decodeFoldRowsSync)
 
   interface SnapshotRow {
     readonly streamVersion: unknown
@@ -421,7 +411,7 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
 
   // One statement: the snapshot (its state on the first row only), the stream's version, and the
   // events from the snapshot's version (the anchor) or from 1; one row of NULL events when there are none.
-  const loadSnapshotPage = (streamId: string, limit: number) =>
+  const loadSnapshotPage = (streamId: StreamId.StreamId, limit: number) =>
     sql<SnapshotRow>`
       SELECT e.*, (SELECT version FROM es_streams WHERE stream_id = ${streamId})::float8 AS "head",
         sn.stream_version::float8 AS "snapshotAt", sn.snapshot_version AS "snapshotVersion",
