@@ -83,7 +83,7 @@ $$;
 
 -- `mire_append_all`: the append of several streams, all or nothing in one
 -- statement. Its body is `mire_append`'s, but a lost compare-and-set raises
--- (SQLSTATE MR409, DETAIL the stream id) instead of returning fewer rows, so
+-- (SQLSTATE MR409, DETAIL the stream id, HINT its version) instead of returning fewer rows, so
 -- the statement writes nothing and needs no transaction around it (one round
 -- trip instead of BEGIN, statement, COMMIT). Inside a caller's transaction
 -- the store wraps it in a savepoint.
@@ -113,6 +113,7 @@ DECLARE
   r record;
   written text[] := '{}';
   lost text;
+  actual bigint;
 BEGIN
   FOR r IN
     WITH input AS (
@@ -161,7 +162,11 @@ BEGIN
   END LOOP;
   SELECT s INTO lost FROM unnest(p_stream_ids) WITH ORDINALITY AS t(s, o) WHERE s <> ALL (written) ORDER BY o LIMIT 1;
   IF lost IS NOT NULL THEN
-    RAISE EXCEPTION 'mire: the expected version of stream % did not hold', lost USING ERRCODE = 'MR409', DETAIL = lost;
+    -- The stream's version goes with the error: inside a caller's savepoint, the client cannot
+    -- ask for it until the savepoint has rolled back.
+    SELECT s.version INTO actual FROM es_streams s WHERE s.stream_id = lost;
+    RAISE EXCEPTION 'mire: the expected version of stream % did not hold', lost
+      USING ERRCODE = 'MR409', DETAIL = lost, HINT = coalesce(actual, 0)::text;
   END IF;
 END
 $$;

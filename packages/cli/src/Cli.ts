@@ -16,8 +16,9 @@ import * as Options from "@effect/cli/Options"
 import type * as ValidationError from "@effect/cli/ValidationError"
 import type * as PgClient from "@effect/sql-pg/PgClient"
 import type * as SqlClient from "@effect/sql/SqlClient"
-import type * as HoldBack from "@mire/core/HoldBack"
 import * as Subscription from "@mire/core/Subscription"
+import type * as Checkpoint from "@mire/core/Checkpoint"
+import * as SubscriptionStore from "@mire/core/SubscriptionStore"
 import * as PgMigrations from "@mire/pg/PgMigrations"
 import * as PgStatus from "@mire/pg/PgStatus"
 import * as PgStore from "@mire/pg/PgStore"
@@ -123,9 +124,9 @@ const status = Command.make(
  * delivered in order, not refused as a regression.
  */
 const ephemeral = (
-  store: Subscription.SubscriptionStore,
-  start: HoldBack.Checkpoint
-): Subscription.SubscriptionStore => ({
+  store: SubscriptionStore.SubscriptionStore,
+  start: Checkpoint.Checkpoint
+): SubscriptionStore.SubscriptionStore => ({
   ...store,
   readCheckpoint: () => Effect.succeed(Option.some(start)),
   writeCheckpoint: () => Effect.succeed(false),
@@ -147,11 +148,11 @@ const tail = Command.make(
       Effect.gen(function* () {
         const start = yield* PgStatus.head
         const filter: Subscription.Filter = options.categories.length === 0 ? {} : { categories: options.categories }
-        const store = ephemeral(yield* Subscription.SubscriptionStoreTag, yield* Subscription.checkpointFor(filter, start))
+        const store = ephemeral(yield* SubscriptionStore.SubscriptionStore, yield* Subscription.checkpointFor(filter, start))
         const subscription = yield* Subscription.make({
           subscriptionId: "mire-tail",
           ...(options.categories.length === 0 ? {} : { categories: options.categories })
-        }).pipe(Effect.provideService(Subscription.SubscriptionStoreTag, store))
+        }).pipe(Effect.provideService(SubscriptionStore.SubscriptionStore, store))
         yield* Console.error(
           `mire: following ${options.categories.length === 0 ? "every category" : options.categories.join(", ")} after ${Format.cursor(start)} (Ctrl-C stops)`
         )

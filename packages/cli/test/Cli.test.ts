@@ -8,10 +8,12 @@ import * as NodeContext from "@effect/platform-node/NodeContext"
 import * as PgClient from "@effect/sql-pg/PgClient"
 import * as EventStore from "@mire/core/EventStore"
 import * as ExpectedVersion from "@mire/core/ExpectedVersion"
-import * as Lease from "@mire/core/Lease"
 import * as Projection from "@mire/core/Projection"
 import * as ProjectionRunner from "@mire/core/ProjectionRunner"
 import * as Subscription from "@mire/core/Subscription"
+import * as Checkpoint from "@mire/core/Checkpoint"
+import * as LeaseStore from "@mire/core/LeaseStore"
+import * as SubscriptionStore from "@mire/core/SubscriptionStore"
 import * as PgLeaseStore from "@mire/pg/PgLeaseStore"
 import * as PgSubscriptionStore from "@mire/pg/PgSubscriptionStore"
 import * as ConfigProvider from "effect/ConfigProvider"
@@ -131,7 +133,7 @@ describe("mire status and tail", () => {
     it.scoped("status lists two projections' subscriptions with lease holder, fence, checkpoint and lag; --json parses", () =>
       Effect.gen(function* () {
         const { url } = yield* TestDatabase
-        const leases = yield* Lease.LeaseStoreTag
+        const leases = yield* LeaseStore.LeaseStore
         yield* EventStore.append("ledger-1", "ledger", ExpectedVersion.NoStream, [event(1), event(2), event(3)])
         yield* EventStore.append("ledger-2", "ledger", ExpectedVersion.NoStream, [event(4), event(5)])
         // Two projections as a runner leaves them: a fenced lease each, a checkpoint written under it.
@@ -246,7 +248,7 @@ describe("mire status tells the truth", () => {
   /** A projection's row as a runner leaves it: a fenced lease, a checkpoint after `events` events. */
   const project = (subscriptionId: string, category: string, events: number) =>
     Effect.gen(function* () {
-      const leases = yield* Lease.LeaseStoreTag
+      const leases = yield* LeaseStore.LeaseStore
       const lease = yield* leases.acquire(subscriptionId, "worker", Duration.minutes(10))
       if (lease._tag !== "Some") return assert.fail("no lease")
       const subscription = yield* Subscription.make({ subscriptionId, categories: [category] })
@@ -313,8 +315,8 @@ describe("mire status tells the truth", () => {
         assert.match(table.stdout, /^gaps failed at \S+: MissingVersion: subscription gaps: gap-1 v2 is missing/m)
 
         // A reset (a checkpoint written again) clears it.
-        const store = yield* Subscription.SubscriptionStoreTag
-        yield* store.writeCheckpoint("gaps", Subscription.checkpointAt({ transactionId: 0n, position: 0n }), Option.none())
+        const store = yield* SubscriptionStore.SubscriptionStore
+        yield* store.writeCheckpoint("gaps", Checkpoint.at({ transactionId: 0n, position: 0n }), Option.none())
         assert.strictEqual(byId((yield* statusJson(url)).subscriptions, "gaps").failure, null)
       })
     )

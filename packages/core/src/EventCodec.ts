@@ -85,7 +85,10 @@ export type EventUnion = Schema.Union<ReadonlyArray<TaggedMember>> | TaggedMembe
  * @since 0.1.0
  * @category models
  */
-export type Decodable = Pick<RecordedEvent, "streamId" | "streamVersion" | "globalPosition" | "eventType" | "schemaVersion" | "data">
+export interface Decodable extends Pick<RecordedEvent, "streamVersion" | "globalPosition" | "eventType" | "schemaVersion" | "data"> {
+  /** Any stream id: decoding only names it in errors, so an input need not carry the `StreamId` brand. */
+  readonly streamId: string
+}
 
 /**
  * The codec for one event union.

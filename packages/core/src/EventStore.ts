@@ -1,7 +1,7 @@
 /**
  * The `EventStore` service: append, read, load, save, transactions and
  * snapshots. One tag, two layers (`PgEventStore.layer` from `@mire/pg` and
- * `InMemoryEventStore.layer`), and accessor functions so a program can write
+ * {@link layerMemory}), and accessor functions so a program can write
  * `EventStore.save(root)`.
  *
  * A store layer supplies only the {@link Storage} primitives; everything
@@ -14,6 +14,7 @@ import * as Chunk from "effect/Chunk"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
@@ -27,6 +28,7 @@ import type { CommittedEvents, EventMetadata, JsonObject, NewEvent, RecordedEven
 import * as Snapshot from "./Snapshot.js"
 import * as StreamId from "./StreamId.js"
 import * as Json from "./internal/json.js"
+import * as Memory from "./internal/memory/eventStore.js"
 import * as Uuid from "./internal/uuid.js"
 
 /**
@@ -120,8 +122,8 @@ export interface StorableSnapshot extends Snapshot.StoredSnapshot {
  * @category storage
  */
 export interface StorableAppend {
-  readonly streamId: string
-  readonly category: string
+  readonly streamId: StreamId.StreamId
+  readonly category: StreamId.Category
   readonly expected: ExpectedVersion.ExpectedVersion
   readonly events: ReadonlyArray<StorableEvent>
 }
@@ -179,7 +181,10 @@ export interface SnapshotLoadPage extends FoldPage {
 }
 
 /**
- * The primitives a store layer supplies. Inputs arrive validated.
+ * The primitives a store layer supplies. Inputs arrive validated, ids
+ * branded; the ids of the events a primitive returns were validated when
+ * they were appended, so a store brands them as it reads them
+ * (`StreamId.fromStored`), without checking them again.
  *
  * @since 0.1.0
  * @category storage
@@ -194,38 +199,38 @@ export interface Storage {
   ) => Effect.Effect<ReadonlyArray<CommittedEvents>, ConcurrencyConflict | InvalidInput | StoreError>
   /** Up to `limit` events of a stream from version `from` (inclusive) in `direction`. */
   readonly readStreamPage: (
-    streamId: string,
+    streamId: StreamId.StreamId,
     from: number,
     direction: Direction,
     limit: number
   ) => Effect.Effect<ReadonlyArray<RecordedEvent>, StoreError>
   /** One read (one statement): up to `limit` events of a stream from version `from` forward, and its version. */
-  readonly loadPage: (streamId: string, from: number, limit: number) => Effect.Effect<LoadPage, StoreError>
+  readonly loadPage: (streamId: StreamId.StreamId, from: number, limit: number) => Effect.Effect<LoadPage, StoreError>
   /**
    * {@link loadPage} with only what a fold reads: a load uses it when the store has it
    * (it spares reading and decoding the rest of every row), `loadPage` otherwise.
    */
-  readonly loadFoldPage?: (streamId: string, from: number, limit: number) => Effect.Effect<FoldPage, StoreError>
+  readonly loadFoldPage?: (streamId: StreamId.StreamId, from: number, limit: number) => Effect.Effect<FoldPage, StoreError>
   /** One read (one statement): the stream's snapshot, up to `limit` events from it (see {@link SnapshotLoadPage}), and its version. */
-  readonly loadSnapshotPage: (streamId: string, limit: number) => Effect.Effect<SnapshotLoadPage, StoreError>
+  readonly loadSnapshotPage: (streamId: StreamId.StreamId, limit: number) => Effect.Effect<SnapshotLoadPage, StoreError>
   /** Up to `limit` events by global position from `from` (inclusive), optionally of some categories. */
   readonly readLogPage: (
-    categories: ReadonlyArray<string> | undefined,
+    categories: ReadonlyArray<StreamId.Category> | undefined,
     from: bigint,
     direction: Direction,
     limit: number
   ) => Effect.Effect<ReadonlyArray<RecordedEvent>, StoreError>
   /** The stream's version (0 when it does not exist). */
-  readonly streamVersion: (streamId: string) => Effect.Effect<number, StoreError>
+  readonly streamVersion: (streamId: StreamId.StreamId) => Effect.Effect<number, StoreError>
   /** Locks the stream until the ambient transaction ends; returns its version (0: no stream, no lock). */
-  readonly lockStream: (streamId: string) => Effect.Effect<number, StoreError>
+  readonly lockStream: (streamId: StreamId.StreamId) => Effect.Effect<number, StoreError>
   /** Runs an effect in one transaction (nested calls join it, as a savepoint on Postgres). */
   readonly transaction: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E | StoreError, R>
   /** Is the current fiber inside a transaction? */
   readonly inTransaction: Effect.Effect<boolean>
   /** The current transaction's id (assigning one if it has none yet). */
   readonly currentTransactionId: Effect.Effect<bigint, StoreError>
-  readonly readSnapshot: (streamId: string) => Effect.Effect<Option.Option<Snapshot.StoredSnapshot>, StoreError>
+  readonly readSnapshot: (streamId: StreamId.StreamId) => Effect.Effect<Option.Option<Snapshot.StoredSnapshot>, StoreError>
   readonly writeSnapshot: (snapshot: StorableSnapshot) => Effect.Effect<void, StoreError>
 }
 
@@ -455,17 +460,21 @@ const validateEvent = (options: Options, event: NewEvent, index: number, now: nu
   }
 }
 
-/** Validates one request: the first problem, or the storable request. `ids` collects the batch's event ids. */
+/**
+ * Validates one request: the first problem, or the storable request with its
+ * ids branded. `ids` collects the batch's event ids.
+ */
 const validateRequest = (
   options: Options,
   ids: Set<string>,
   request: AppendRequest,
   now: number
 ): StorableAppend | InvalidInput => {
-  const fault =
-    StreamId.invalid(request.streamId) ??
-    StreamId.invalidCategory(request.category) ??
-    ExpectedVersion.invalid(request.expected)
+  const streamId = StreamId.parse(request.streamId)
+  if (streamId instanceof InvalidInput) return streamId
+  const category = StreamId.parseCategory(request.category)
+  if (category instanceof InvalidInput) return category
+  const fault = ExpectedVersion.invalid(request.expected)
   if (fault !== undefined) return fault
   if (!Array.isArray(request.events) || request.events.length === 0) {
     return new InvalidInput({ field: "events", reason: "an append needs at least one event" })
@@ -483,7 +492,7 @@ const validateRequest = (
     ids.add(event.eventId)
     events.push(event)
   }
-  return { streamId: request.streamId, category: request.category, expected: request.expected, events }
+  return { streamId, category, expected: request.expected, events }
 }
 
 /** Validates a batch: the first problem, or the storable requests (each stream at most once). */
@@ -559,21 +568,16 @@ const paged = <C>(
     }
   )
 
+// ---------------------------------------------------------------------------
+// Appends
+// ---------------------------------------------------------------------------
+
 /**
- * Builds the full `EventStore` from a store's {@link Storage} primitives.
- * Every event's `data` and `metadata` must be JSON that PostgreSQL stores
- * unchanged (plain objects and arrays, strings without NUL or lone
- * surrogates, finite numbers, booleans, null), within the {@link Options}
- * limits ({@link defaults} where not given); anything else is `InvalidInput`
- * naming its path, before any I/O.
- *
- * @since 0.1.0
- * @category constructors
+ * The append part of the service. The hot path of every command: validation
+ * is one synchronous pass (no Effect per check), and the span captures no
+ * stack trace.
  */
-export const make = (storage: Storage, options: Partial<Options> = {}): EventStore => {
-  const limits: Options = { ...defaults, ...options }
-  // The hot path of every command: validation is one synchronous pass (no Effect per check),
-  // and the span captures no stack trace.
+const appends = (storage: Storage, limits: Options): Pick<EventStore, "append" | "appendMany"> => {
   const appendMany = (requests: ReadonlyArray<AppendRequest>): Effect.Effect<ReadonlyArray<CommittedEvents>, AppendError> =>
     Effect.clockWith((clock) => {
       if (requests.length === 0) return Effect.succeed([])
@@ -612,160 +616,176 @@ export const make = (storage: Storage, options: Partial<Options> = {}): EventSto
       })
     }).pipe(Effect.withSpan("EventStore.appendMany", { captureStackTrace: false }))
 
-  const append = (
-    streamId: string,
-    category: string,
-    expected: ExpectedVersion.ExpectedVersion,
-    events: ReadonlyArray<NewEvent>
-  ): Effect.Effect<CommittedEvents, AppendError> =>
-    Effect.map(appendMany([{ streamId, category, expected, events }]), (committed) => committed[0]!)
-
-  const readStream = (
-    streamId: string,
-    options: ReadStreamOptions = {}
-  ): Stream.Stream<RecordedEvent, InvalidInput | StoreError> => {
-    const direction = options.direction ?? "forward"
-    const validate = Effect.all([
-      StreamId.validate(streamId),
-      nonNegativeInt("from", options.from),
-      positiveInt("limit", options.limit),
-      positiveInt("pageSize", options.pageSize)
-    ])
-    const from = options.from ?? (direction === "forward" ? 1 : Number.MAX_SAFE_INTEGER)
-    const step = direction === "forward" ? 1 : -1
-    // Forward, each page also tells the stream's version: a read ends at it, without asking for an empty page.
-    const fetch =
-      direction === "forward"
-        ? (cursor: number, size: number) =>
-            Effect.map(
-              storage.loadPage(streamId, cursor, size),
-              (page) => [page.events, (page.events[page.events.length - 1]?.streamVersion ?? 0) >= page.version] as const
-            )
-        : (cursor: number, size: number) =>
-            Effect.map(storage.readStreamPage(streamId, cursor, direction, size), (events) => [events, false] as const)
-    return Stream.unwrap(
-      Effect.as(
-        validate,
-        paged(
-          from,
-          options.limit,
-          options.pageSize,
-          streamPageSizes,
-          fetch,
-          (last) => last.streamVersion + step
-        )
-      )
-    ).pipe(Stream.withSpan("EventStore.readStream", { attributes: { "mire.stream_id": streamId } }))
+  return {
+    appendMany,
+    append: (streamId, category, expected, events) =>
+      Effect.map(appendMany([{ streamId, category, expected, events }]), (committed) => committed[0]!)
   }
+}
 
-  const readLog = (
-    categories: ReadonlyArray<string> | undefined,
-    options: ReadLogOptions = {}
-  ): Stream.Stream<RecordedEvent, InvalidInput | StoreError> => {
-    const direction = options.direction ?? "forward"
-    const validate = Effect.all([
-      Effect.forEach(categories ?? [], StreamId.validateCategory),
-      options.from === undefined || (typeof options.from === "bigint" && options.from >= 0n)
-        ? Effect.void
-        : Effect.fail(new InvalidInput({ field: "from", reason: "must be a non-negative bigint" })),
-      positiveInt("limit", options.limit),
-      positiveInt("pageSize", options.pageSize)
-    ])
-    const from = options.from ?? (direction === "forward" ? 0n : 9223372036854775807n)
-    const step = direction === "forward" ? 1n : -1n
-    return Stream.unwrap(
-      Effect.as(
-        validate,
-        paged(
-          from,
-          options.limit,
-          options.pageSize,
-          logPageSizes,
-          (cursor, size) =>
-            Effect.map(storage.readLogPage(categories, cursor, direction, size), (events) => [events, false] as const),
-          (last) => last.globalPosition + step
-        )
-      )
-    ).pipe(Stream.withSpan("EventStore.readLog", { attributes: { "mire.categories": categories?.join(",") ?? "*" } }))
-  }
+// ---------------------------------------------------------------------------
+// Reads
+// ---------------------------------------------------------------------------
 
-  const loadFoldPage: (streamId: string, from: number, limit: number) => Effect.Effect<FoldPage, StoreError> =
-    storage.loadFoldPage ?? storage.loadPage
+/** One stream's events as a paged stream, after its id and options are checked. */
+const pagedStream = (
+  storage: Storage,
+  streamId: string,
+  options: ReadStreamOptions = {}
+): Stream.Stream<RecordedEvent, InvalidInput | StoreError> => {
+  const direction = options.direction ?? "forward"
+  const validate = Effect.all([
+    StreamId.validate(streamId),
+    nonNegativeInt("from", options.from),
+    positiveInt("limit", options.limit),
+    positiveInt("pageSize", options.pageSize)
+  ])
+  const from = options.from ?? (direction === "forward" ? 1 : Number.MAX_SAFE_INTEGER)
+  const step = direction === "forward" ? 1 : -1
+  // Forward, each page also tells the stream's version: a read ends at it, without asking for an empty page.
+  const fetchFrom = (id: StreamId.StreamId) =>
+    direction === "forward"
+      ? (cursor: number, size: number) =>
+          Effect.map(
+            storage.loadPage(id, cursor, size),
+            (page) => [page.events, (page.events[page.events.length - 1]?.streamVersion ?? 0) >= page.version] as const
+          )
+      : (cursor: number, size: number) =>
+          Effect.map(storage.readStreamPage(id, cursor, direction, size), (events) => [events, false] as const)
+  return Stream.unwrap(
+    Effect.map(validate, ([id]) =>
+      paged(from, options.limit, options.pageSize, streamPageSizes, fetchFrom(id), (last) => last.streamVersion + step)
+    )
+  ).pipe(Stream.withSpan("EventStore.readStream", { attributes: { "mire.stream_id": streamId } }))
+}
 
-  /**
-   * Folds a stream from `start`, given its first page (read from `start.version + 1`): a plain
-   * loop, one synchronous decode and apply per event, pages until the version the first read saw.
-   */
-  const replay = <S, E>(
-    aggregate: Aggregate.Aggregate<S, E>,
-    streamId: string,
-    start: Aggregate.Folded<S>,
-    first: FoldPage,
-    firstFull = first.events.length >= loadPageSize
-  ): Effect.Effect<Aggregate.Folded<S>, LoadError> => {
-    // Most loads are one page: fold it without entering a generator.
-    const folded = Aggregate.foldRecorded(aggregate, start, first.events)
-    if (Either.isLeft(folded)) return Effect.fail(folded.left)
-    return firstFull && folded.right.version < first.version
-      ? replayRest(aggregate, streamId, folded.right, first.version)
-      : Effect.succeed(folded.right)
-  }
-
-  /** The pages after a full first one, up to the version the first read saw. */
-  const replayRest = <S, E>(
-    aggregate: Aggregate.Aggregate<S, E>,
-    streamId: string,
-    start: Aggregate.Folded<S>,
-    version: number
-  ): Effect.Effect<Aggregate.Folded<S>, LoadError> =>
-    Effect.gen(function* () {
-      let folded = start
-      let full = true
-      while (full && folded.version < version) {
-        const page = yield* loadFoldPage(streamId, folded.version + 1, loadPageSize)
-        folded = yield* Aggregate.foldRecorded(aggregate, folded, page.events)
-        full = page.events.length >= loadPageSize
-      }
-      return folded
-    })
-
-  /**
-   * A load's reads, traced as the stream read they are. The stack trace is the enclosing
-   * operation's (this span's own would only show mire's internals), and capturing one per load costs.
-   */
-  const readSpan = (streamId: string) =>
-    Effect.withSpan("EventStore.readStream", { attributes: { "mire.stream_id": streamId }, captureStackTrace: false })
-
-  const replayAll = <S, E>(aggregate: Aggregate.Aggregate<S, E>, streamId: string) =>
-    Effect.flatMap(loadFoldPage(streamId, 1, loadPageSize), (page) =>
-      replay(aggregate, streamId, { state: aggregate.initial, version: 0 }, page)
-    ).pipe(readSpan(streamId))
-
-  const rootOf = <S, E>(aggregate: Aggregate.Aggregate<S, E>, id: string, folded: Aggregate.Folded<S>) =>
-    folded.version === 0 ? Option.none() : Option.some(AggregateRoot.make(aggregate, id, folded.state, folded.version))
-
-  /** Records a load's duration (by the `Clock`) when it succeeds. */
-  const timed = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-    Effect.clockWith((clock) => {
-      const start = clock.unsafeCurrentTimeNanos()
-      return Effect.tap(effect, () =>
-        Metric.update(Metrics.loadDuration, Number(clock.unsafeCurrentTimeNanos() - start) / 1_000_000)
+/** Events by global position (of some categories, or all) as a paged stream, after the options are checked. */
+const pagedLog = (
+  storage: Storage,
+  categories: ReadonlyArray<string> | undefined,
+  options: ReadLogOptions = {}
+): Stream.Stream<RecordedEvent, InvalidInput | StoreError> => {
+  const direction = options.direction ?? "forward"
+  const validate = Effect.all([
+    Effect.forEach(categories ?? [], StreamId.validateCategory),
+    options.from === undefined || (typeof options.from === "bigint" && options.from >= 0n)
+      ? Effect.void
+      : Effect.fail(new InvalidInput({ field: "from", reason: "must be a non-negative bigint" })),
+    positiveInt("limit", options.limit),
+    positiveInt("pageSize", options.pageSize)
+  ])
+  const from = options.from ?? (direction === "forward" ? 0n : 9223372036854775807n)
+  const step = direction === "forward" ? 1n : -1n
+  return Stream.unwrap(
+    Effect.map(validate, ([checked]) => {
+      const wanted = categories === undefined ? undefined : checked
+      return paged(
+        from,
+        options.limit,
+        options.pageSize,
+        logPageSizes,
+        (cursor, size) => Effect.map(storage.readLogPage(wanted, cursor, direction, size), (events) => [events, false] as const),
+        (last) => last.globalPosition + step
       )
     })
+  ).pipe(Stream.withSpan("EventStore.readLog", { attributes: { "mire.categories": categories?.join(",") ?? "*" } }))
+}
 
-  /** The stream id of an aggregate's instance, or why it cannot have one (checked in place: every load does it). */
-  const aggregateStreamId = (category: string, id: string): string | InvalidInput => {
-    const fault = StreamId.invalidCategory(category) ?? StreamId.invalid(id, "id")
-    if (fault !== undefined) return fault
-    const streamId = StreamId.make(category, id)
-    return StreamId.invalid(streamId) ?? streamId
-  }
+/** The read part of the service: streams, categories, the whole log and a stream's version. */
+const reads = (storage: Storage): Pick<EventStore, "readStream" | "readCategory" | "readAll" | "streamVersion"> => ({
+  readStream: (streamId, options) => pagedStream(storage, streamId, options),
+  readCategory: (category, options) => pagedLog(storage, [category], options),
+  readAll: (options) => pagedLog(storage, undefined, options),
+  streamVersion: (streamId) =>
+    Effect.flatMap(StreamId.validate(streamId), storage.streamVersion).pipe(
+      Effect.withSpan("EventStore.streamVersion", { attributes: { "mire.stream_id": streamId } })
+    )
+})
+
+// ---------------------------------------------------------------------------
+// Loads: reading a stream forward and folding it
+// ---------------------------------------------------------------------------
+
+/** How a load reads a page: only the fold's columns when the store can, whole events otherwise. */
+type FoldReader = (streamId: StreamId.StreamId, from: number, limit: number) => Effect.Effect<FoldPage, StoreError>
+
+const foldReader = (storage: Storage): FoldReader => storage.loadFoldPage ?? storage.loadPage
+
+/**
+ * Folds a stream from `start`, given its first page (read from `start.version + 1`): a plain
+ * loop, one synchronous decode and apply per event, pages until the version the first read saw.
+ */
+const replay = <S, E>(
+  read: FoldReader,
+  aggregate: Aggregate.Aggregate<S, E>,
+  streamId: StreamId.StreamId,
+  start: Aggregate.Folded<S>,
+  first: FoldPage,
+  firstFull = first.events.length >= loadPageSize
+): Effect.Effect<Aggregate.Folded<S>, LoadError> => {
+  // Most loads are one page: fold it without entering a generator.
+  const folded = Aggregate.foldRecorded(aggregate, start, first.events)
+  if (Either.isLeft(folded)) return Effect.fail(folded.left)
+  return firstFull && folded.right.version < first.version
+    ? replayRest(read, aggregate, streamId, folded.right, first.version)
+    : Effect.succeed(folded.right)
+}
+
+/** The pages after a full first one, up to the version the first read saw. */
+const replayRest = <S, E>(
+  read: FoldReader,
+  aggregate: Aggregate.Aggregate<S, E>,
+  streamId: StreamId.StreamId,
+  start: Aggregate.Folded<S>,
+  version: number
+): Effect.Effect<Aggregate.Folded<S>, LoadError> =>
+  Effect.gen(function* () {
+    let folded = start
+    let full = true
+    while (full && folded.version < version) {
+      const page = yield* read(streamId, folded.version + 1, loadPageSize)
+      folded = yield* Aggregate.foldRecorded(aggregate, folded, page.events)
+      full = page.events.length >= loadPageSize
+    }
+    return folded
+  })
+
+/**
+ * A load's reads, traced as the stream read they are. The stack trace is the enclosing
+ * operation's (this span's own would only show mire's internals), and capturing one per load costs.
+ */
+const readSpan = (streamId: string) =>
+  Effect.withSpan("EventStore.readStream", { attributes: { "mire.stream_id": streamId }, captureStackTrace: false })
+
+/** Folds a whole stream from version 1. */
+const replayAll = <S, E>(read: FoldReader, aggregate: Aggregate.Aggregate<S, E>, streamId: StreamId.StreamId) =>
+  Effect.flatMap(read(streamId, 1, loadPageSize), (page) =>
+    replay(read, aggregate, streamId, { state: aggregate.initial, version: 0 }, page)
+  ).pipe(readSpan(streamId))
+
+/** The root of a fold: `None` when the stream has no events. */
+const rootOf = <S, E>(aggregate: Aggregate.Aggregate<S, E>, id: string, folded: Aggregate.Folded<S>) =>
+  folded.version === 0 ? Option.none() : Option.some(AggregateRoot.make(aggregate, id, folded.state, folded.version))
+
+/** Records a load's duration (by the `Clock`) when it succeeds. */
+const timed = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.clockWith((clock) => {
+    const start = clock.unsafeCurrentTimeNanos()
+    return Effect.tap(effect, () =>
+      Metric.update(Metrics.loadDuration, Number(clock.unsafeCurrentTimeNanos() - start) / 1_000_000)
+    )
+  })
+
+/** The load part of the service: a fold of the whole stream, with or without a row lock. */
+const loads = (storage: Storage): Pick<EventStore, "load" | "loadOrDefault" | "loadForUpdate"> => {
+  const read = foldReader(storage)
 
   const load = Effect.fn("EventStore.load")(function* <S, E>(aggregate: Aggregate.Aggregate<S, E>, id: string) {
-    const streamId = aggregateStreamId(aggregate.category, id)
+    // Checked in place, without an Effect per check: every load does it.
+    const streamId = StreamId.parseAggregate(aggregate.category, id)
     if (streamId instanceof InvalidInput) return yield* streamId
     yield* Effect.annotateCurrentSpan("mire.stream_id", streamId)
-    const folded = yield* timed(replayAll(aggregate, streamId))
+    const folded = yield* timed(replayAll(read, aggregate, streamId))
     yield* Effect.annotateCurrentSpan("mire.version", folded.version)
     return rootOf(aggregate, id, folded)
   })
@@ -789,28 +809,39 @@ export const make = (storage: Storage, options: Partial<Options> = {}): EventSto
     return yield* load(aggregate, id)
   })
 
-  const encodePending = <S, E>(root: AggregateRoot.AggregateRoot<S, E>) =>
-    Effect.map(root.aggregate.codec.encodeAll(root.pending), (events) =>
-      events.map((encoded): NewEvent => ({ ...encoded, metadata: root.metadata }))
-    )
+  return { load, loadOrDefault, loadForUpdate }
+}
 
-  const requestOf = <S, E>(root: AggregateRoot.AggregateRoot<S, E>) =>
-    Effect.map(
-      encodePending(root),
-      (events): AppendRequest => ({
-        streamId: root.streamId,
-        category: root.aggregate.category,
-        expected: ExpectedVersion.Exact(root.version),
-        events
-      })
-    )
+// ---------------------------------------------------------------------------
+// Saves: a root's pending events as an append
+// ---------------------------------------------------------------------------
 
-  const saved = <S, E>(root: AggregateRoot.AggregateRoot<S, E>): AggregateRoot.AggregateRoot<S, E> => ({
-    ...root,
-    version: AggregateRoot.nextVersion(root),
-    pending: []
-  })
+const encodePending = <S, E>(root: AggregateRoot.AggregateRoot<S, E>) =>
+  Effect.map(root.aggregate.codec.encodeAll(root.pending), (events) =>
+    events.map((encoded): NewEvent => ({ ...encoded, metadata: root.metadata }))
+  )
 
+/** The append that saves a root: its pending events, expecting the version it was loaded at. */
+const requestOf = <S, E>(root: AggregateRoot.AggregateRoot<S, E>) =>
+  Effect.map(
+    encodePending(root),
+    (events): AppendRequest => ({
+      streamId: root.streamId,
+      category: root.aggregate.category,
+      expected: ExpectedVersion.Exact(root.version),
+      events
+    })
+  )
+
+/** The root once its pending events are stored. */
+const saved = <S, E>(root: AggregateRoot.AggregateRoot<S, E>): AggregateRoot.AggregateRoot<S, E> => ({
+  ...root,
+  version: AggregateRoot.nextVersion(root),
+  pending: []
+})
+
+/** The save part of the service, over the append part. */
+const saves = (appendMany: EventStore["appendMany"]): Pick<EventStore, "save" | "saveMany"> => {
   const save = Effect.fn("EventStore.save")(function* <S, E>(root: AggregateRoot.AggregateRoot<S, E>) {
     yield* Effect.annotateCurrentSpan({ "mire.stream_id": root.streamId, "mire.event_count": root.pending.length })
     if (root.pending.length === 0) return root
@@ -820,9 +851,7 @@ export const make = (storage: Storage, options: Partial<Options> = {}): EventSto
     return saved(root)
   })
 
-  const saveMany = Effect.fn("EventStore.saveMany")(function* <const Roots extends ReadonlyArray<AnyRoot>>(
-    roots: Roots
-  ) {
+  const saveAll = Effect.fn("EventStore.saveMany")(function* (roots: ReadonlyArray<AnyRoot>) {
     const dirty = roots.filter((root) => root.pending.length > 0)
     yield* Effect.annotateCurrentSpan({
       "mire.stream_count": dirty.length,
@@ -831,70 +860,99 @@ export const make = (storage: Storage, options: Partial<Options> = {}): EventSto
     yield* Effect.forEach(dirty, (root) => StreamId.forAggregate(root.aggregate.category, root.id))
     const requests = yield* Effect.forEach(dirty, requestOf)
     yield* appendMany(requests)
-    return roots.map((root) => (root.pending.length > 0 ? saved(root) : root)) as unknown as Roots
+    return roots.map((root) => (root.pending.length > 0 ? saved(root) : root))
   })
+
+  // TypeScript cannot follow a tuple's element types through `map`; this overload states what
+  // the implementation keeps: position by position, each root comes back as a root of the same
+  // aggregate (`saved` preserves the type of the root it is given).
+  function saveMany<const Roots extends ReadonlyArray<AnyRoot>>(roots: Roots): Effect.Effect<Roots, AppendError>
+  function saveMany(roots: ReadonlyArray<AnyRoot>): Effect.Effect<ReadonlyArray<AnyRoot>, AppendError> {
+    return saveAll(roots)
+  }
+
+  return { save, saveMany }
+}
+
+// ---------------------------------------------------------------------------
+// Snapshots
+// ---------------------------------------------------------------------------
+
+/**
+ * The fold of a snapshot page: from the snapshot when it is valid (`hit`), from the start
+ * when there is none; `None` after logging why a stored snapshot must be ignored.
+ */
+const fromSnapshot = <S, E>(
+  read: FoldReader,
+  aggregate: Aggregate.Aggregate<S, E>,
+  definition: Aggregate.SnapshotDefinition<S>,
+  streamId: StreamId.StreamId,
+  page: SnapshotLoadPage
+): Effect.Effect<{ readonly result: Option.Option<Aggregate.Folded<S>>; readonly hit: boolean }, LoadError> =>
+  Effect.gen(function* () {
+    if (Option.isNone(page.snapshot)) {
+      const folded = yield* replay(read, aggregate, streamId, { state: aggregate.initial, version: 0 }, page)
+      return { result: Option.some(folded), hit: false }
+    }
+    const snapshot = page.snapshot.value
+    const invalid = (rejection: Snapshot.Rejection, detail: string) =>
+      Effect.logWarning(`ignoring snapshot of ${streamId}: ${rejection} (${detail}); replaying in full`).pipe(
+        Effect.zipRight(Metric.increment(Metric.tagged(Metrics.snapshotInvalidations, "reason", rejection))),
+        Effect.as({ result: Option.none(), hit: false })
+      )
+    const decoded = yield* Effect.either(Snapshot.decode(definition, snapshot))
+    if (decoded._tag === "Left") return yield* invalid(decoded.left.rejection, decoded.left.detail)
+    // The event at the snapshot's version must exist, or the snapshot claims a version the stream doesn't have.
+    const anchor = page.events[0]
+    if (anchor === undefined || anchor.streamVersion !== snapshot.streamVersion) {
+      return yield* invalid("beyond-stream", `snapshot at v${snapshot.streamVersion}`)
+    }
+    const folded = yield* replay(
+      read,
+      aggregate,
+      streamId,
+      { state: decoded.right, version: snapshot.streamVersion },
+      { version: page.version, events: page.events.slice(1) },
+      page.events.length >= loadPageSize
+    )
+    return { result: Option.some(folded), hit: true }
+  })
+
+/**
+ * The snapshot part of the service: loads that start from a stored snapshot
+ * (falling back to a full load) and saves that write one when it is due.
+ */
+const snapshots = (
+  storage: Storage,
+  limits: Options,
+  loaded: Pick<EventStore, "load">,
+  saving: Pick<EventStore, "save">
+): Pick<EventStore, "loadSnapshotted" | "saveSnapshotting"> => {
+  const read = foldReader(storage)
 
   const loadSnapshotted = Effect.fn("EventStore.loadSnapshotted")(function* <S, E>(
     aggregate: Aggregate.Aggregate<S, E>,
     id: string
   ) {
-    const streamId = aggregateStreamId(aggregate.category, id)
+    const streamId = StreamId.parseAggregate(aggregate.category, id)
     if (streamId instanceof InvalidInput) return yield* streamId
     yield* Effect.annotateCurrentSpan("mire.stream_id", streamId)
-    if (Option.isNone(aggregate.snapshot)) return yield* load(aggregate, id)
+    if (Option.isNone(aggregate.snapshot)) return yield* loaded.load(aggregate, id)
     const definition = aggregate.snapshot.value
     // One statement: the snapshot and the events from its version (from 1 without a snapshot).
     const { result, hit } = yield* timed(
-      Effect.flatMap(storage.loadSnapshotPage(streamId, loadPageSize), (page) => fromSnapshot(aggregate, definition, streamId, page)).pipe(
-        readSpan(streamId)
-      )
+      Effect.flatMap(storage.loadSnapshotPage(streamId, loadPageSize), (page) =>
+        fromSnapshot(read, aggregate, definition, streamId, page)
+      ).pipe(readSpan(streamId))
     )
     if (Option.isSome(result)) yield* Metric.increment(hit ? Metrics.snapshotHits : Metrics.snapshotMisses)
-    return Option.isSome(result) ? rootOf(aggregate, id, result.value) : yield* load(aggregate, id)
+    return Option.isSome(result) ? rootOf(aggregate, id, result.value) : yield* loaded.load(aggregate, id)
   })
-
-  /**
-   * The fold of a snapshot page: from the snapshot when it is valid (`hit`), from the start
-   * when there is none; `None` after logging why a stored snapshot must be ignored.
-   */
-  const fromSnapshot = <S, E>(
-    aggregate: Aggregate.Aggregate<S, E>,
-    definition: Aggregate.SnapshotDefinition<S>,
-    streamId: string,
-    page: SnapshotLoadPage
-  ): Effect.Effect<{ readonly result: Option.Option<Aggregate.Folded<S>>; readonly hit: boolean }, LoadError> =>
-    Effect.gen(function* () {
-      if (Option.isNone(page.snapshot)) {
-        const folded = yield* replay(aggregate, streamId, { state: aggregate.initial, version: 0 }, page)
-        return { result: Option.some(folded), hit: false }
-      }
-      const snapshot = page.snapshot.value
-      const invalid = (rejection: Snapshot.Rejection, detail: string) =>
-        Effect.logWarning(`ignoring snapshot of ${streamId}: ${rejection} (${detail}); replaying in full`).pipe(
-          Effect.zipRight(Metric.increment(Metric.tagged(Metrics.snapshotInvalidations, "reason", rejection))),
-          Effect.as({ result: Option.none(), hit: false })
-        )
-      const decoded = yield* Effect.either(Snapshot.decode(definition, snapshot))
-      if (decoded._tag === "Left") return yield* invalid(decoded.left.rejection, decoded.left.detail)
-      // The event at the snapshot's version must exist, or the snapshot claims a version the stream doesn't have.
-      const anchor = page.events[0]
-      if (anchor === undefined || anchor.streamVersion !== snapshot.streamVersion) {
-        return yield* invalid("beyond-stream", `snapshot at v${snapshot.streamVersion}`)
-      }
-      const folded = yield* replay(
-        aggregate,
-        streamId,
-        { state: decoded.right, version: snapshot.streamVersion },
-        { version: page.version, events: page.events.slice(1) },
-        page.events.length >= loadPageSize
-      )
-      return { result: Option.some(folded), hit: true }
-    })
 
   const saveSnapshotting = Effect.fn("EventStore.saveSnapshotting")(function* <S, E>(
     root: AggregateRoot.AggregateRoot<S, E>
   ) {
-    const next = yield* save(root)
+    const next = yield* saving.save(root)
     const definition = root.aggregate.snapshot
     if (Option.isSome(definition) && Snapshot.isDue(definition.value, root.version, next.version)) {
       // A snapshot is a cache: writing it after the save keeps the append short, and a failed
@@ -919,25 +977,43 @@ export const make = (storage: Storage, options: Partial<Options> = {}): EventSto
     return next
   })
 
+  return { loadSnapshotted, saveSnapshotting }
+}
+
+// ---------------------------------------------------------------------------
+// Transactions
+// ---------------------------------------------------------------------------
+
+/** The transaction part of the service: the storage's own, traced. */
+const transactions = (storage: Storage): Pick<EventStore, "transaction" | "currentTransactionId"> => ({
+  transaction: (effect) => storage.transaction(effect).pipe(Effect.withSpan("EventStore.transaction")),
+  currentTransactionId: storage.currentTransactionId.pipe(Effect.withSpan("EventStore.currentTransactionId"))
+})
+
+/**
+ * Builds the full `EventStore` from a store's {@link Storage} primitives, in
+ * named parts: appends, reads, loads, saves, snapshots and transactions.
+ * Every event's `data` and `metadata` must be JSON that PostgreSQL stores
+ * unchanged (plain objects and arrays, strings without NUL or lone
+ * surrogates, finite numbers, booleans, null), within the {@link Options}
+ * limits ({@link defaults} where not given); anything else is `InvalidInput`
+ * naming its path, before any I/O.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (storage: Storage, options: Partial<Options> = {}): EventStore => {
+  const limits: Options = { ...defaults, ...options }
+  const appending = appends(storage, limits)
+  const loading = loads(storage)
+  const saving = saves(appending.appendMany)
   return {
-    append,
-    appendMany,
-    readStream,
-    readCategory: (category, options) => readLog([category], options),
-    readAll: (options) => readLog(undefined, options),
-    streamVersion: (streamId) =>
-      Effect.flatMap(StreamId.validate(streamId), storage.streamVersion).pipe(
-        Effect.withSpan("EventStore.streamVersion", { attributes: { "mire.stream_id": streamId } })
-      ),
-    load,
-    loadOrDefault,
-    loadForUpdate,
-    save,
-    saveMany,
-    loadSnapshotted,
-    saveSnapshotting,
-    transaction: (effect) => storage.transaction(effect).pipe(Effect.withSpan("EventStore.transaction")),
-    currentTransactionId: storage.currentTransactionId.pipe(Effect.withSpan("EventStore.currentTransactionId"))
+    ...appending,
+    ...reads(storage),
+    ...loading,
+    ...saving,
+    ...snapshots(storage, limits, loading, saving),
+    ...transactions(storage)
   }
 }
 
@@ -1162,3 +1238,48 @@ export const currentTransactionId: Effect.Effect<bigint, StoreError, EventStore>
   EventStore,
   (store) => store.currentTransactionId
 )
+
+/**
+ * The in-memory `EventStore` with the given limits (`defaults` where not
+ * given), plus its driver (`InMemory.Driver`) for the other in-memory
+ * services and for tests that write raw rows. A fresh, empty store per
+ * layer build.
+ *
+ * @example
+ * ```ts
+ * import { EventStore } from "@mire/core"
+ * import { Effect } from "effect"
+ *
+ * const program = EventStore.streamVersion("account-42")
+ * const runnable = program.pipe(Effect.provide(EventStore.layerMemoryWith({ maxEventSize: 64 * 1024 })))
+ * ```
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerMemoryWith = (options: Partial<Options>): Layer.Layer<EventStore | Memory.Driver> =>
+  // Suspended: the driver module imports this one, so it is read only when the layer is built.
+  Layer.effectContext(
+    Effect.suspend(() =>
+      Effect.map(Memory.make(options), ({ driver, eventStore }) =>
+        Context.make(EventStore, eventStore).pipe(Context.add(Memory.Driver, driver))
+      )
+    )
+  )
+
+/**
+ * The in-memory `EventStore` (plus its driver, `InMemory.Driver`, for the
+ * other in-memory services); `InMemory.layer` adds subscriptions, leases and
+ * sagas over the same log.
+ *
+ * @example
+ * ```ts
+ * import { EventStore } from "@mire/core"
+ * import { Effect } from "effect"
+ *
+ * const program = EventStore.streamVersion("account-42")
+ * Effect.runPromise(program.pipe(Effect.provide(EventStore.layerMemory))).then((version) => assert.strictEqual(version, 0))
+ * ```
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerMemory: Layer.Layer<EventStore | Memory.Driver> = layerMemoryWith({})

@@ -35,6 +35,7 @@
  *
  * @since 0.1.0
  */
+import type { Checkpoint } from "./Checkpoint.js"
 import * as Cursor from "./Cursor.js"
 import { OrderingViolation } from "./EventStoreError.js"
 import type { RecordedEvent } from "./RecordedEvent.js"
@@ -187,17 +188,6 @@ export const resume = (
     state.storage.skip.set(streamId, version)
   }
   return state
-}
-
-/**
- * A checkpoint: the cursor it persists and the versions delivered past it.
- *
- * @since 0.1.0
- * @category models
- */
-export interface Checkpoint {
-  readonly cursor: Cursor.Cursor
-  readonly delivered: ReadonlyMap<string, number>
 }
 
 /**

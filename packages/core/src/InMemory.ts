@@ -1,21 +1,43 @@
 /**
  * Every in-memory service in one layer: the event store, subscriptions,
  * leases and sagas, over one shared in-memory state. Swap it for `PgStore.layer` to
- * test a program without a database.
+ * test a program without a database. Each service also has its own
+ * `layerMemory` (`EventStore.layerMemory`, `SubscriptionStore.layerMemory`,
+ * `LeaseStore.layerMemory`, `SagaStore.layerMemory`).
  *
  * @since 0.1.0
  */
 import * as Layer from "effect/Layer"
-import type * as EventStore from "./EventStore.js"
-import * as InMemoryEventStore from "./InMemoryEventStore.js"
-import * as InMemoryLeaseStore from "./InMemoryLeaseStore.js"
-import * as InMemorySagaStore from "./InMemorySagaStore.js"
-import * as InMemorySubscriptionStore from "./InMemorySubscriptionStore.js"
-import type * as Lease from "./Lease.js"
-import type * as SagaStore from "./SagaStore.js"
-import type * as Subscription from "./Subscription.js"
+import * as EventStore from "./EventStore.js"
+import type * as Memory from "./internal/memory/eventStore.js"
+import * as LeaseStore from "./LeaseStore.js"
+import * as SagaStore from "./SagaStore.js"
+import * as SubscriptionStore from "./SubscriptionStore.js"
+
+export {
+  /**
+   * The in-memory driver: the shared state under the in-memory services, for
+   * tests that inspect it, write raw rows (legacy or corrupt events, gaps) or
+   * run work inside an in-memory transaction. Every in-memory layer provides it.
+   *
+   * @example
+   * ```ts
+   * import { InMemory } from "@mire/core"
+   * import { Effect } from "effect"
+   *
+   * const logLength = Effect.map(InMemory.Driver, (driver) => driver.log.length)
+   * Effect.runPromise(logLength.pipe(Effect.provide(InMemory.layer))).then((n) => assert.strictEqual(n, 0))
+   * ```
+   * @since 0.1.0
+   * @category tags
+   */
+  Driver
+} from "./internal/memory/eventStore.js"
 
 /**
+ * Every in-memory service over one shared log and its driver: the event
+ * store, subscriptions, leases and sagas. A fresh, empty store per build.
+ *
  * @example
  * ```ts
  * import { EventStore, InMemory, Lease } from "@mire/core"
@@ -30,10 +52,10 @@ import type * as Subscription from "./Subscription.js"
  */
 export const layer: Layer.Layer<
   | EventStore.EventStore
-  | Subscription.SubscriptionStoreTag
-  | Lease.LeaseStoreTag
-  | SagaStore.SagaStoreTag
-  | InMemoryEventStore.InMemory
-> = Layer.mergeAll(InMemorySubscriptionStore.layer, InMemoryLeaseStore.layer, InMemorySagaStore.layer).pipe(
-  Layer.provideMerge(InMemoryEventStore.layer)
+  | SubscriptionStore.SubscriptionStore
+  | LeaseStore.LeaseStore
+  | SagaStore.SagaStore
+  | Memory.Driver
+> = Layer.mergeAll(SubscriptionStore.layerMemory, LeaseStore.layerMemory, SagaStore.layerMemory).pipe(
+  Layer.provideMerge(EventStore.layerMemory)
 )

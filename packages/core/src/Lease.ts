@@ -6,15 +6,18 @@
  * the writer's, so a paused leader that wakes after a takeover cannot clobber
  * its successor.
  *
+ * This module holds the rules (who may acquire, whether a fence holds) and
+ * the {@link Fence} every fenced write presents; `LeaseStore` is the
+ * storage service that applies them.
+ *
  * @since 0.1.0
  */
-import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
-import type * as HoldBack from "./HoldBack.js"
 import type { StoreError } from "./EventStoreError.js"
+import * as LeaseStore from "./LeaseStore.js"
 
 /**
  * A lease as stored.
@@ -30,7 +33,9 @@ export interface LeaseStatus {
 }
 
 /**
- * A held lease: the fence a writer presents.
+ * A held lease: the fence a writer presents. A checkpoint write or a
+ * transactional handler's transaction commits only while the lease is held
+ * by `workerId` with `fenceToken`.
  *
  * @since 0.1.0
  * @category models
@@ -75,45 +80,6 @@ export const holds = (lease: LeaseStatus | undefined, fence: Fence): boolean =>
   lease !== undefined && lease.workerId === fence.workerId && lease.fenceToken === fence.fenceToken
 
 /**
- * The storage primitives of leases.
- *
- * @since 0.1.0
- * @category storage
- */
-export interface LeaseStore {
-  /** Takes the lease if free or expired, bumping the fence token. */
-  readonly acquire: (
-    subscriptionId: string,
-    workerId: string,
-    ttl: Duration.Duration
-  ) => Effect.Effect<Option.Option<LeaseStatus>, StoreError>
-  /** Extends a lease still held with `fence`; `false` when it is no longer ours. */
-  readonly renew: (subscriptionId: string, fence: Fence, ttl: Duration.Duration) => Effect.Effect<boolean, StoreError>
-  /** Frees a lease held with `fence` at once (no wait for the TTL). */
-  readonly release: (subscriptionId: string, fence: Fence) => Effect.Effect<void, StoreError>
-  readonly status: (subscriptionId: string) => Effect.Effect<Option.Option<LeaseStatus>, StoreError>
-  /**
-   * Runs `effect` in one transaction that ends by writing the checkpoint
-   * under `fence`; if the fence no longer holds, everything rolls
-   * back and it fails with `LeaseLost`.
-   */
-  readonly commitFenced: <A, E, R>(
-    subscriptionId: string,
-    fence: Fence,
-    checkpoint: HoldBack.Checkpoint,
-    effect: Effect.Effect<A, E, R>
-  ) => Effect.Effect<A, E | LeaseLost | StoreError, R>
-}
-
-/**
- * The `LeaseStore` tag.
- *
- * @since 0.1.0
- * @category tags
- */
-export class LeaseStoreTag extends Context.Tag("@mire/core/LeaseStore")<LeaseStoreTag, LeaseStore>() {}
-
-/**
  * The lease of a subscription, as stored.
  *
  * @example
@@ -132,8 +98,10 @@ export class LeaseStoreTag extends Context.Tag("@mire/core/LeaseStore")<LeaseSto
  * @since 0.1.0
  * @category accessors
  */
-export const status = (subscriptionId: string): Effect.Effect<Option.Option<LeaseStatus>, StoreError, LeaseStoreTag> =>
-  Effect.flatMap(LeaseStoreTag, (store) => store.status(subscriptionId))
+export const status = (
+  subscriptionId: string
+): Effect.Effect<Option.Option<LeaseStatus>, StoreError, LeaseStore.LeaseStore> =>
+  Effect.flatMap(LeaseStore.LeaseStore, (store) => store.status(subscriptionId))
 
 /**
  * Milliseconds of a duration, rounded up (for SQL intervals).

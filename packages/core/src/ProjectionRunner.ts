@@ -50,6 +50,9 @@ import * as Metrics from "./Metrics.js"
 import type * as Projection from "./Projection.js"
 import type { RecordedEvent } from "./RecordedEvent.js"
 import * as Subscription from "./Subscription.js"
+import * as Checkpoint from "./Checkpoint.js"
+import * as LeaseStore from "./LeaseStore.js"
+import * as SubscriptionStore from "./SubscriptionStore.js"
 
 /**
  * The event a projection stopped at (the checkpoint stays before it).
@@ -353,7 +356,9 @@ class DecodeFailed extends Data.TaggedClass("DecodeFailed")<{ readonly error: Ev
  * @category decisions
  */
 export const classify = <E>(cause: Cause.Cause<E | DecodeFailed>): Option.Option<EventFailure<E>> => {
-  if (Cause.isInterrupted(cause)) return Option.none()
+  // Only a pure interruption: a handler failure beside the interruption of its sibling fibers
+  // (`Effect.all` with concurrency) is still the handler's failure.
+  if (Cause.isInterruptedOnly(cause)) return Option.none()
   const failure = Cause.failureOption(cause)
   if (Option.isSome(failure)) {
     const error = failure.value
@@ -477,7 +482,7 @@ export interface ProjectionStatus<E = unknown> {
   readonly fenceToken: Option.Option<bigint>
   /** The lease as stored (possibly another worker's). */
   readonly lease: Option.Option<Lease.LeaseStatus>
-  readonly lag: Subscription.Lag
+  readonly lag: SubscriptionStore.Lag
   /** Events this runner handled (attempts that succeeded). */
   readonly handled: number
   readonly failure: Option.Option<ProjectionFailed<E>>
@@ -517,7 +522,9 @@ export interface ProjectionRunner<E = unknown> {
  * @since 0.1.0
  * @category tags
  */
-export class ProjectionRunnerTag extends Context.Tag("@mire/core/ProjectionRunner")<ProjectionRunnerTag, ProjectionRunner>() {}
+export const ProjectionRunner: Context.Tag<ProjectionRunner, ProjectionRunner> = Context.GenericTag<ProjectionRunner>(
+  "@mire/core/ProjectionRunner"
+)
 
 interface Slot<E> {
   readonly state: State
@@ -597,10 +604,10 @@ const lead = <R, E>(
   config: Resolved,
   slot: Ref.Ref<Slot<E>>,
   onBatch: (done: number) => Effect.Effect<boolean> = () => Effect.succeed(true)
-): Effect.Effect<Option.Option<number>, LeaderExit<E>, R | Lease.LeaseStoreTag | Subscription.SubscriptionStoreTag | Scope.Scope> =>
+): Effect.Effect<Option.Option<number>, LeaderExit<E>, R | LeaseStore.LeaseStore | SubscriptionStore.SubscriptionStore | Scope.Scope> =>
   Effect.gen(function* () {
-    const leases = yield* Lease.LeaseStoreTag
-    const subscriptions = yield* Subscription.SubscriptionStoreTag
+    const leases = yield* LeaseStore.LeaseStore
+    const subscriptions = yield* SubscriptionStore.SubscriptionStore
     const subscriptionId = projection.subscriptionId
     const fence: Lease.Fence = { workerId: config.workerId, fenceToken: lease.fenceToken }
     const sub = yield* Subscription.make({
@@ -709,10 +716,10 @@ const withLease = <A, E, R>(
   subscriptionId: string,
   config: Resolved,
   use: (lease: Lease.LeaseStatus) => Effect.Effect<A, E, R>
-): Effect.Effect<Option.Option<A>, E | StoreError, R | Lease.LeaseStoreTag> =>
+): Effect.Effect<Option.Option<A>, E | StoreError, R | LeaseStore.LeaseStore> =>
   Effect.scoped(
     Effect.gen(function* () {
-      const leases = yield* Lease.LeaseStoreTag
+      const leases = yield* LeaseStore.LeaseStore
       const attributes = { "mire.subscription_id": subscriptionId, "mire.worker_id": config.workerId }
       const lease = yield* Effect.acquireRelease(
         leases
@@ -759,7 +766,7 @@ const supervise = <R, E>(
   projection: Projection.Projection<R, E>,
   config: Resolved,
   slot: Ref.Ref<Slot<E>>
-): Effect.Effect<void, never, R | Lease.LeaseStoreTag | Subscription.SubscriptionStoreTag> => {
+): Effect.Effect<void, never, R | LeaseStore.LeaseStore | SubscriptionStore.SubscriptionStore> => {
   const subscriptionId = projection.subscriptionId
   const round = Effect.gen(function* () {
     yield* Ref.update(slot, (s) => ({ ...s, state: "standby" as const, fenceToken: Option.none() }))
@@ -785,7 +792,7 @@ const supervise = <R, E>(
           [
             Effect.logError(failure.message, failure.cause),
             // For status, in every process: the store keeps it until the next checkpoint or reset.
-            Subscription.SubscriptionStoreTag.pipe(
+            SubscriptionStore.SubscriptionStore.pipe(
               Effect.flatMap((store) => store.recordFailure(subscriptionId, recordedAs(failure))),
               Effect.ignore
             ),
@@ -866,13 +873,13 @@ export const run = <R, E = unknown>(
 ): Effect.Effect<
   ProjectionRunner<E>,
   InvalidInput,
-  R | Scope.Scope | Lease.LeaseStoreTag | Subscription.SubscriptionStoreTag
+  R | Scope.Scope | LeaseStore.LeaseStore | SubscriptionStore.SubscriptionStore
 > =>
   Effect.gen(function* () {
     const config = resolve(options)
     yield* validate(projections, config)
-    const subscriptions = yield* Subscription.SubscriptionStoreTag
-    const leases = yield* Lease.LeaseStoreTag
+    const subscriptions = yield* SubscriptionStore.SubscriptionStore
+    const leases = yield* LeaseStore.LeaseStore
     const fibers = yield* FiberMap.make<string>()
     const entries = yield* Effect.forEach(projections, (projection) =>
       Effect.map(Ref.make<Slot<E>>(standby), (slot) => ({ projection, slot }))
@@ -892,7 +899,7 @@ export const run = <R, E = unknown>(
           Metric.set(Metric.tagged(Metrics.subscriptionLag, "subscription", projection.subscriptionId), lag.events)
         )
       )
-    const noLag: Subscription.Lag = { events: 0, ageMillis: 0, oldestTransactionMillis: 0 }
+    const noLag: SubscriptionStore.Lag = { events: 0, ageMillis: 0, oldestTransactionMillis: 0 }
     const status = Effect.forEach(entries, ({ projection, slot }) =>
       Effect.all({
         s: Ref.get(slot),
@@ -935,7 +942,7 @@ export const run = <R, E = unknown>(
         return Effect.fail(new InvalidInput({ field: "subscriptionId", reason: `${subscriptionId} is not run by ${config.workerId}` }))
       }
       // A stopped projection fails the wait at once, however long `timeout` is.
-      const check = Effect.flatMap(Ref.get(entry.slot), (s): Effect.Effect<Subscription.Lag, ProjectionFailed<E> | StoreError | XidAhead> =>
+      const check = Effect.flatMap(Ref.get(entry.slot), (s): Effect.Effect<SubscriptionStore.Lag, ProjectionFailed<E> | StoreError | XidAhead> =>
         Option.match(s.failure, { onSome: Effect.fail, onNone: () => lagOf(entry.projection) })
       )
       return check.pipe(
@@ -986,8 +993,8 @@ export const run = <R, E = unknown>(
 export const layer = <R, E = unknown>(
   projections: ReadonlyArray<Projection.Projection<R, E>>,
   options: Options
-): Layer.Layer<ProjectionRunnerTag, InvalidInput, R | Lease.LeaseStoreTag | Subscription.SubscriptionStoreTag> =>
-  Layer.scoped(ProjectionRunnerTag, run(projections, options))
+): Layer.Layer<ProjectionRunner, InvalidInput, R | LeaseStore.LeaseStore | SubscriptionStore.SubscriptionStore> =>
+  Layer.scoped(ProjectionRunner, run(projections, options))
 
 /**
  * Rebuild progress.
@@ -1033,18 +1040,18 @@ export const rebuild = <R, E = unknown>(
   projection: Projection.Projection<R, E>,
   options: Options,
   onProgress: (progress: Progress) => Effect.Effect<void> = () => Effect.void
-): Effect.Effect<Progress, LeaderExit<E>, R | Lease.LeaseStoreTag | Subscription.SubscriptionStoreTag> =>
+): Effect.Effect<Progress, LeaderExit<E>, R | LeaseStore.LeaseStore | SubscriptionStore.SubscriptionStore> =>
   Effect.gen(function* () {
     const config = resolve(options)
     yield* validate([projection], config)
-    const subscriptions = yield* Subscription.SubscriptionStoreTag
+    const subscriptions = yield* SubscriptionStore.SubscriptionStore
     const slot = yield* Ref.make<Slot<E>>(standby)
     const attempt = withLease(projection.subscriptionId, config, (lease) =>
       Effect.gen(function* () {
         const fence = { workerId: config.workerId, fenceToken: lease.fenceToken }
         const reset = yield* subscriptions.writeCheckpoint(
           projection.subscriptionId,
-          Subscription.checkpointAt(Cursor.start),
+          Checkpoint.at(Cursor.start),
           Option.some(fence)
         )
         if (!reset) return yield* new Lease.LeaseLost({ subscriptionId: projection.subscriptionId, ...fence })

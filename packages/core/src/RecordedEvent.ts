@@ -7,6 +7,7 @@
  */
 import * as Schema from "effect/Schema"
 import * as Json from "./internal/json.js"
+import * as StreamId from "./StreamId.js"
 
 /**
  * A JSON object, the stored shape of event data and custom metadata. Its
@@ -80,15 +81,16 @@ export interface NewEvent {
  * An event as stored in the log. `globalPosition` is unique and increasing
  * in insertion order (it may have gaps); `transactionId` is the writing
  * transaction's id, which with `globalPosition` forms the commit-safe cursor
- * subscriptions follow.
+ * subscriptions follow. `streamId` and `category` carry their brands: they
+ * were validated when the event was appended.
  *
  * @since 0.1.0
  * @category models
  */
 export const RecordedEvent = Schema.Struct({
   eventId: Schema.String,
-  streamId: Schema.String,
-  category: Schema.String,
+  streamId: StreamId.StreamId,
+  category: StreamId.Category,
   streamVersion: Schema.Number,
   globalPosition: Schema.BigIntFromSelf,
   transactionId: Schema.BigIntFromSelf,
@@ -113,7 +115,7 @@ export interface RecordedEvent extends Schema.Schema.Type<typeof RecordedEvent> 
  * @category models
  */
 export interface CommittedEvents {
-  readonly streamId: string
+  readonly streamId: StreamId.StreamId
   readonly firstVersion: number
   readonly lastVersion: number
   readonly firstPosition: bigint

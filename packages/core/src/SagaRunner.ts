@@ -61,13 +61,13 @@ import * as ExpectedVersion from "./ExpectedVersion.js"
 import * as Json from "./internal/json.js"
 import * as Decision from "./internal/sagaDecision.js"
 import * as Wakeup from "./internal/wakeup.js"
-import type * as Lease from "./Lease.js"
 import * as Metrics from "./Metrics.js"
 import * as Projection from "./Projection.js"
 import * as ProjectionRunner from "./ProjectionRunner.js"
 import * as Saga from "./Saga.js"
 import * as SagaStore from "./SagaStore.js"
-import type * as Subscription from "./Subscription.js"
+import type * as LeaseStore from "./LeaseStore.js"
+import type * as SubscriptionStore from "./SubscriptionStore.js"
 
 /**
  * Publishes one outbox message to the world outside; must tolerate seeing
@@ -246,8 +246,8 @@ const listStatus = (
 export const status = <S, Start, R>(
   saga: Saga.Saga<S, Start, R>,
   only?: SagaStore.Status
-): Effect.Effect<ReadonlyArray<InstanceStatus>, StoreError, SagaStore.SagaStoreTag> =>
-  Effect.flatMap(SagaStore.SagaStoreTag, (store) => listStatus(store, saga.name, saga.steps, only))
+): Effect.Effect<ReadonlyArray<InstanceStatus>, StoreError, SagaStore.SagaStore> =>
+  Effect.flatMap(SagaStore.SagaStore, (store) => listStatus(store, saga.name, saga.steps, only))
 
 const now: Effect.Effect<Date> = Effect.map(Clock.currentTimeMillis, (millis) => new Date(millis))
 
@@ -384,9 +384,9 @@ const apply = <S, Start, R>(
   name: string,
   result: Saga.StepResult<S>,
   state: S
-): Effect.Effect<unknown, Saga.StepFailed<never> | StoreError, EventStore.EventStore | SagaStore.SagaStoreTag> =>
+): Effect.Effect<unknown, Saga.StepFailed<never> | StoreError, EventStore.EventStore | SagaStore.SagaStore> =>
   Effect.gen(function* () {
-    const store = yield* SagaStore.SagaStoreTag
+    const store = yield* SagaStore.SagaStore
     // What the step produced must be JSON Postgres stores unchanged, checked before any I/O: anything
     // else is the step's own failure (never a retry, which would run it again to the same end).
     const encoded = yield* Effect.mapError(Schema.encode(saga.state)(result.state ?? state), (e) =>
@@ -401,7 +401,9 @@ const apply = <S, Start, R>(
         : new Json.JsonFault("is not a JSON object")
       if (text instanceof Json.JsonFault) return yield* refused(name, `${text.path(`outbox[${i}].payload`)}: ${text.reason}`)
       outbox.push({
-        idempotencyKey: message.key ?? `${row.correlationId}:${name}:${i}`,
+        // A compensation's messages get keys of their own: with the step's keys, a refund would be
+        // dropped as a duplicate of the charge the step sent at the same index.
+        idempotencyKey: message.key ?? `${row.correlationId}:${name}${row.status === "compensating" ? ":compensate" : ""}:${i}`,
         topic: message.topic,
         payload: message.payload,
         payloadJson: text
@@ -460,7 +462,7 @@ const commit = <S, Start, R>(
   row: SagaStore.InstanceRow,
   token: string,
   performed: Exclude<Performed<S>, { readonly _tag: "Failed" }>
-): Effect.Effect<boolean, StoreError, EventStore.EventStore | SagaStore.SagaStoreTag> =>
+): Effect.Effect<boolean, StoreError, EventStore.EventStore | SagaStore.SagaStore> =>
   EventStore.transaction(
     Effect.gen(function* () {
       if (!(yield* driver.store.holdsClaim(saga.name, row.instanceId, token, row.version))) return false
@@ -487,7 +489,7 @@ const retryLater = <S, Start, R>(
   row: SagaStore.InstanceRow,
   token: string,
   reason: string
-): Effect.Effect<void, StoreError, EventStore.EventStore | SagaStore.SagaStoreTag> =>
+): Effect.Effect<void, StoreError, EventStore.EventStore | SagaStore.SagaStore> =>
   Effect.gen(function* () {
     yield* Effect.logWarning(`saga ${saga.name}: instance ${row.instanceId}: ${reason}; will retry`)
     const delay = yield* delayAfter(driver.transitionRetry, row.attempts + 1)
@@ -554,7 +556,7 @@ const commitWhileHeld = <S, Start, R>(
   token: string,
   performed: Exclude<Performed<S>, { readonly _tag: "Failed" }>,
   lost: Deferred.Deferred<void>
-): Effect.Effect<boolean, never, EventStore.EventStore | SagaStore.SagaStoreTag> =>
+): Effect.Effect<boolean, never, EventStore.EventStore | SagaStore.SagaStore> =>
   Effect.gen(function* () {
     const attempts = yield* Ref.make(row.attempts)
     const counted = (error: StoreError) =>
@@ -584,7 +586,7 @@ const commitWhileHeld = <S, Start, R>(
 const driveOne = <S, Start, R>(
   driver: Driver,
   saga: Saga.Saga<S, Start, R>
-): Effect.Effect<boolean, never, R | EventStore.EventStore | SagaStore.SagaStoreTag> =>
+): Effect.Effect<boolean, never, R | EventStore.EventStore | SagaStore.SagaStore> =>
   // Uninterruptible but for the step and its write: a claim taken is always released when stopped.
   Effect.uninterruptibleMask((restore) =>
     Effect.gen(function* () {
@@ -638,7 +640,7 @@ const driveOne = <S, Start, R>(
 const startProjection = <S, Start, R>(
   store: SagaStore.SagaStore,
   saga: Saga.Saga<S, Start, R>
-): Projection.Projection<R | EventStore.EventStore | SagaStore.SagaStoreTag> =>
+): Projection.Projection<R | EventStore.EventStore | SagaStore.SagaStore> =>
   Projection.transactional({
     subscriptionId: `saga-start:${saga.name}`,
     categories: saga.startOn.categories,
@@ -692,7 +694,7 @@ const responseProjection = <S, Start, R>(
   store: SagaStore.SagaStore,
   saga: Saga.Saga<S, Start, R>,
   workerId: string
-): Option.Option<Projection.Projection<R | EventStore.EventStore | SagaStore.SagaStoreTag>> => {
+): Option.Option<Projection.Projection<R | EventStore.EventStore | SagaStore.SagaStore>> => {
   const categories = [...new Set(saga.steps.flatMap((s) => (s.awaits === undefined ? [] : [s.awaits.category])))]
   if (categories.length === 0) return Option.none()
   return Option.some(
@@ -807,14 +809,14 @@ export const run = <S, Start, R, PE = never, PR = never>(
   | PR
   | Scope.Scope
   | EventStore.EventStore
-  | SagaStore.SagaStoreTag
-  | Subscription.SubscriptionStoreTag
-  | Lease.LeaseStoreTag
+  | SagaStore.SagaStore
+  | SubscriptionStore.SubscriptionStore
+  | LeaseStore.LeaseStore
 > =>
   Effect.gen(function* () {
     const { publisher, workerId, ...given } = options
     const settings: Settings = { ...defaults, ...given, projections: { ...defaults.projections, ...given.projections } }
-    const store = yield* SagaStore.SagaStoreTag
+    const store = yield* SagaStore.SagaStore
     const wakeup = yield* Wakeup.make(store.wakeups, { capacity: settings.wakeupCapacity, retry: settings.wakeupRetry })
 
     yield* ProjectionRunner.run(

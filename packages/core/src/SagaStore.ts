@@ -9,11 +9,14 @@
  * @since 0.1.0
  */
 import * as Context from "effect/Context"
-import type * as Effect from "effect/Effect"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
 import type * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import type * as Stream from "effect/Stream"
 import type { StoreError } from "./EventStoreError.js"
+import * as Memory from "./internal/memory/eventStore.js"
+import * as MemorySagaStore from "./internal/memory/sagaStore.js"
 import { JsonObject } from "./RecordedEvent.js"
 import type * as Saga from "./Saga.js"
 
@@ -81,19 +84,95 @@ export type StoredInputJson =
   | { readonly _tag: "Start"; readonly event: StartEventJson }
   | { readonly _tag: "Response"; readonly eventType: string; readonly data: JsonObject }
   | { readonly _tag: "None" }
+  | LegacyInputJson
 
 /**
- * {@link StoredInput} from its JSON form: a stored input of any other shape
- * fails to decode.
+ * The form mire 0.1 wrote (`{"kind": …}`), still read: an instance stored by
+ * it (or by a worker of that version during a rolling deploy) goes on with
+ * its next step. A start event of that form did not record where it was
+ * recorded; {@link legacyStreamId} says so where its stream id would be.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type LegacyInputJson =
+  | {
+      readonly kind: "start"
+      readonly eventType: string
+      readonly schemaVersion: number
+      readonly data: JsonObject
+    }
+  | { readonly kind: "response"; readonly eventType: string; readonly data: JsonObject }
+  | { readonly kind: "none" }
+
+/**
+ * The stream id of a start event read from the 0.1 form, which did not keep
+ * its stream or position (it only names the event if it no longer decodes).
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const legacyStreamId = "(a start event stored by mire 0.1: stream not recorded)"
+
+const Start = Schema.TaggedStruct("Start", { event: StartEvent })
+const Response = Schema.TaggedStruct("Response", { eventType: Schema.String, data: JsonObject })
+const None = Schema.TaggedStruct("None", {})
+
+const legacy = Schema.Union(
+  Schema.transform(
+    Schema.Struct({
+      kind: Schema.Literal("start"),
+      eventType: Schema.String,
+      schemaVersion: Schema.Int,
+      data: JsonObject
+    }),
+    Schema.typeSchema(Start),
+    {
+      strict: true,
+      decode: (old) => ({
+        _tag: "Start" as const,
+        event: {
+          streamId: legacyStreamId,
+          streamVersion: 0,
+          globalPosition: 0n,
+          eventType: old.eventType,
+          schemaVersion: old.schemaVersion,
+          data: old.data
+        }
+      }),
+      encode: (input) => ({
+        kind: "start" as const,
+        eventType: input.event.eventType,
+        schemaVersion: input.event.schemaVersion,
+        data: input.event.data
+      })
+    }
+  ),
+  Schema.transform(
+    Schema.Struct({ kind: Schema.Literal("response"), eventType: Schema.String, data: JsonObject }),
+    Schema.typeSchema(Response),
+    {
+      strict: true,
+      decode: (old) => ({ _tag: "Response" as const, eventType: old.eventType, data: old.data }),
+      encode: (input) => ({ kind: "response" as const, eventType: input.eventType, data: input.data })
+    }
+  ),
+  Schema.transform(Schema.Struct({ kind: Schema.Literal("none") }), Schema.typeSchema(None), {
+    strict: true,
+    decode: () => ({ _tag: "None" as const }),
+    encode: () => ({ kind: "none" as const })
+  })
+)
+
+/**
+ * {@link StoredInput} from its JSON form (or the 0.1 form, {@link LegacyInputJson});
+ * a stored input of any other shape fails to decode. It always encodes to
+ * the current form.
  *
  * @since 0.1.0
  * @category schemas
  */
-export const StoredInput: Schema.Schema<StoredInput, StoredInputJson> = Schema.Union(
-  Schema.TaggedStruct("Start", { event: StartEvent }),
-  Schema.TaggedStruct("Response", { eventType: Schema.String, data: JsonObject }),
-  Schema.TaggedStruct("None", {})
-)
+export const StoredInput: Schema.Schema<StoredInput, StoredInputJson> = Schema.Union(Start, Response, None, legacy)
 
 /**
  * A saga instance as stored.
@@ -248,4 +327,27 @@ export interface SagaStore {
  * @since 0.1.0
  * @category tags
  */
-export class SagaStoreTag extends Context.Tag("@mire/core/SagaStore")<SagaStoreTag, SagaStore>() {}
+export const SagaStore: Context.Tag<SagaStore, SagaStore> = Context.GenericTag<SagaStore>("@mire/core/SagaStore")
+
+/**
+ * The in-memory `SagaStore`, over the driver of `EventStore.layerMemory`
+ * (`InMemory.layer` provides both): rows, history and outbox written when
+ * the ambient in-memory transaction commits, claims taken past skip-locked
+ * row locks, as on Postgres.
+ *
+ * @example
+ * ```ts
+ * import { EventStore, SagaStore } from "@mire/core"
+ * import { Effect, Layer } from "effect"
+ *
+ * const layer = SagaStore.layerMemory.pipe(Layer.provideMerge(EventStore.layerMemory))
+ * const program = Effect.flatMap(SagaStore.SagaStore, (store) => store.list("fulfilment"))
+ * const runnable = program.pipe(Effect.provide(layer))
+ * ```
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerMemory: Layer.Layer<SagaStore, never, Memory.Driver> = Layer.effect(
+  SagaStore,
+  Effect.flatMap(Memory.Driver, (driver) => MemorySagaStore.make(driver))
+)

@@ -9,19 +9,18 @@
  * - **Backstop**: a regression fails the poll with `OrderingViolation`.
  * - **Gaps are loud**: a held stream whose next version is not in the log,
  *   although a later one is committed, fails the poll with `MissingVersion`
- *   (see {@link SubscriptionStore.missing} for why that absence is final).
+ *   (see `SubscriptionStore.missing` for why that absence is final).
  * - **Bounded**: per-poll cost follows the page and what is held; memory
  *   follows what is held or delivered past the safe cursor (see
  *   {@link HoldBack}), not the number of streams ever seen.
  * - **Wake-ups**: appends notify; a waiting subscription polls at once, and
  *   polls every `pollInterval` anyway (a missed notification only delays).
  *
- * A store supplies the {@link SubscriptionStore} primitives; the logic is
+ * A store supplies the `SubscriptionStore` primitives; the logic is
  * here, once.
  *
  * @since 0.1.0
  */
-import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
@@ -31,12 +30,16 @@ import * as Ref from "effect/Ref"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
+import * as Checkpoint from "./Checkpoint.js"
 import * as Cursor from "./Cursor.js"
 import { InvalidInput, MissingVersion, type OrderingViolation, type StoreError, type XidAhead } from "./EventStoreError.js"
 import * as HoldBack from "./HoldBack.js"
+import type { Fence } from "./Lease.js"
 import * as Metrics from "./Metrics.js"
 import type { RecordedEvent } from "./RecordedEvent.js"
 import * as StreamId from "./StreamId.js"
+import * as SubscriptionId from "./SubscriptionId.js"
+import * as SubscriptionStore from "./SubscriptionStore.js"
 
 /**
  * What a subscription reads: every category, or some.
@@ -47,129 +50,6 @@ import * as StreamId from "./StreamId.js"
 export interface Filter {
   readonly categories?: ReadonlyArray<string> | undefined
 }
-
-/**
- * A checkpoint at a cursor, with nothing delivered past it.
- *
- * @since 0.1.0
- * @category constructors
- */
-export const checkpointAt = (cursor: Cursor.Cursor): HoldBack.Checkpoint => ({ cursor, delivered: new Map() })
-
-/**
- * A fencing condition for a checkpoint write: it commits only while the
- * lease is held by `workerId` with `fenceToken`.
- *
- * @since 0.1.0
- * @category models
- */
-export interface Fence {
-  readonly workerId: string
-  readonly fenceToken: bigint
-}
-
-/**
- * How far a subscription is behind, and why.
- *
- * @since 0.1.0
- * @category models
- */
-export interface Lag {
-  /** Events after the checkpoint. */
-  readonly events: number
-  /** Age of the oldest event after the checkpoint (0 when caught up). */
-  readonly ageMillis: number
-  /** Age of the oldest open transaction holding back the xmin horizon (0 when none). */
-  readonly oldestTransactionMillis: number
-}
-
-/**
- * What a store records of a subscription beyond its checkpoint, for status.
- *
- * @since 0.1.0
- * @category models
- */
-export interface Report {
-  /** The categories it reads (none: every category, or not recorded yet). */
-  readonly categories: Option.Option<ReadonlyArray<string>>
-  /** Why it stopped, and when (cleared by its next checkpoint or reset). */
-  readonly failure: Option.Option<{ readonly message: string; readonly at: Date }>
-}
-
-/**
- * The storage primitives of subscriptions.
- *
- * @since 0.1.0
- * @category storage
- */
-export interface SubscriptionStore {
-  /** Events after `after`, older than the xmin horizon, in cursor order, at most `limit`. */
-  readonly poll: (filter: Filter, after: Cursor.Cursor, limit: number) => Effect.Effect<ReadonlyArray<RecordedEvent>, StoreError>
-  /** For each stream, the highest version at or below `upTo` (absent: none). */
-  readonly baseline: (streamIds: ReadonlyArray<string>, upTo: Cursor.Cursor) => Effect.Effect<ReadonlyMap<string, number>, StoreError>
-  /**
-   * Which of these `(stream, version)` are not in the log at all (committed
-   * and visible now, whatever the xmin horizon). Asked only for a version
-   * whose successor is committed: an append of version n+1 takes the stream
-   * row at version n, which the writer of n committed before (or in the same
-   * transaction), so once n+1 is committed, n is committed too and visible in
-   * every later snapshot. Its absence is then final: it was deleted.
-   */
-  readonly missing: (
-    wanted: ReadonlyArray<{ readonly streamId: string; readonly version: number }>
-  ) => Effect.Effect<ReadonlyArray<{ readonly streamId: string; readonly version: number }>, StoreError>
-  /**
-   * The lowest cursor at or below `upTo` of an event (of the filter) whose
-   * stream has a lower version after `upTo` (none: no stream is inverted
-   * across `upTo`). Reads the log after `upTo`: for resets, not polls.
-   */
-  readonly inversionBelow: (filter: Filter, upTo: Cursor.Cursor) => Effect.Effect<Option.Option<Cursor.Cursor>, StoreError>
-  /**
-   * For every stream (of the filter) with an event in `(after, upTo]`, the
-   * highest version whose predecessors and itself are all at or below
-   * `upTo` (its first version after `upTo`, minus one; absent when 0).
-   */
-  readonly prefixes: (
-    filter: Filter,
-    after: Cursor.Cursor,
-    upTo: Cursor.Cursor
-  ) => Effect.Effect<ReadonlyMap<string, number>, StoreError>
-  /** The persisted checkpoint; `XidAhead` when it or the log is ahead of the server's transaction ids (a restore into a new cluster). */
-  readonly readCheckpoint: (subscriptionId: string) => Effect.Effect<Option.Option<HoldBack.Checkpoint>, StoreError | XidAhead>
-  /** Persists a checkpoint; with a fence, only while the lease matches. Returns whether it was written. */
-  readonly writeCheckpoint: (
-    subscriptionId: string,
-    checkpoint: HoldBack.Checkpoint,
-    fence: Option.Option<Fence>
-) => Effect.Effect<boolean, StoreError>
-  /**
-   * Records what the subscription reads (its categories) on its row, for
-   * status; does nothing while it has no row (before its first checkpoint).
-   */
-  readonly describe: (subscriptionId: string, filter: Filter) => Effect.Effect<void, StoreError>
-  /**
-   * Records why the subscription stopped (e.g. a `MissingVersion`), for
-   * status; its next checkpoint or reset clears it. Does nothing while it has
-   * no row.
-   */
-  readonly recordFailure: (subscriptionId: string, failure: string) => Effect.Effect<void, StoreError>
-  /** What status shows of a subscription beyond its checkpoint (none: no row). */
-  readonly report: (subscriptionId: string) => Effect.Effect<Option.Option<Report>, StoreError>
-  /** Notifications of committed appends (categories); may miss some. */
-  readonly wakeups: Stream.Stream<string, StoreError>
-  readonly lag: (filter: Filter, after: Cursor.Cursor) => Effect.Effect<Lag, StoreError>
-}
-
-/**
- * The `SubscriptionStore` tag.
- *
- * @since 0.1.0
- * @category tags
- */
-export class SubscriptionStoreTag extends Context.Tag("@mire/core/SubscriptionStore")<
-  SubscriptionStoreTag,
-  SubscriptionStore
->() {}
 
 /**
  * Events per poll when `batchSize` is not given: large enough that a
@@ -210,7 +90,7 @@ export interface Options extends Filter {
  */
 export interface Batch {
   readonly events: ReadonlyArray<RecordedEvent>
-  readonly checkpoint: HoldBack.Checkpoint
+  readonly checkpoint: Checkpoint.Checkpoint
 }
 
 /**
@@ -220,7 +100,7 @@ export interface Batch {
  * @category models
  */
 export interface Subscription {
-  readonly subscriptionId: string
+  readonly subscriptionId: SubscriptionId.SubscriptionId
   /** One poll: the events it makes deliverable (possibly none). */
   readonly poll: Effect.Effect<ReadonlyArray<RecordedEvent>, OrderingViolation | MissingVersion | StoreError>
   /** Persists the safe cursor (never past a held event); with a fence, only while it holds. */
@@ -239,11 +119,11 @@ export interface Subscription {
     /** Streams remembered (held, past the safe cursor, or retained behind it). */
     readonly remembered: number
     /** What a checkpoint now would persist. */
-    readonly checkpoint: HoldBack.Checkpoint
+    readonly checkpoint: Checkpoint.Checkpoint
   }>
   /** Waits for a wake-up (a notification or the poll interval). */
   readonly awaitWakeup: Effect.Effect<void>
-  readonly lag: Effect.Effect<Lag, StoreError>
+  readonly lag: Effect.Effect<SubscriptionStore.Lag, StoreError>
   /**
    * Every deliverable batch, polling again at once after a full batch and
    * otherwise on a notification or the poll interval. Runs until interrupted.
@@ -272,12 +152,12 @@ export interface Subscription {
 export const checkpointFor = (
   filter: Filter,
   cursor: Cursor.Cursor
-): Effect.Effect<HoldBack.Checkpoint, StoreError, SubscriptionStoreTag> =>
+): Effect.Effect<Checkpoint.Checkpoint, StoreError, SubscriptionStore.SubscriptionStore> =>
   Effect.gen(function* () {
-    if (Cursor.isZero(cursor)) return checkpointAt(Cursor.start)
-    const store = yield* SubscriptionStoreTag
+    if (Cursor.isZero(cursor)) return Checkpoint.at(Cursor.start)
+    const store = yield* SubscriptionStore.SubscriptionStore
     const lowest = yield* store.inversionBelow(filter, cursor)
-    if (Option.isNone(lowest)) return checkpointAt(cursor)
+    if (Option.isNone(lowest)) return Checkpoint.at(cursor)
     const safe = Cursor.before(lowest.value)
     return { cursor: safe, delivered: yield* store.prefixes(filter, safe, cursor) }
   })
@@ -297,7 +177,7 @@ export const wakes = (filter: Filter): ((payload: string) => boolean) => {
 
 /** Records why a subscription stopped, for status (best effort: the failure itself is what the caller sees). */
 const recordFailure = (
-  store: SubscriptionStore,
+  store: SubscriptionStore.SubscriptionStore,
   subscriptionId: string,
   error: { readonly _tag: string; readonly message: string }
 ): Effect.Effect<void> => Effect.ignore(store.recordFailure(subscriptionId, `${error._tag}: ${error.message}`))
@@ -331,13 +211,10 @@ interface Internal {
  */
 export const make = (
   options: Options
-): Effect.Effect<Subscription, StoreError | InvalidInput | XidAhead, SubscriptionStoreTag | Scope.Scope> =>
+): Effect.Effect<Subscription, StoreError | InvalidInput | XidAhead, SubscriptionStore.SubscriptionStore | Scope.Scope> =>
   Effect.gen(function* () {
-    const store = yield* SubscriptionStoreTag
-    const subscriptionId = options.subscriptionId
-    if (subscriptionId.length === 0 || subscriptionId.length > 255) {
-      return yield* new InvalidInput({ field: "subscriptionId", reason: "must be 1-255 characters" })
-    }
+    const store = yield* SubscriptionStore.SubscriptionStore
+    const subscriptionId = yield* SubscriptionId.validate(options.subscriptionId)
     const filter: Filter = { categories: options.categories }
     yield* Effect.forEach(options.categories ?? [], StreamId.validateCategory)
     if (options.categories !== undefined && options.categories.length === 0) {
@@ -355,11 +232,11 @@ export const make = (
     const stored = yield* store
       .readCheckpoint(subscriptionId)
       .pipe(Effect.tapErrorTag("XidAhead", (e) => recordFailure(store, subscriptionId, e)))
-    const persisted = Option.getOrElse(stored, () => checkpointAt(Cursor.start))
+    const persisted = Option.getOrElse(stored, () => Checkpoint.at(Cursor.start))
     // Its categories, for status (a first checkpoint creates the row: they are recorded then).
     yield* store.describe(subscriptionId, filter)
     const described = yield* Ref.make(Option.isSome(stored))
-    const initial = (checkpoint: HoldBack.Checkpoint): Internal => ({
+    const initial = (checkpoint: Checkpoint.Checkpoint): Internal => ({
       read: checkpoint.cursor,
       start: checkpoint.cursor,
       ordering: HoldBack.resume(checkpoint.delivered, { retain })
@@ -452,7 +329,7 @@ export const make = (
 
     const reset = (cursor: Cursor.Cursor = Cursor.start) =>
       Effect.gen(function* () {
-        const checkpoint = yield* checkpointFor(filter, cursor).pipe(Effect.provideService(SubscriptionStoreTag, store))
+        const checkpoint = yield* checkpointFor(filter, cursor).pipe(Effect.provideService(SubscriptionStore.SubscriptionStore, store))
         yield* Ref.set(state, initial(checkpoint))
         yield* store.writeCheckpoint(subscriptionId, checkpoint, Option.none())
       })

@@ -9,6 +9,8 @@ export * as Aggregate from "./Aggregate.js"
 /** @since 0.1.0 */
 export * as AggregateRoot from "./AggregateRoot.js"
 /** @since 0.1.0 */
+export * as Checkpoint from "./Checkpoint.js"
+/** @since 0.1.0 */
 export * as Cursor from "./Cursor.js"
 /** @since 0.1.0 */
 export * as EventCodec from "./EventCodec.js"
@@ -23,15 +25,9 @@ export * as HoldBack from "./HoldBack.js"
 /** @since 0.1.0 */
 export * as InMemory from "./InMemory.js"
 /** @since 0.1.0 */
-export * as InMemoryEventStore from "./InMemoryEventStore.js"
-/** @since 0.1.0 */
-export * as InMemoryLeaseStore from "./InMemoryLeaseStore.js"
-/** @since 0.1.0 */
-export * as InMemorySagaStore from "./InMemorySagaStore.js"
-/** @since 0.1.0 */
-export * as InMemorySubscriptionStore from "./InMemorySubscriptionStore.js"
-/** @since 0.1.0 */
 export * as Lease from "./Lease.js"
+/** @since 0.1.0 */
+export * as LeaseStore from "./LeaseStore.js"
 /** @since 0.1.0 */
 export * as Metrics from "./Metrics.js"
 /** @since 0.1.0 */
@@ -52,3 +48,7 @@ export * as Snapshot from "./Snapshot.js"
 export * as StreamId from "./StreamId.js"
 /** @since 0.1.0 */
 export * as Subscription from "./Subscription.js"
+/** @since 0.1.0 */
+export * as SubscriptionStore from "./SubscriptionStore.js"
+/** @since 0.1.0 */
+export * as SubscriptionId from "./SubscriptionId.js"

@@ -10,7 +10,7 @@ import * as InMemory from "../src/InMemory.js"
 import * as Projection from "../src/Projection.js"
 import * as ProjectionRunner from "../src/ProjectionRunner.js"
 import type { RecordedEvent } from "../src/RecordedEvent.js"
-import * as Subscription from "../src/Subscription.js"
+import * as SubscriptionStore from "../src/SubscriptionStore.js"
 
 catchUpSuite("in-memory", InMemory.layer)
 
@@ -43,7 +43,7 @@ describe("catch-up polls ahead, checkpoints behind", () => {
         yield* Deferred.await(entered)
         // Time for the third batch to be polled while the second is in the handler.
         yield* Effect.sleep("100 millis")
-        const store = yield* Subscription.SubscriptionStoreTag
+        const store = yield* SubscriptionStore.SubscriptionStore
         const during = Option.getOrThrow(yield* store.readCheckpoint(subscriptionId))
         assert.strictEqual(
           Cursor.order(during.cursor, Cursor.of(seen[0]!)),

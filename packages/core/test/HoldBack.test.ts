@@ -5,7 +5,9 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as Cursor from "../src/Cursor.js"
 import * as HoldBack from "../src/HoldBack.js"
+import type * as Checkpoint from "../src/Checkpoint.js"
 import type { RecordedEvent } from "../src/RecordedEvent.js"
+import * as StreamId from "../src/StreamId.js"
 
 const at = new Date(0)
 let position = 0n
@@ -13,8 +15,8 @@ const event = (streamId: string, streamVersion: number, transactionId?: bigint):
   position++
   return {
     eventId: `e${position}`,
-    streamId,
-    category: "c",
+    streamId: StreamId.fromStored(streamId),
+    category: StreamId.categoryFromStored("c"),
     streamVersion,
     globalPosition: position,
     transactionId: transactionId ?? position,
@@ -174,7 +176,7 @@ describe("HoldBack", () => {
         for (const every of [1, 2, 3, 7, 1000]) {
           log = full
           const seen = new Map<string, Array<number>>()
-          let checkpoint: HoldBack.Checkpoint = { cursor: Cursor.start, delivered: new Map() }
+          let checkpoint: Checkpoint.Checkpoint = { cursor: Cursor.start, delivered: new Map() }
           let state = HoldBack.resume(checkpoint.delivered, { retain })
           let read = checkpoint.cursor
           let restarts = 0

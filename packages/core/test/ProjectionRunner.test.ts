@@ -26,9 +26,11 @@ import { MissingVersion, OrderingViolation, StoreError } from "../src/EventStore
 import * as ExpectedVersion from "../src/ExpectedVersion.js"
 import * as InMemory from "../src/InMemory.js"
 import * as Lease from "../src/Lease.js"
+import * as LeaseStore from "../src/LeaseStore.js"
 import * as Projection from "../src/Projection.js"
 import * as ProjectionRunner from "../src/ProjectionRunner.js"
 import type { RecordedEvent } from "../src/RecordedEvent.js"
+import * as StreamId from "../src/StreamId.js"
 
 /**
  * The delays `schedule` waits after each of `failures` failures, in
@@ -119,7 +121,7 @@ describe("ProjectionRunner retries on logical time", () => {
 describe("ProjectionRunner failover on logical time", () => {
   it.scoped("a leader that dies without releasing is replaced within leaseTtl + leaseRecheckInterval", () =>
     Effect.gen(function* () {
-      const leases = yield* Lease.LeaseStoreTag
+      const leases = yield* LeaseStore.LeaseStore
       const projection = Projection.atLeastOnce({ subscriptionId: "sub-failover", categories: ["rtcfo"], handle: () => Effect.void })
       const options = { pollInterval: "10 seconds", leaseTtl: "1 second", leaseRecheckInterval: "300 millis" } as const
       const isLeader = (runner: ProjectionRunner.ProjectionRunner) => Effect.map(runner.status, (all) => all[0]!.state === "leader")
@@ -131,7 +133,7 @@ describe("ProjectionRunner failover on logical time", () => {
       // A dies: its scope closes and its release never reaches the store.
       const scopeA = yield* Scope.make()
       const a = yield* ProjectionRunner.run([projection], { ...options, workerId: "a" }).pipe(
-        Effect.provideService(Lease.LeaseStoreTag, { ...leases, release: () => Effect.void }),
+        Effect.provideService(LeaseStore.LeaseStore, { ...leases, release: () => Effect.void }),
         Scope.extend(scopeA)
       )
       assert.isTrue(yield* step(isLeader(a)), "A leads")
@@ -152,8 +154,8 @@ describe("ProjectionRunner failover on logical time", () => {
 
 const recorded = (streamId: string, streamVersion: number, data: Record<string, unknown> = {}): RecordedEvent => ({
   eventId: "00000000-0000-4000-8000-000000000001",
-  streamId,
-  category: "pure",
+  streamId: StreamId.fromStored(streamId),
+  category: StreamId.categoryFromStored("pure"),
   streamVersion,
   globalPosition: 7n,
   transactionId: 3n,
@@ -216,6 +218,9 @@ describe("ProjectionRunner decisions (pure, no store)", () => {
     const thrown = new Error("thrown")
     assert.deepStrictEqual(Option.getOrNull(ProjectionRunner.classify<never>(Cause.die(thrown))), { _tag: "HandlerDied", defect: thrown })
     assert.isTrue(Option.isNone(ProjectionRunner.classify<never>(Cause.interrupt(FiberId.none))))
+    // A handler running effects concurrently: one fails, its siblings are interrupted. Still the handler's failure.
+    const concurrent = ProjectionRunner.classify<"boom">(Cause.parallel(Cause.fail("boom" as const), Cause.interrupt(FiberId.none)))
+    assert.deepStrictEqual(Option.getOrNull(concurrent), { _tag: "HandlerFailed", error: "boom" })
   })
 
   it("stoppedAt: the event, the attempts and the handler's own error, typed", () => {
@@ -257,7 +262,7 @@ describe("ProjectionRunner decisions (pure, no store)", () => {
 describe("ProjectionRunner start and failures", () => {
   it.scoped("two projections with one subscription id fail at start with InvalidInput, before any lease is taken", () =>
     Effect.gen(function* () {
-      const leases = yield* Lease.LeaseStoreTag
+      const leases = yield* LeaseStore.LeaseStore
       const one = Projection.atLeastOnce({ subscriptionId: "sub-dup", categories: ["dup"], handle: () => Effect.void })
       const error = yield* Effect.flip(ProjectionRunner.run([one, one], { workerId: "w" }))
       assert.strictEqual(error._tag, "InvalidInput")

@@ -11,7 +11,7 @@ sagaClaimSuite("in-memory", InMemory.layer, { live: false })
 
 it.scoped("in-memory saga timeouts run on logical time (TestClock)", () =>
   Effect.gen(function* () {
-    const store = yield* SagaStore.SagaStoreTag
+    const store = yield* SagaStore.SagaStore
     const w = world({ shipTimeout: "10 minutes" })
     // Notifications drive the work; long intervals keep the number of timers TestClock must step through small.
     const worker = yield* startWorker(w, "w1", undefined, {

@@ -21,6 +21,8 @@ import * as Lease from "../src/Lease.js"
 import * as Metrics from "../src/Metrics.js"
 import * as Projection from "../src/Projection.js"
 import * as Subscription from "../src/Subscription.js"
+import * as LeaseStore from "../src/LeaseStore.js"
+import * as SubscriptionStore from "../src/SubscriptionStore.js"
 import { ProjectionSpec } from "../src/testing/index.js"
 import { account, Deposited, Opened, Raw, startWorker, unique, waitUntil, world } from "@mire/core/conformance"
 import { memoryRaw } from "./memoryRaw.js"
@@ -283,14 +285,14 @@ describe("telemetry: metrics", () => {
 
   it.live("projections: a lease lost on renewal, a checkpoint refused by the fence", () =>
     Effect.gen(function* () {
-      const leases = yield* Lease.LeaseStoreTag
+      const leases = yield* LeaseStore.LeaseStore
       const Account = account(unique("telfence"))
       const lost = yield* count(Metrics.leaseLost)
       const refusals = yield* count(Metrics.fenceRefusals)
       // Another worker takes over at once: renewals fail, fenced commits are refused, and once
       // lost the lease stays taken.
       let taken = false
-      const usurped: Lease.LeaseStore = {
+      const usurped: LeaseStore.LeaseStore = {
         ...leases,
         acquire: (subscriptionId, workerId, ttl) =>
           taken ? Effect.succeed(Option.none()) : leases.acquire(subscriptionId, workerId, ttl),
@@ -299,8 +301,8 @@ describe("telemetry: metrics", () => {
           Effect.sync(() => (taken = true)).pipe(Effect.zipRight(Effect.fail(new Lease.LeaseLost({ subscriptionId, ...fence }))))
       }
       // An at-least-once batch checkpoints with the subscription store's fenced write (no transaction).
-      const subscriptions = yield* Subscription.SubscriptionStoreTag
-      const refusing: Subscription.SubscriptionStore = {
+      const subscriptions = yield* SubscriptionStore.SubscriptionStore
+      const refusing: SubscriptionStore.SubscriptionStore = {
         ...subscriptions,
         writeCheckpoint: (subscriptionId, checkpoint, fence) =>
           Option.isSome(fence)
@@ -310,7 +312,7 @@ describe("telemetry: metrics", () => {
       yield* EventStore.save(AggregateRoot.record(AggregateRoot.make(Account, "1"), Opened.make({ owner: "Ada" })))
       yield* ProjectionSpec.start(
         Projection.atLeastOnce({ subscriptionId: unique("tel-fence-"), aggregate: Account, handle: () => Effect.void })
-      ).pipe(Effect.provideService(Lease.LeaseStoreTag, usurped), Effect.provideService(Subscription.SubscriptionStoreTag, refusing))
+      ).pipe(Effect.provideService(LeaseStore.LeaseStore, usurped), Effect.provideService(SubscriptionStore.SubscriptionStore, refusing))
       yield* waitUntil(
         Effect.map(Effect.all([count(Metrics.leaseLost), count(Metrics.fenceRefusals)]), ([l, r]) => l > lost && r > refusals),
         "a lease loss and a fence refusal"

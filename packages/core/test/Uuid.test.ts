@@ -5,7 +5,6 @@ import * as Stream from "effect/Stream"
 import * as TestClock from "effect/TestClock"
 import * as EventStore from "../src/EventStore.js"
 import * as ExpectedVersion from "../src/ExpectedVersion.js"
-import * as InMemoryEventStore from "../src/InMemoryEventStore.js"
 import { v7 } from "../src/internal/uuid.js"
 
 const v7Pattern = /^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/
@@ -43,6 +42,6 @@ describe("UUID v7 event ids", () => {
         assert.match(event.eventId, v7Pattern)
         assert.strictEqual(millisOf(event.eventId), Date.UTC(2026, 0, 2))
       }
-    }).pipe(Effect.provide(InMemoryEventStore.layer))
+    }).pipe(Effect.provide(EventStore.layerMemory))
   )
 })

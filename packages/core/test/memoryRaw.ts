@@ -1,9 +1,10 @@
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import type * as EventStore from "../src/EventStore.js"
-import * as InMemoryEventStore from "../src/InMemoryEventStore.js"
+import * as EventStore from "../src/EventStore.js"
+import * as InMemory from "../src/InMemory.js"
 import { isPlainObject, parseAsJsonb } from "../src/internal/json.js"
 import type { JsonObject } from "../src/RecordedEvent.js"
+import * as StreamId from "../src/StreamId.js"
 import { Raw, TxReadModel } from "@mire/core/conformance"
 
 /** What a jsonb column holds after `JSON.stringify(value)::jsonb`, as the driver hands it back. */
@@ -17,7 +18,7 @@ const jsonObject = (value: unknown): JsonObject => {
 /** Raw row access for the in-memory store (values stored as Postgres would: after a JSON round trip). */
 export const memoryRaw = Layer.effect(
   Raw,
-  Effect.map(InMemoryEventStore.InMemory, (mem) =>
+  Effect.map(InMemory.Driver, (mem) =>
     Raw.of({
       setData: (streamId, version, data) => mem.unsafeUpdate(streamId, version, { data: jsonObject(data) }),
       setType: (streamId, version, eventType, schemaVersion) =>
@@ -27,8 +28,9 @@ export const memoryRaw = Layer.effect(
         Effect.asVoid(
           mem.unsafeInsert({
             eventId: crypto.randomUUID(),
-            streamId: row.streamId,
-            category: row.category,
+            // A raw row, as a store holds it: branded without the append's checks.
+            streamId: StreamId.fromStored(row.streamId),
+            category: StreamId.categoryFromStored(row.category),
             streamVersion: row.version,
             eventType: row.eventType,
             schemaVersion: row.schemaVersion,
@@ -44,16 +46,16 @@ export const memoryRaw = Layer.effect(
 )
 
 /** The in-memory store with raw access. */
-export const memoryLayer = memoryRaw.pipe(Layer.provideMerge(InMemoryEventStore.layer))
+export const memoryLayer = memoryRaw.pipe(Layer.provideMerge(EventStore.layerMemory))
 
 /** The in-memory store with raw access, built with the given limits. */
 export const memoryLayerWith = (options: Partial<EventStore.Options>) =>
-  memoryRaw.pipe(Layer.provideMerge(InMemoryEventStore.layerWith(options)))
+  memoryRaw.pipe(Layer.provideMerge(EventStore.layerMemoryWith(options)))
 
 /** A transactional read model over in-memory transactions (rows appear when the transaction commits). */
 export const memoryReadModel = Layer.effect(
   TxReadModel,
-  Effect.map(InMemoryEventStore.InMemory, (mem) => {
+  Effect.map(InMemory.Driver, (mem) => {
     const rows: Array<string> = []
     return TxReadModel.of({
       insert: (key) => mem.onCommit(() => rows.push(key)),

@@ -4,7 +4,7 @@
  * @since 0.1.0
  */
 import type * as SqlClient from "@effect/sql/SqlClient"
-import type { EventStore, Lease, SagaStore, Subscription } from "@mire/core"
+import type { EventStore, LeaseStore, SagaStore, SubscriptionStore } from "@mire/core"
 import type { Effect } from "effect"
 import * as bank_account from "./bank_account.js"
 import * as batched_write from "./batched_write.js"
@@ -28,9 +28,9 @@ export type Example = Effect.Effect<
   void,
   unknown,
   | EventStore.EventStore
-  | Subscription.SubscriptionStoreTag
-  | Lease.LeaseStoreTag
-  | SagaStore.SagaStoreTag
+  | SubscriptionStore.SubscriptionStore
+  | LeaseStore.LeaseStore
+  | SagaStore.SagaStore
   | SqlClient.SqlClient
 >
 

@@ -369,7 +369,7 @@ const orders = [
  */
 export const program = Effect.scoped(
   Effect.gen(function* () {
-    const store = yield* SagaStore.SagaStoreTag
+    const store = yield* SagaStore.SagaStore
     const run = crypto.randomUUID().slice(0, 8)
     const aggregates = makeAggregates(run)
     const { Order, Stock } = aggregates

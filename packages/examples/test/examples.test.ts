@@ -3,7 +3,7 @@
  * database and prints the lines its story promises.
  */
 import { assert, describe, it, layer } from "@effect/vitest"
-import { InMemory, InMemoryEventStore } from "@mire/core"
+import { EventStore, InMemory } from "@mire/core"
 import { PgStore } from "@mire/pg"
 import { Effect, Layer } from "effect"
 import type * as Console from "effect/Console"
@@ -184,7 +184,7 @@ describe("examples", () => {
     )
   })
 
-  layer(InMemoryEventStore.layer, { excludeTestServices: true })("on the in-memory store", (it) => {
+  layer(EventStore.layerMemory, { excludeTestServices: true })("on the in-memory store", (it) => {
     it.effect("bank_account and commands run unchanged", () =>
       Effect.gen(function* () {
         line(yield* output(bank_account.program), /^reloaded from the log: owner=Ada, balance=\$100, version 2$/)

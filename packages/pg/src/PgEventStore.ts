@@ -287,12 +287,27 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
     return /\(event_id\)=\(([0-9a-f-]+)\)/.exec(detail)?.[1] ?? ""
   }
 
-  /** The stream named by `mire_append_all`'s lost-expectation error, if that is what `error` is. */
-  const lostStream = (error: SqlError.SqlError): string | undefined => {
+  /**
+   * The conflict `mire_append_all` raised (SQLSTATE MR409: DETAIL the stream id, HINT its version),
+   * if that is what `error` is. Built from the error alone: inside a caller's savepoint no query
+   * can run until the savepoint has rolled back.
+   */
+  const lostExpectation = (
+    requests: ReadonlyArray<EventStore.StorableAppend>,
+    error: SqlError.SqlError
+  ): ConcurrencyConflict | undefined => {
     const cause = error.cause
-    return sqlState(error) === "MR409" && Predicate.hasProperty(cause, "detail") && typeof cause.detail === "string"
-      ? cause.detail
-      : undefined
+    if (sqlState(error) !== "MR409" || !Predicate.hasProperty(cause, "detail") || !Predicate.hasProperty(cause, "hint")) {
+      return undefined
+    }
+    const request = requests.find((r) => r.streamId === cause.detail)
+    const actual = typeof cause.hint === "string" && /^[0-9]+$/.test(cause.hint) ? Number(cause.hint) : undefined
+    if (request === undefined || actual === undefined) return undefined
+    return new ConcurrencyConflict({
+      streamId: request.streamId,
+      expected: ExpectedVersion.format(request.expected),
+      actual: actual === 0 ? null : actual
+    })
   }
 
   const appendFailure =
@@ -300,9 +315,7 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
     (error: SqlError.SqlError): Effect.Effect<never, SqlError.SqlError | InvalidInput | ConcurrencyConflict> => {
       const id = duplicateId(error)
       if (id !== undefined) return Effect.fail(EventStore.duplicateEventId(requests, id))
-      const lost = lostStream(error)
-      const request = lost === undefined ? undefined : requests.find((r) => r.streamId === lost)
-      return request === undefined ? Effect.fail(error) : Effect.flatMap(conflictOf(request), Effect.fail)
+      return Effect.fail(lostExpectation(requests, error) ?? error)
     }
 
   const appendOnce = (

@@ -9,6 +9,7 @@
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as Lease from "@mire/core/Lease"
+import * as LeaseStore from "@mire/core/LeaseStore"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
@@ -61,7 +62,7 @@ const leaseColumns = `subscription_id, worker_id, fence_token::text AS fence_tok
  * @since 0.1.0
  * @category constructors
  */
-export const make: Effect.Effect<Lease.LeaseStore, never, SqlClient.SqlClient> = Effect.gen(function* () {
+export const make: Effect.Effect<LeaseStore.LeaseStore, never, SqlClient.SqlClient> = Effect.gen(function* () {
   const sql = (yield* SqlClient.SqlClient).withoutTransforms()
   const inTransaction = transaction(sql)
   const interval = (millis: number) => sql`(${millis} * interval '1 millisecond')`
@@ -121,4 +122,4 @@ export const make: Effect.Effect<Lease.LeaseStore, never, SqlClient.SqlClient> =
  * @since 0.1.0
  * @category layers
  */
-export const layer: Layer.Layer<Lease.LeaseStoreTag, never, SqlClient.SqlClient> = Layer.effect(Lease.LeaseStoreTag, make)
+export const layer: Layer.Layer<LeaseStore.LeaseStore, never, SqlClient.SqlClient> = Layer.effect(LeaseStore.LeaseStore, make)

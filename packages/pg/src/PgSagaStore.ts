@@ -15,7 +15,6 @@ import * as PgClient from "@effect/sql-pg/PgClient"
 import { StoreError } from "@mire/core/EventStoreError"
 import { JsonObject } from "@mire/core/RecordedEvent"
 import * as SagaStore from "@mire/core/SagaStore"
-import { SagaStoreTag } from "@mire/core/SagaStore"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
@@ -121,9 +120,9 @@ const inputJson = (input: SagaStore.StoredInput | null, operation: string): Effe
  * @since 0.1.0
  * @category constructors
  */
-export const make: Effect.Effect<SagaStore.SagaStore, never, PgClient.PgClient | PgWakeups.PgWakeupsTag> = Effect.gen(function* () {
+export const make: Effect.Effect<SagaStore.SagaStore, never, PgClient.PgClient | PgWakeups.PgWakeups> = Effect.gen(function* () {
   const client = yield* PgClient.PgClient
-  const listener = yield* PgWakeups.PgWakeupsTag
+  const listener = yield* PgWakeups.PgWakeups
   const sql = client.withoutTransforms()
   const cols = sql.literal(columns)
   const json = (value: unknown) => (value === null || value === undefined ? null : JSON.stringify(value))
@@ -274,6 +273,6 @@ export const make: Effect.Effect<SagaStore.SagaStore, never, PgClient.PgClient |
  * @since 0.1.0
  * @category layers
  */
-export const layer: Layer.Layer<SagaStoreTag, never, PgClient.PgClient> = Layer.effect(SagaStoreTag, make).pipe(
+export const layer: Layer.Layer<SagaStore.SagaStore, never, PgClient.PgClient> = Layer.effect(SagaStore.SagaStore, make).pipe(
   Layer.provide(PgWakeups.layer)
 )

@@ -11,9 +11,9 @@ import type * as SqlClient from "@effect/sql/SqlClient"
 import * as SqlError from "@effect/sql/SqlError"
 import type * as EventStore from "@mire/core/EventStore"
 import type { StoreError } from "@mire/core/EventStoreError"
-import type * as Lease from "@mire/core/Lease"
 import type * as SagaStore from "@mire/core/SagaStore"
-import type * as Subscription from "@mire/core/Subscription"
+import type * as LeaseStore from "@mire/core/LeaseStore"
+import type * as SubscriptionStore from "@mire/core/SubscriptionStore"
 import type * as Config from "effect/Config"
 import type * as ConfigError from "effect/ConfigError"
 import * as Layer from "effect/Layer"
@@ -41,7 +41,7 @@ import * as PgSubscriptionStore from "./PgSubscriptionStore.js"
  * @category layers
  */
 export const layer: Layer.Layer<
-  EventStore.EventStore | Subscription.SubscriptionStoreTag | Lease.LeaseStoreTag | SagaStore.SagaStoreTag,
+  EventStore.EventStore | SubscriptionStore.SubscriptionStore | LeaseStore.LeaseStore | SagaStore.SagaStore,
   never,
   PgClient.PgClient | SqlClient.SqlClient
 > = Layer.mergeAll(PgEventStore.layer, PgSubscriptionStore.layer, PgLeaseStore.layer, PgSagaStore.layer)
@@ -106,9 +106,9 @@ export const layerClient = (
   options: PgClient.PgClientConfig
 ): Layer.Layer<
   | EventStore.EventStore
-  | Subscription.SubscriptionStoreTag
-  | Lease.LeaseStoreTag
-  | SagaStore.SagaStoreTag
+  | SubscriptionStore.SubscriptionStore
+  | LeaseStore.LeaseStore
+  | SagaStore.SagaStore
   | PgClient.PgClient
   | SqlClient.SqlClient,
   StoreError
@@ -133,9 +133,9 @@ export const layerClientConfig = (
   config: Config.Config.Wrap<PgClient.PgClientConfig>
 ): Layer.Layer<
   | EventStore.EventStore
-  | Subscription.SubscriptionStoreTag
-  | Lease.LeaseStoreTag
-  | SagaStore.SagaStoreTag
+  | SubscriptionStore.SubscriptionStore
+  | LeaseStore.LeaseStore
+  | SagaStore.SagaStore
   | PgClient.PgClient
   | SqlClient.SqlClient,
   StoreError | ConfigError.ConfigError

@@ -11,7 +11,8 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import type * as Statement from "@effect/sql/Statement"
 import type * as Cursor from "@mire/core/Cursor"
 import { type StoreError, XidAhead } from "@mire/core/EventStoreError"
-import * as Subscription from "@mire/core/Subscription"
+import type * as Subscription from "@mire/core/Subscription"
+import * as SubscriptionStore from "@mire/core/SubscriptionStore"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
@@ -189,12 +190,12 @@ export const xidStatus: Effect.Effect<XidStatus, StoreError, SqlClient.SqlClient
  * @category constructors
  */
 export const make: Effect.Effect<
-  Subscription.SubscriptionStore,
+  SubscriptionStore.SubscriptionStore,
   never,
-  PgClient.PgClient | PgWakeups.PgWakeupsTag
+  PgClient.PgClient | PgWakeups.PgWakeups
 > = Effect.gen(function* () {
   const client = yield* PgClient.PgClient
-  const listener = yield* PgWakeups.PgWakeupsTag
+  const listener = yield* PgWakeups.PgWakeups
   const sql = client.withoutTransforms()
   const categoryFilter = (filter: Subscription.Filter) =>
     filter.categories === undefined ? sql`TRUE` : sql`category = ANY(${filter.categories})`
@@ -351,7 +352,7 @@ export const make: Effect.Effect<
  * @since 0.1.0
  * @category layers
  */
-export const layer: Layer.Layer<Subscription.SubscriptionStoreTag, never, PgClient.PgClient> = Layer.effect(
-  Subscription.SubscriptionStoreTag,
+export const layer: Layer.Layer<SubscriptionStore.SubscriptionStore, never, PgClient.PgClient> = Layer.effect(
+  SubscriptionStore.SubscriptionStore,
   make
 ).pipe(Layer.provide(PgWakeups.layer))

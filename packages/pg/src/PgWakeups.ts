@@ -104,7 +104,7 @@ export interface PgWakeups {
  * @since 0.1.0
  * @category tags
  */
-export class PgWakeupsTag extends Context.Tag("@mire/pg/PgWakeups")<PgWakeupsTag, PgWakeups>() {}
+export const PgWakeups: Context.Tag<PgWakeups, PgWakeups> = Context.GenericTag<PgWakeups>("@mire/pg/PgWakeups")
 
 /**
  * Options of the listener.
@@ -272,7 +272,7 @@ export const makeWith = (
  * @since 0.1.0
  * @category layers
  */
-export const layer: Layer.Layer<PgWakeupsTag, never, PgClient.PgClient> = Layer.scoped(
-  PgWakeupsTag,
+export const layer: Layer.Layer<PgWakeups, never, PgClient.PgClient> = Layer.scoped(
+  PgWakeups,
   Effect.flatMap(LocalWakeups, (hub) => makeWith(hub))
 ).pipe(Layer.provide(localLayer))

@@ -104,7 +104,7 @@ describe("PgEventStore append path", () => {
         assert.strictEqual(yield* EventStore.streamVersion("fna-2"), 1)
       }))
 
-    it.scoped("mire_append_all is all or nothing: a lost expectation raises MR409 naming the stream, and writes nothing", () =>
+    it.scoped("mire_append_all is all or nothing: a lost expectation raises MR409 naming the stream and its version, and writes nothing", () =>
       Effect.gen(function* () {
         const { client } = yield* listener
         const error = yield* Effect.flip(
@@ -120,6 +120,7 @@ describe("PgEventStore append path", () => {
         const cause: unknown = error.error
         assert.propertyVal(cause, "code", "MR409")
         assert.propertyVal(cause, "detail", "fnb-2")
+        assert.propertyVal(cause, "hint", "0")
         assert.strictEqual(yield* EventStore.streamVersion("fnb-1"), 0)
       }))
 

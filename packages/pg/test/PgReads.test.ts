@@ -9,6 +9,7 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import * as AggregateRoot from "@mire/core/AggregateRoot"
 import * as EventStore from "@mire/core/EventStore"
 import * as ExpectedVersion from "@mire/core/ExpectedVersion"
+import * as StreamId from "@mire/core/StreamId"
 import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
@@ -162,8 +163,8 @@ describe("PgEventStore reads", () => {
         assert.strictEqual(fifteen!.globalPosition, 999999999999999n)
         // A load's rows (only the columns a fold reads) are checked the same way.
         const fold = { streamVersion: 1, globalPosition: "7", eventType: "s.e", schemaVersion: 1, data: {} }
-        assert.deepStrictEqual(decodeFoldRowsSync([fold], "s-1"), [
-          { streamId: "s-1", streamVersion: 1, globalPosition: 7n, eventType: "s.e", schemaVersion: 1, data: {} }
+        assert.deepStrictEqual(decodeFoldRowsSync([fold], StreamId.fromStored("s-1")), [
+          { streamId: StreamId.fromStored("s-1"), streamVersion: 1, globalPosition: 7n, eventType: "s.e", schemaVersion: 1, data: {} }
         ])
         for (const [field, value] of [
           ["streamVersion", "1"],
@@ -172,7 +173,7 @@ describe("PgEventStore reads", () => {
           ["schemaVersion", null],
           ["data", []]
         ] as const) {
-          const error = decodeFoldRowsSync([fold, { ...fold, [field]: value }], "s-1")
+          const error = decodeFoldRowsSync([fold, { ...fold, [field]: value }], StreamId.fromStored("s-1"))
           assert.isFalse(Array.isArray(error), field)
           if (!Array.isArray(error)) {
             assert.strictEqual(error._tag, "StoreError")

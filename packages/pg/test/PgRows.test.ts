@@ -7,8 +7,8 @@
 import { assert, describe, layer } from "@effect/vitest"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { StoreError } from "@mire/core/EventStoreError"
-import * as Lease from "@mire/core/Lease"
-import * as Subscription from "@mire/core/Subscription"
+import * as LeaseStore from "@mire/core/LeaseStore"
+import * as SubscriptionStore from "@mire/core/SubscriptionStore"
 import * as Cause from "effect/Cause"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -49,7 +49,7 @@ describe("rows read from SQL are decoded", () => {
     it.effect("a lease row with an impossible lease time or fence token is a StoreError", () =>
       Effect.gen(function* () {
         const sql = yield* SqlClient.SqlClient
-        const leases = yield* Lease.LeaseStoreTag
+        const leases = yield* LeaseStore.LeaseStore
         const acquired = yield* leases.acquire("rows-lease", "w1", Duration.seconds(30))
         const lease = Option.getOrThrow(acquired)
         assert.deepStrictEqual([lease.subscriptionId, lease.workerId, lease.fenceToken], ["rows-lease", "w1", 1n])
@@ -72,7 +72,7 @@ describe("rows read from SQL are decoded", () => {
     it.effect("a checkpoint row with a delivered map or cursor of the wrong shape is a StoreError", () =>
       Effect.gen(function* () {
         const sql = yield* SqlClient.SqlClient
-        const store = yield* Subscription.SubscriptionStoreTag
+        const store = yield* SubscriptionStore.SubscriptionStore
         assert.isTrue(yield* store.writeCheckpoint("rows-sub", checkpoint([["a-1", 2], ["__proto__", 3]]), Option.none()))
         const read = Option.getOrThrow(yield* store.readCheckpoint("rows-sub"))
         assert.deepStrictEqual(read.cursor, { transactionId: 1n, position: 5n })
@@ -92,7 +92,7 @@ describe("rows read from SQL are decoded", () => {
     it.effect("a failure time that is not a time is a StoreError of report", () =>
       Effect.gen(function* () {
         const sql = yield* SqlClient.SqlClient
-        const store = yield* Subscription.SubscriptionStoreTag
+        const store = yield* SubscriptionStore.SubscriptionStore
         assert.isTrue(yield* store.writeCheckpoint("rows-report", checkpoint([]), Option.none()))
         yield* store.recordFailure("rows-report", "boom")
         const report = Option.getOrThrow(yield* store.report("rows-report"))
@@ -105,7 +105,7 @@ describe("rows read from SQL are decoded", () => {
     it.effect("a status row that is not a time is a StoreError of status", () =>
       Effect.gen(function* () {
         const sql = yield* SqlClient.SqlClient
-        const store = yield* Subscription.SubscriptionStoreTag
+        const store = yield* SubscriptionStore.SubscriptionStore
         // Status reads every row: start from none (the tests above leave corrupt ones).
         yield* sql`DELETE FROM es_subscriptions`
         assert.isTrue(yield* store.writeCheckpoint("rows-status", checkpoint([]), Option.none()))

@@ -11,15 +11,16 @@ import type * as Layer from "effect/Layer"
 import * as Schedule from "effect/Schedule"
 import * as EventStore from "../EventStore.js"
 import * as ExpectedVersion from "../ExpectedVersion.js"
-import type * as Lease from "../Lease.js"
 import * as Projection from "../Projection.js"
 import * as ProjectionRunner from "../ProjectionRunner.js"
 import type { NewEvent } from "../RecordedEvent.js"
 import * as Subscription from "../Subscription.js"
+import type * as LeaseStore from "../LeaseStore.js"
+import type * as SubscriptionStore from "../SubscriptionStore.js"
 import { unique } from "./fixtures.js"
 import { waitUntil } from "./scopes.js"
 
-type Env = EventStore.EventStore | Subscription.SubscriptionStoreTag | Lease.LeaseStoreTag
+type Env = EventStore.EventStore | SubscriptionStore.SubscriptionStore | LeaseStore.LeaseStore
 
 const ev = (i: number): NewEvent => ({ eventType: "cu.marked", schemaVersion: 1, data: { i } })
 

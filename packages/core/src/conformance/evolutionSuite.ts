@@ -18,14 +18,14 @@ import * as AggregateRoot from "../AggregateRoot.js"
 import type * as EventCodec from "../EventCodec.js"
 import * as EventStore from "../EventStore.js"
 import { EventDecodeError } from "../EventStoreError.js"
-import type * as Lease from "../Lease.js"
 import * as Projection from "../Projection.js"
 import type { JsonObject } from "../RecordedEvent.js"
-import type * as Subscription from "../Subscription.js"
+import type * as LeaseStore from "../LeaseStore.js"
+import type * as SubscriptionStore from "../SubscriptionStore.js"
 import { ProjectionSpec } from "../testing/index.js"
 import { Raw, TxReadModel, unique } from "./fixtures.js"
 
-type Env = EventStore.EventStore | Subscription.SubscriptionStoreTag | Lease.LeaseStoreTag | Raw | TxReadModel
+type Env = EventStore.EventStore | SubscriptionStore.SubscriptionStore | LeaseStore.LeaseStore | Raw | TxReadModel
 
 // The events as the code is now (v3). What older code wrote:
 // - Deposited v1 `{ amount }` (a float, euros), stored as `<category>.money-added` before it was renamed;

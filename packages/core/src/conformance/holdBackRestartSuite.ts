@@ -18,6 +18,7 @@ import * as EventStore from "../EventStore.js"
 import * as ExpectedVersion from "../ExpectedVersion.js"
 import type { NewEvent, RecordedEvent } from "../RecordedEvent.js"
 import * as Subscription from "../Subscription.js"
+import type * as SubscriptionStore from "../SubscriptionStore.js"
 import { Raw, unique } from "./fixtures.js"
 import { begin, collectUntil, perStreamOrdered } from "./scopes.js"
 
@@ -65,7 +66,7 @@ const invertedLog = (category: string, s: string, b: string) =>
  */
 export const holdBackRestartSuite = (
   name: string,
-  storeLayer: Layer.Layer<EventStore.EventStore | Subscription.SubscriptionStoreTag | Raw>
+  storeLayer: Layer.Layer<EventStore.EventStore | SubscriptionStore.SubscriptionStore | Raw>
 ) =>
   describe(`hold-back across restarts: ${name}`, () => {
     layer(storeLayer, { timeout: "180 seconds", excludeTestServices: true })((it) => {

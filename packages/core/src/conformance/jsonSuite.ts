@@ -21,6 +21,7 @@ import * as ExpectedVersion from "../ExpectedVersion.js"
 import * as Metrics from "../Metrics.js"
 import { JsonObject, type NewEvent, type RecordedEvent } from "../RecordedEvent.js"
 import * as Subscription from "../Subscription.js"
+import type * as SubscriptionStore from "../SubscriptionStore.js"
 import { Raw, unique } from "./fixtures.js"
 import { collectUntil } from "./scopes.js"
 
@@ -120,7 +121,7 @@ const refused = (): ReadonlyArray<readonly [string, NewEvent, string, string]> =
  */
 export const jsonSuite = (
   name: string,
-  storeLayer: Layer.Layer<EventStore.EventStore | Raw | Subscription.SubscriptionStoreTag>
+  storeLayer: Layer.Layer<EventStore.EventStore | Raw | SubscriptionStore.SubscriptionStore>
 ) =>
   describe(`JSON at the boundary: ${name}`, () => {
     layer(storeLayer, { timeout: "120 seconds", excludeTestServices: true })((it) => {

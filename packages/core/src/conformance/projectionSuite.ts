@@ -21,11 +21,12 @@ import * as Metrics from "../Metrics.js"
 import * as Projection from "../Projection.js"
 import * as ProjectionRunner from "../ProjectionRunner.js"
 import type { NewEvent } from "../RecordedEvent.js"
-import type * as Subscription from "../Subscription.js"
+import * as LeaseStore from "../LeaseStore.js"
+import type * as SubscriptionStore from "../SubscriptionStore.js"
 import { Raw, TxReadModel, unique } from "./fixtures.js"
 import { waitUntil } from "./scopes.js"
 
-type Env = EventStore.EventStore | Subscription.SubscriptionStoreTag | Lease.LeaseStoreTag | TxReadModel | Raw
+type Env = EventStore.EventStore | SubscriptionStore.SubscriptionStore | LeaseStore.LeaseStore | TxReadModel | Raw
 
 const ev = (mark: string): NewEvent => ({ eventType: "proj.marked", schemaVersion: 1, data: { mark } })
 
@@ -50,11 +51,11 @@ const startWorker = (
   options: Omit<ProjectionRunner.Options, "workerId">
 ) =>
   Effect.gen(function* () {
-    const leases = yield* Lease.LeaseStoreTag
+    const leases = yield* LeaseStore.LeaseStore
     let frozen = false
     let renewing = 0
     const acquisitions: Array<boolean> = []
-    const chaotic: Lease.LeaseStore = {
+    const chaotic: LeaseStore.LeaseStore = {
       ...leases,
       acquire: (id, worker, ttl) =>
         leases.acquire(id, worker, ttl).pipe(Effect.tap((held) => Effect.sync(() => void acquisitions.push(Option.isSome(held))))),
@@ -72,7 +73,7 @@ const startWorker = (
     }
     const scope = yield* Scope.make()
     const runner = yield* ProjectionRunner.run(projections, { ...options, workerId }).pipe(
-      Effect.provideService(Lease.LeaseStoreTag, chaotic),
+      Effect.provideService(LeaseStore.LeaseStore, chaotic),
       Scope.extend(scope)
     )
     const isLeader = Effect.map(runner.status, (all) => all.some((s) => s.state === "leader"))

@@ -22,15 +22,15 @@ import * as TestClock from "effect/TestClock"
 import * as Aggregate from "../Aggregate.js"
 import * as EventStore from "../EventStore.js"
 import * as ExpectedVersion from "../ExpectedVersion.js"
-import type * as Lease from "../Lease.js"
 import * as Saga from "../Saga.js"
 import * as SagaRunner from "../SagaRunner.js"
 import * as SagaStore from "../SagaStore.js"
-import type * as Subscription from "../Subscription.js"
+import type * as LeaseStore from "../LeaseStore.js"
+import type * as SubscriptionStore from "../SubscriptionStore.js"
 import { unique } from "./fixtures.js"
 import { flakyAppends } from "./sagaSuite.js"
 
-type Env = EventStore.EventStore | Subscription.SubscriptionStoreTag | Lease.LeaseStoreTag | SagaStore.SagaStoreTag
+type Env = EventStore.EventStore | SubscriptionStore.SubscriptionStore | LeaseStore.LeaseStore | SagaStore.SagaStore
 
 const Started = Schema.TaggedStruct("Started", { n: Schema.Number })
 const Done = Schema.TaggedStruct("Done", { step: Schema.String })
@@ -141,7 +141,7 @@ export const sagaClaimSuite = (name: string, storeLayer: Layer.Layer<Env>, time:
       const statusOf = (w: ReturnType<typeof world>, id: string) =>
         Effect.map(SagaRunner.status(w.saga), (all) => all.find((s) => s.instanceId === id))
       const historyOf = (w: ReturnType<typeof world>, id: string) =>
-        Effect.flatMap(SagaStore.SagaStoreTag, (store) =>
+        Effect.flatMap(SagaStore.SagaStore, (store) =>
           Effect.map(store.history(w.saga.name, id), (h) => h.map((e) => `${e.step}:${e.outcome}`))
         )
       const ended = (w: ReturnType<typeof world>, id: string, status: SagaStore.Status) =>
@@ -216,7 +216,7 @@ export const sagaClaimSuite = (name: string, storeLayer: Layer.Layer<Env>, time:
             assert.isTrue(history[1]!.startsWith(`bad:failed: ${reason}`), history[1])
             assert.strictEqual(history[2], "first:compensated")
             assert.strictEqual(yield* w.emitted("undone"), 1)
-            const outbox = (yield* Effect.flatMap(SagaStore.SagaStoreTag, (store) => store.outbox)).filter((m) =>
+            const outbox = (yield* Effect.flatMap(SagaStore.SagaStore, (store) => store.outbox)).filter((m) =>
               m.idempotencyKey.startsWith(Saga.correlationId(w.saga.name, id))
             )
             assert.strictEqual(outbox.length, 0)

@@ -21,17 +21,18 @@ import * as Cursor from "../Cursor.js"
 import * as EventStore from "../EventStore.js"
 import { StoreError } from "../EventStoreError.js"
 import * as ExpectedVersion from "../ExpectedVersion.js"
-import type * as Lease from "../Lease.js"
 import * as Projection from "../Projection.js"
 import * as ProjectionRunner from "../ProjectionRunner.js"
 import * as Saga from "../Saga.js"
 import * as SagaRunner from "../SagaRunner.js"
 import * as SagaStore from "../SagaStore.js"
-import * as Subscription from "../Subscription.js"
+import * as Checkpoint from "../Checkpoint.js"
+import type * as LeaseStore from "../LeaseStore.js"
+import * as SubscriptionStore from "../SubscriptionStore.js"
 import { unique } from "./fixtures.js"
 import { waitUntil } from "./scopes.js"
 
-type Env = EventStore.EventStore | Subscription.SubscriptionStoreTag | Lease.LeaseStoreTag | SagaStore.SagaStoreTag
+type Env = EventStore.EventStore | SubscriptionStore.SubscriptionStore | LeaseStore.LeaseStore | SagaStore.SagaStore
 
 const Placed = Schema.TaggedStruct("Placed", { sku: Schema.String, amount: Schema.Number })
 const Reserved = Schema.TaggedStruct("Reserved", { order: Schema.String })
@@ -75,9 +76,16 @@ export const world = (
     run: (state) =>
       Effect.zipRight(
         Effect.zipRight(options.onReserve ?? Effect.void, slow),
-        Effect.map(Saga.emit(Stock, state.sku, Reserved.make({ order: state.order })), (e) => ({ emit: [e] }))
+        Effect.map(Saga.emit(Stock, state.sku, Reserved.make({ order: state.order })), (e) => ({
+          emit: [e],
+          outbox: [{ topic: "stock.reserved", payload: { order: state.order } }]
+        }))
       ),
-    compensate: (state) => Effect.map(Saga.emit(Stock, state.sku, Released.make({ order: state.order })), (e) => ({ emit: [e] }))
+    compensate: (state) =>
+      Effect.map(Saga.emit(Stock, state.sku, Released.make({ order: state.order })), (e) => ({
+        emit: [e],
+        outbox: [{ topic: "stock.released", payload: { order: state.order } }]
+      }))
   })
   const charge = Saga.step<typeof FulfilmentState.Type, typeof Placed.Type>("charge-payment", {
     run: (state) =>
@@ -240,7 +248,7 @@ const statuses = (w: ReturnType<typeof world>) =>
  * `categories`: everything appended so far was handled.
  */
 const caughtUp = (subscriptionId: string, categories: ReadonlyArray<string>, what: string) =>
-  Effect.flatMap(Subscription.SubscriptionStoreTag, (subscriptions) =>
+  Effect.flatMap(SubscriptionStore.SubscriptionStore, (subscriptions) =>
     waitUntil(
       Effect.flatMap(subscriptions.readCheckpoint(subscriptionId), (checkpoint) =>
         Option.isNone(checkpoint)
@@ -263,7 +271,7 @@ export const sagaSuite = (name: string, storeLayer: Layer.Layer<Env>) =>
     layer(storeLayer, { timeout: "240 seconds", excludeTestServices: true })((it) => {
       it.effect("happy path: three steps, two awaited responses, completed", () =>
         Effect.gen(function* () {
-          const store = yield* SagaStore.SagaStoreTag
+          const store = yield* SagaStore.SagaStore
           const w = world()
           const worker = yield* startWorker(w, "w1")
           yield* w.place("o1", 50)
@@ -287,7 +295,7 @@ export const sagaSuite = (name: string, storeLayer: Layer.Layer<Env>) =>
 
       it.effect("an error response compensates the completed steps in reverse order; the instance fails", () =>
         Effect.gen(function* () {
-          const store = yield* SagaStore.SagaStoreTag
+          const store = yield* SagaStore.SagaStore
           const w = world()
           const worker = yield* startWorker(w, "w1")
           yield* w.place("big", 500)
@@ -302,6 +310,10 @@ export const sagaSuite = (name: string, storeLayer: Layer.Layer<Env>) =>
           ])
           const released = yield* w.countEvents(w.Stock, "released")
           assert.strictEqual(released.get(id), 1)
+          // The compensation's message has a key of its own: it is not dropped as a duplicate of
+          // the message the step sent at the same index.
+          const messages = (yield* store.outbox).filter((m) => m.payload.order === id)
+          assert.deepStrictEqual(messages.map((m) => m.topic).sort(), ["stock.released", "stock.reserved"])
           const status = (yield* statuses(w)).get(id)!
           assert.match(status.error ?? "", /error response/)
           yield* worker.stop
@@ -309,7 +321,7 @@ export const sagaSuite = (name: string, storeLayer: Layer.Layer<Env>) =>
 
       it.effect("a timeout compensates in reverse order (a short real timeout)", () =>
         Effect.gen(function* () {
-          const store = yield* SagaStore.SagaStoreTag
+          const store = yield* SagaStore.SagaStore
           const w = world({ shipTimeout: "1 second" })
           const worker = yield* startWorker(w, "w1")
           yield* w.place("noship", 10)
@@ -355,7 +367,7 @@ export const sagaSuite = (name: string, storeLayer: Layer.Layer<Env>) =>
 
       it.effect("100 concurrent instances with two workers: all complete, each step once", () =>
         Effect.gen(function* () {
-          const store = yield* SagaStore.SagaStoreTag
+          const store = yield* SagaStore.SagaStore
           const w = world()
           const a = yield* startWorker(w, "wa")
           const b = yield* startWorker(w, "wb")
@@ -383,7 +395,7 @@ export const sagaSuite = (name: string, storeLayer: Layer.Layer<Env>) =>
 
       it.effect("the same start event delivered twice yields one instance", () =>
         Effect.gen(function* () {
-          const subscriptions = yield* Subscription.SubscriptionStoreTag
+          const subscriptions = yield* SubscriptionStore.SubscriptionStore
           const w = world()
           const worker = yield* startWorker(w, "w1")
           yield* w.place("dup", 10)
@@ -392,7 +404,7 @@ export const sagaSuite = (name: string, storeLayer: Layer.Layer<Env>) =>
           // Redeliver: rewind the start subscription to the beginning, and place the order again.
           yield* subscriptions.writeCheckpoint(
             `saga-start:${w.fulfilment.name}`,
-            Subscription.checkpointAt(Cursor.start),
+            Checkpoint.at(Cursor.start),
             Option.none()
           )
           yield* w.place("dup", 10)
@@ -470,7 +482,7 @@ export const sagaSuite = (name: string, storeLayer: Layer.Layer<Env>) =>
             Effect.map(SagaRunner.status(saga, "completed"), (done) => done.some((s) => s.instanceId === id)),
             "completion"
           )
-          const store = yield* SagaStore.SagaStoreTag
+          const store = yield* SagaStore.SagaStore
           const [row] = (yield* store.list(saga.name)).filter((r) => r.instanceId === id)
           assert.deepStrictEqual(row!.state, { quote: JSON.stringify({ cents: 1200, currency: "EUR" }) })
           yield* Scope.close(scope, Exit.void)
@@ -533,7 +545,7 @@ export const sagaSuite = (name: string, storeLayer: Layer.Layer<Env>) =>
           assert.deepStrictEqual(read, expected)
           assert.strictEqual(JSON.stringify(read?.raw), `{"a":null,"bb":{"c":[{"y":2,"z":1}],"d":0},"é":1e+21,"ccc":1}`)
           // And the stored row holds exactly that, keys in jsonb's order at every level.
-          const store = yield* SagaStore.SagaStoreTag
+          const store = yield* SagaStore.SagaStore
           const [row] = (yield* store.list(saga.name)).filter((r) => r.instanceId === id)
           assert.deepStrictEqual(row?.state, expected)
           assert.strictEqual(
@@ -602,7 +614,7 @@ export const sagaSuite = (name: string, storeLayer: Layer.Layer<Env>) =>
 
       it.effect("a StoreError writing a step's outcome is retried: the write is redone, the saga completes, nothing compensates", () =>
         Effect.gen(function* () {
-          const store = yield* SagaStore.SagaStoreTag
+          const store = yield* SagaStore.SagaStore
           const w = world()
           // The step's append is cancelled once, as Postgres does with SQLSTATE 57014.
           const events = yield* flakyAppends((requests) => requests.some((r) => r.category === w.Stock.category), 1)
@@ -627,7 +639,7 @@ export const sagaSuite = (name: string, storeLayer: Layer.Layer<Env>) =>
 
       it.effect("a compensation whose emit fails transiently is retried with backoff until it succeeds, shown in status, one history entry", () =>
         Effect.gen(function* () {
-          const store = yield* SagaStore.SagaStoreTag
+          const store = yield* SagaStore.SagaStore
           const w = world({ shipTimeout: "1 second" })
           const gate = yield* Deferred.make<void>()
           // The refund (charge-payment's compensation) fails twice, then waits for the test to look at the status.
@@ -669,7 +681,7 @@ export const sagaSuite = (name: string, storeLayer: Layer.Layer<Env>) =>
 
       it.effect("a step whose claim cannot be extended is taken over: it runs twice, its first outcome and emits are not written", () =>
         Effect.gen(function* () {
-          const store = yield* SagaStore.SagaStoreTag
+          const store = yield* SagaStore.SagaStore
           const gate = yield* Deferred.make<void>()
           let runs = 0
           // The first run of reserve-stock hangs until the test releases it; later runs go straight on.
@@ -698,7 +710,7 @@ export const sagaSuite = (name: string, storeLayer: Layer.Layer<Env>) =>
           }
           // A claim outlives any single transition on a loaded machine, but not the hung first run.
           const worker = yield* startWorker(w, "w1", undefined, undefined, { claimTimeout: "2 seconds" }).pipe(
-            Effect.provideService(SagaStore.SagaStoreTag, watched)
+            Effect.provideService(SagaStore.SagaStore, watched)
           )
           yield* w.place("slow", 10)
           const id = `${w.Order.category}-slow`
@@ -727,7 +739,7 @@ export const sagaSuite = (name: string, storeLayer: Layer.Layer<Env>) =>
 
       it.effect("an outbox publisher failing twice then succeeding publishes once per idempotency key", () =>
         Effect.gen(function* () {
-          const store = yield* SagaStore.SagaStoreTag
+          const store = yield* SagaStore.SagaStore
           const w = world()
           const attempts = new Map<string, number>()
           const published = new Map<string, number>()

@@ -15,6 +15,7 @@ import * as ExpectedVersion from "../ExpectedVersion.js"
 import * as Metrics from "../Metrics.js"
 import type { NewEvent } from "../RecordedEvent.js"
 import * as Subscription from "../Subscription.js"
+import * as SubscriptionStore from "../SubscriptionStore.js"
 import { Raw, unique } from "./fixtures.js"
 
 const ev = (mark: string): NewEvent => ({ eventType: "status.marked", schemaVersion: 1, data: { mark } })
@@ -42,7 +43,7 @@ const eventually = <R>(check: Effect.Effect<boolean, unknown, R>, what: string) 
  */
 export const statusSuite = (
   name: string,
-  storeLayer: Layer.Layer<EventStore.EventStore | Subscription.SubscriptionStoreTag | Raw>
+  storeLayer: Layer.Layer<EventStore.EventStore | SubscriptionStore.SubscriptionStore | Raw>
 ) =>
   describe(`subscription status: ${name}`, () => {
     layer(storeLayer, { timeout: "120 seconds", excludeTestServices: true })((it) => {
@@ -70,7 +71,7 @@ export const statusSuite = (
 
       it.scoped("the store records a subscription's categories, its failure (MissingVersion) and clears it on reset", () =>
         Effect.gen(function* () {
-          const store = yield* Subscription.SubscriptionStoreTag
+          const store = yield* SubscriptionStore.SubscriptionStore
           const raw = yield* Raw
           const category = unique("stmv")
           const stream = `${category}-s`

@@ -16,6 +16,8 @@ import * as EventStore from "../EventStore.js"
 import * as ExpectedVersion from "../ExpectedVersion.js"
 import type { NewEvent, RecordedEvent } from "../RecordedEvent.js"
 import * as Subscription from "../Subscription.js"
+import * as Checkpoint from "../Checkpoint.js"
+import * as SubscriptionStore from "../SubscriptionStore.js"
 import { Raw, unique } from "./fixtures.js"
 import { begin, collectUntil, perStreamOrdered } from "./scopes.js"
 
@@ -47,7 +49,7 @@ const versionsOf = (events: ReadonlyArray<RecordedEvent>, stream: string) =>
  */
 export const subscriptionSuite = (
   name: string,
-  storeLayer: Layer.Layer<EventStore.EventStore | Subscription.SubscriptionStoreTag | Raw>
+  storeLayer: Layer.Layer<EventStore.EventStore | SubscriptionStore.SubscriptionStore | Raw>
 ) =>
   describe(`subscriptions: ${name}`, () => {
     layer(storeLayer, { timeout: "180 seconds", excludeTestServices: true })((it) => {
@@ -97,7 +99,7 @@ export const subscriptionSuite = (
 
       it.scoped("unrelated_streams_flow_during_holdback_and_checkpoint_lags", () =>
         Effect.gen(function* () {
-          const store = yield* Subscription.SubscriptionStoreTag
+          const store = yield* SubscriptionStore.SubscriptionStore
           const category = unique("ordfl")
           const streamS = `${category}-s`
           const streamT = `${category}-t`
@@ -126,13 +128,13 @@ export const subscriptionSuite = (
 
       it.scoped("legacy_inverted_checkpoint_trips_backstop_loudly", () =>
         Effect.gen(function* () {
-          const store = yield* Subscription.SubscriptionStoreTag
+          const store = yield* SubscriptionStore.SubscriptionStore
           const category = unique("ordbs")
           const stream = `${category}-s1`
           const subscriptionId = unique("ord-bs-")
           yield* invertedPair(category, stream)
           // A checkpoint that older code wrote exactly on v2, which sorts before v1.
-          yield* store.writeCheckpoint(subscriptionId, Subscription.checkpointAt(yield* cursorOf(stream, 2)), Option.none())
+          yield* store.writeCheckpoint(subscriptionId, Checkpoint.at(yield* cursorOf(stream, 2)), Option.none())
           const sub = yield* Subscription.make({ subscriptionId, categories: [category] })
           const start = Date.now()
           for (;;) {

@@ -204,17 +204,21 @@ export const transactionSuite = (name: string, storeLayer: Layer.Layer<EventStor
           assert.strictEqual(yield* EventStore.streamVersion(`${category}-a`), 0)
           assert.strictEqual(yield* EventStore.streamVersion(`${category}-b`), 2)
           assert.strictEqual(yield* EventStore.streamVersion(`${category}-c`), 0)
-          // Inside a scope that catches the conflict, the batch still leaves nothing behind, and
-          // the scope goes on: what it writes next commits.
-          yield* EventStore.transaction(
-            EventStore.appendMany([
-              { streamId: `${category}-d`, category, expected: ExpectedVersion.NoStream, events: [ev("1")] },
-              { streamId: `${category}-b`, category, expected: ExpectedVersion.Exact(1), events: [ev("3")] }
-            ]).pipe(
-              Effect.ignore,
-              Effect.zipRight(EventStore.append(`${category}-e`, category, ExpectedVersion.NoStream, [ev("1")]))
-            )
+          // Inside a scope that catches the conflict: the same typed conflict, the batch leaves
+          // nothing behind, and the scope goes on: what it writes next commits.
+          const inScope = yield* EventStore.transaction(
+            Effect.flip(
+              EventStore.appendMany([
+                { streamId: `${category}-d`, category, expected: ExpectedVersion.NoStream, events: [ev("1")] },
+                { streamId: `${category}-b`, category, expected: ExpectedVersion.Exact(1), events: [ev("3")] }
+              ])
+            ).pipe(Effect.zipLeft(EventStore.append(`${category}-e`, category, ExpectedVersion.NoStream, [ev("1")])))
           )
+          assert.strictEqual(inScope._tag, "ConcurrencyConflict")
+          if (inScope._tag === "ConcurrencyConflict") {
+            assert.strictEqual(inScope.streamId, `${category}-b`)
+            assert.strictEqual(inScope.actual, 2)
+          }
           assert.strictEqual(yield* EventStore.streamVersion(`${category}-d`), 0)
           assert.strictEqual(yield* EventStore.streamVersion(`${category}-e`), 1)
           const ok = yield* EventStore.appendMany([

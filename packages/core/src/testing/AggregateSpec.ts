@@ -113,8 +113,9 @@ const specId = "spec"
 /** A stored event at version `i + 1` of the spec's stream. */
 const toRecorded = (category: string, event: StoredEvent, i: number): RecordedEvent => ({
   eventId: `00000000-0000-4000-8000-${(i + 1).toString(16).padStart(12, "0")}`,
-  streamId: StreamId.make(category, specId),
-  category,
+  // The given events play the stream's stored history, so their ids are branded as a store's are.
+  streamId: StreamId.fromStored(StreamId.make(category, specId)),
+  category: StreamId.categoryFromStored(category),
   streamVersion: i + 1,
   globalPosition: BigInt(i + 1),
   transactionId: 1n,

@@ -25,12 +25,12 @@ import type * as Aggregate from "../Aggregate.js"
 import * as EventStore from "../EventStore.js"
 import type { InvalidInput, StoreError, XidAhead } from "../EventStoreError.js"
 import * as ExpectedVersion from "../ExpectedVersion.js"
-import type * as Lease from "../Lease.js"
 import type * as Projection from "../Projection.js"
 import * as ProjectionRunner from "../ProjectionRunner.js"
 import type { NewEvent } from "../RecordedEvent.js"
 import * as StreamId from "../StreamId.js"
-import type * as Subscription from "../Subscription.js"
+import type * as LeaseStore from "../LeaseStore.js"
+import type * as SubscriptionStore from "../SubscriptionStore.js"
 import { equals, type NotCaughtUp, show, SpecFailure } from "./SpecFailure.js"
 
 /**
@@ -39,7 +39,7 @@ import { equals, type NotCaughtUp, show, SpecFailure } from "./SpecFailure.js"
  * @since 0.1.0
  * @category models
  */
-export type Services = Subscription.SubscriptionStoreTag | Lease.LeaseStoreTag
+export type Services = SubscriptionStore.SubscriptionStore | LeaseStore.LeaseStore
 
 /**
  * Why waiting for a projection failed: it stopped on an event
@@ -162,8 +162,8 @@ export const caughtUp = <E>(
 export const whenCaughtUp = (
   projection: Projection.Projection<unknown, unknown> | string,
   options: { readonly timeout?: Duration.DurationInput } = {}
-): Effect.Effect<void, WaitError, ProjectionRunner.ProjectionRunnerTag> =>
-  Effect.flatMap(ProjectionRunner.ProjectionRunnerTag, (runner) =>
+): Effect.Effect<void, WaitError, ProjectionRunner.ProjectionRunner> =>
+  Effect.flatMap(ProjectionRunner.ProjectionRunner, (runner) =>
     caughtUp(runner, typeof projection === "string" ? projection : projection.subscriptionId, options.timeout)
   )
 

@@ -1,17 +1,17 @@
 import type * as SqlClient from "@effect/sql/SqlClient"
-import type * as HoldBack from "@mire/core/HoldBack"
-import type * as Subscription from "@mire/core/Subscription"
+import type * as Checkpoint from "@mire/core/Checkpoint"
+import type * as Lease from "@mire/core/Lease"
 
 /** The `delivered` column of a checkpoint (stream → version delivered past its cursor). */
-export const deliveredJson = (checkpoint: HoldBack.Checkpoint): string =>
+export const deliveredJson = (checkpoint: Checkpoint.Checkpoint): string =>
   JSON.stringify(Object.fromEntries(checkpoint.delivered))
 
 /** Writes a checkpoint only while the lease matches `fence`; returns a row when it did. */
 export const fencedUpdate = (
   sql: SqlClient.SqlClient,
   subscriptionId: string,
-  checkpoint: HoldBack.Checkpoint,
-  fence: Subscription.Fence
+  checkpoint: Checkpoint.Checkpoint,
+  fence: Lease.Fence
 ) =>
   sql`
     UPDATE es_subscriptions

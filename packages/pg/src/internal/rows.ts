@@ -1,6 +1,7 @@
 import { isJsonObject, type RecordedEvent } from "@mire/core/RecordedEvent"
 import { StoreError } from "@mire/core/EventStoreError"
 import type { FoldableEvent } from "@mire/core/EventStore"
+import * as StreamId from "@mire/core/StreamId"
 import * as Effect from "effect/Effect"
 import * as Predicate from "effect/Predicate"
 
@@ -57,7 +58,9 @@ const onlyMetadataFields = (metadata: { readonly [key: string]: unknown }): bool
  * one pass: the reason it is not an event row, or the event. `data` and
  * `metadata.custom` are kept as the JSON parser made them (never copied, so
  * a stored `__proto__` key stays an own property); `metadata` keeps only its
- * known fields, as the `EventMetadata` Schema does.
+ * known fields, as the `EventMetadata` Schema does. `streamId` and
+ * `category` are branded, not checked again: an append validated them before
+ * storing them, and a pattern test per row would slow every read.
  */
 export const decodeEventRow = (row: unknown): RecordedEvent | string => {
   if (!Predicate.isRecord(row)) return "is not an object"
@@ -81,8 +84,8 @@ export const decodeEventRow = (row: unknown): RecordedEvent | string => {
   if (typeof recordedAt !== "number" || !Number.isFinite(recordedAt)) return "recordedAt is not a time"
   return {
     eventId,
-    streamId,
-    category,
+    streamId: StreamId.fromStored(streamId),
+    category: StreamId.categoryFromStored(category),
     streamVersion,
     globalPosition,
     transactionId,
@@ -108,7 +111,7 @@ export const foldColumns = `stream_version::float8 AS "streamVersion", global_po
   event_type AS "eventType", schema_version AS "schemaVersion", data`
 
 /** Decodes one {@link foldColumns} row of `streamId`: the reason it is not one, or the event. */
-export const decodeFoldRow = (row: unknown, streamId: string): FoldableEvent | string => {
+export const decodeFoldRow = (row: unknown, streamId: StreamId.StreamId): FoldableEvent | string => {
   if (!Predicate.isRecord(row)) return "is not an object"
   const { streamVersion, eventType, schemaVersion, data } = row
   if (typeof streamVersion !== "number") return "streamVersion is not a number"
@@ -121,7 +124,10 @@ export const decodeFoldRow = (row: unknown, streamId: string): FoldableEvent | s
 }
 
 /** Decodes {@link foldColumns} rows of `streamId`; a row of the wrong shape is a `StoreError`. */
-export const decodeFoldRowsSync = (rows: ReadonlyArray<unknown>, streamId: string): Array<FoldableEvent> | StoreError => {
+export const decodeFoldRowsSync = (
+  rows: ReadonlyArray<unknown>,
+  streamId: StreamId.StreamId
+): Array<FoldableEvent> | StoreError => {
   const out: Array<FoldableEvent> = []
   for (let i = 0; i < rows.length; i++) {
     const event = decodeFoldRow(rows[i], streamId)

@@ -9,31 +9,23 @@
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import * as Cursor from "./Cursor.js"
-import * as InMemoryEventStore from "./InMemoryEventStore.js"
-import * as Lease from "./Lease.js"
+import * as Lease from "../../Lease.js"
+import type * as LeaseStore from "../../LeaseStore.js"
+import * as Memory from "./eventStore.js"
 
 const rowKey = (subscriptionId: string) => `subscription:${subscriptionId}`
 
 /**
- * Builds the store over an in-memory event store's state.
+ * Builds the store over an in-memory event store's driver.
  *
  * @since 0.1.0
  * @category constructors
  */
-export const make = (mem: InMemoryEventStore.InMemoryStore): Lease.LeaseStore => {
+export const make = (mem: Memory.Driver): LeaseStore.LeaseStore => {
   const statusOf = (subscriptionId: string): Lease.LeaseStatus | undefined => {
     const row = mem.subscriptions.get(subscriptionId)
-    return row === undefined
-      ? undefined
-      : {
-          subscriptionId,
-          workerId: row.workerId ?? null,
-          fenceToken: row.fenceToken,
-          leasedUntil: new Date(Math.max(row.leasedUntil, 0))
-        }
+    return row === undefined ? undefined : Memory.leaseOf(subscriptionId, row)
   }
   const locked = <A, E, R>(subscriptionId: string, effect: Effect.Effect<A, E, R>) =>
     mem.transaction(Effect.zipRight(mem.lock(rowKey(subscriptionId)), effect))
@@ -44,13 +36,7 @@ export const make = (mem: InMemoryEventStore.InMemoryStore): Lease.LeaseStore =>
         subscriptionId,
         Effect.map(Clock.currentTimeMillis, (now) => {
           if (!Lease.isAcquirable(statusOf(subscriptionId), now)) return Option.none()
-          const row = mem.subscriptions.get(subscriptionId) ?? {
-            cursor: Cursor.start,
-            delivered: new Map<string, number>(),
-            workerId: undefined,
-            fenceToken: 0n,
-            leasedUntil: 0
-          }
+          const row = mem.subscriptions.get(subscriptionId) ?? Memory.newRow()
           row.workerId = workerId
           row.fenceToken += 1n
           row.leasedUntil = now + Duration.toMillis(ttl)
@@ -99,14 +85,3 @@ export const make = (mem: InMemoryEventStore.InMemoryStore): Lease.LeaseStore =>
       )
   }
 }
-
-/**
- * The in-memory `LeaseStore` layer.
- *
- * @since 0.1.0
- * @category layers
- */
-export const layer: Layer.Layer<Lease.LeaseStoreTag, never, InMemoryEventStore.InMemory> = Layer.effect(
-  Lease.LeaseStoreTag,
-  Effect.map(InMemoryEventStore.InMemory, make)
-)

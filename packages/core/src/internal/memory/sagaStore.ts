@@ -8,14 +8,12 @@
  * @since 0.1.0
  */
 import * as Effect from "effect/Effect"
-import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as PubSub from "effect/PubSub"
 import * as Stream from "effect/Stream"
-import * as InMemoryEventStore from "./InMemoryEventStore.js"
-import * as Json from "./internal/json.js"
-import type * as SagaStore from "./SagaStore.js"
-import { SagaStoreTag } from "./SagaStore.js"
+import type * as SagaStore from "../../SagaStore.js"
+import * as Json from "../json.js"
+import type * as Memory from "./eventStore.js"
 
 const keyOf = (sagaName: string, instanceId: string) => `${sagaName}\u0000${instanceId}`
 
@@ -35,12 +33,12 @@ const isDue = (row: SagaStore.InstanceRow, now: Date): boolean =>
   (row.status === "waiting" && row.deadline !== null && row.deadline.getTime() <= now.getTime())
 
 /**
- * Builds the store over an in-memory event store's state.
+ * Builds the store over an in-memory event store's driver.
  *
  * @since 0.1.0
  * @category constructors
  */
-export const make = (mem: InMemoryEventStore.InMemoryStore): Effect.Effect<SagaStore.SagaStore> =>
+export const make = (mem: Memory.Driver): Effect.Effect<SagaStore.SagaStore> =>
   Effect.gen(function* () {
     const instances = new Map<string, SagaStore.InstanceRow>()
     const byCorrelation = new Map<string, string>()
@@ -187,14 +185,3 @@ export const make = (mem: InMemoryEventStore.InMemoryStore): Effect.Effect<SagaS
     }
     return store
   })
-
-/**
- * The in-memory `SagaStore` layer.
- *
- * @since 0.1.0
- * @category layers
- */
-export const layer: Layer.Layer<SagaStoreTag, never, InMemoryEventStore.InMemory> = Layer.effect(
-  SagaStoreTag,
-  Effect.flatMap(InMemoryEventStore.InMemory, make)
-)

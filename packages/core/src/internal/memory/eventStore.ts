@@ -1,6 +1,6 @@
 /**
- * The in-memory event store: the same `EventStore` contract as the Postgres
- * store, in process. It models what the contract depends on: transactions
+ * The in-memory event store's driver: the same `EventStore` contract as the
+ * Postgres store, in process. It models what the contract depends on: transactions
  * with isolation and all-or-nothing commits, stream locks, transaction ids
  * assigned at a transaction's first write, and the xmin horizon (the oldest
  * transaction still open), so subscriptions hold back exactly as on
@@ -8,6 +8,10 @@
  *
  * State is mutated only inside synchronous steps, so it is correct under
  * any number of concurrent fibers.
+ *
+ * The layers live with their concepts (`EventStore.layerMemory`,
+ * `SubscriptionStore.layerMemory`, …) and in `InMemory.layer`; this module
+ * only builds the shared state they run over.
  *
  * @since 0.1.0
  */
@@ -17,17 +21,18 @@ import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as FiberRef from "effect/FiberRef"
-import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as PubSub from "effect/PubSub"
 import * as Schema from "effect/Schema"
-import * as Cursor from "./Cursor.js"
-import * as EventStore from "./EventStore.js"
-import { ConcurrencyConflict, type InvalidInput } from "./EventStoreError.js"
-import * as ExpectedVersion from "./ExpectedVersion.js"
-import * as Json from "./internal/json.js"
-import { type CommittedEvents, EventMetadata, type JsonObject, type RecordedEvent } from "./RecordedEvent.js"
-import type { StoredSnapshot } from "./Snapshot.js"
+import type * as Checkpoint from "../../Checkpoint.js"
+import * as Cursor from "../../Cursor.js"
+import * as EventStore from "../../EventStore.js"
+import { ConcurrencyConflict, type InvalidInput } from "../../EventStoreError.js"
+import * as ExpectedVersion from "../../ExpectedVersion.js"
+import * as Json from "../json.js"
+import { type CommittedEvents, EventMetadata, type JsonObject, type RecordedEvent } from "../../RecordedEvent.js"
+import type { LeaseStatus } from "../../Lease.js"
+import type { StoredSnapshot } from "../../Snapshot.js"
 
 /**
  * A subscription's row: its checkpoint and, for projections, its lease.
@@ -46,6 +51,37 @@ export interface SubscriptionRow {
   /** Why it stopped, until its next checkpoint or reset. */
   failure?: { readonly message: string; readonly at: Date } | undefined
 }
+
+/**
+ * A new subscription row: at `checkpoint` (the start of the log when not
+ * given), never leased.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const newRow = (
+  checkpoint: Checkpoint.Checkpoint = { cursor: Cursor.start, delivered: new Map() }
+): SubscriptionRow => ({
+  cursor: checkpoint.cursor,
+  delivered: checkpoint.delivered,
+  workerId: undefined,
+  fenceToken: 0n,
+  leasedUntil: 0
+})
+
+/**
+ * The lease a row holds, as a store reports it (a released lease reads as
+ * expired at the epoch).
+ *
+ * @since 0.1.0
+ * @category accessors
+ */
+export const leaseOf = (subscriptionId: string, row: SubscriptionRow): LeaseStatus => ({
+  subscriptionId,
+  workerId: row.workerId ?? null,
+  fenceToken: row.fenceToken,
+  leasedUntil: new Date(Math.max(row.leasedUntil, 0))
+})
 
 interface StreamState {
   readonly category: string
@@ -110,7 +146,7 @@ const insertSorted = <A>(array: Array<A>, item: A, order: (a: A, b: A) => number
  * @since 0.1.0
  * @category models
  */
-export interface InMemoryStore {
+export interface Driver {
   readonly streams: Map<string, StreamState>
   /** Committed events by global position. */
   readonly log: Array<RecordedEvent>
@@ -146,12 +182,12 @@ export interface InMemoryStore {
 }
 
 /**
- * The tag of the in-memory store's state.
+ * The tag of the in-memory store's state (exported as `InMemory.Driver`).
  *
  * @since 0.1.0
  * @category tags
  */
-export class InMemory extends Context.Tag("@mire/core/InMemoryEventStore")<InMemory, InMemoryStore>() {}
+export const Driver: Context.Tag<Driver, Driver> = Context.GenericTag<Driver>("@mire/core/InMemory/Driver")
 
 const makeState = Effect.gen(function* () {
   const streams = new Map<string, StreamState>()
@@ -174,10 +210,11 @@ const makeState = Effect.gen(function* () {
     return min
   }
 
-  const assignXid = (tx: Transaction): bigint => {
+  /** `now`: when the transaction gets its id, from `Clock` (so `TestClock` ages open transactions). */
+  const assignXid = (tx: Transaction, now: number): bigint => {
     if (tx.xid === undefined) {
       tx.xid = nextXid++
-      inflight.set(tx.xid, Date.now())
+      inflight.set(tx.xid, now)
     }
     return tx.xid
   }
@@ -323,7 +360,7 @@ const makeState = Effect.gen(function* () {
             const duplicate = storedId(tx, passing)
             if (duplicate !== undefined) return Effect.fail(EventStore.duplicateEventId(requests, duplicate))
             if (conflict !== undefined) return Effect.fail(conflict)
-            const xid = assignXid(tx)
+            const xid = assignXid(tx, now)
             const recordedAt = new Date(now)
             const committed = requests.map((request): CommittedEvents => {
               const base = visible(Option.some(tx), request.streamId)
@@ -431,7 +468,7 @@ const makeState = Effect.gen(function* () {
       return out
     })
 
-  const store: InMemoryStore = {
+  const driver: Driver = {
     streams,
     log,
     byCursor,
@@ -460,7 +497,7 @@ const makeState = Effect.gen(function* () {
     unsafeInsert: (event) =>
       inTransaction((tx) =>
         Effect.map(Clock.currentTimeMillis, (now) => {
-          const xid = assignXid(tx)
+          const xid = assignXid(tx, now)
           const base = visible(Option.some(tx), event.streamId)
           const recorded: RecordedEvent = { ...event, globalPosition: nextPosition++, transactionId: xid, recordedAt: new Date(now) }
           const events = [...(base?.events ?? []), recorded].sort((a, b) => a.streamVersion - b.streamVersion)
@@ -514,7 +551,7 @@ const makeState = Effect.gen(function* () {
       }),
     transaction,
     inTransaction: Effect.map(FiberRef.get(currentTransaction), Option.isSome),
-    currentTransactionId: inTransaction((tx) => Effect.sync(() => assignXid(tx))),
+    currentTransactionId: inTransaction((tx) => Effect.map(Clock.currentTimeMillis, (now) => assignXid(tx, now))),
     readSnapshot: (streamId) =>
       Effect.map(FiberRef.get(currentTransaction), (tx) =>
         Option.fromNullable(
@@ -537,64 +574,17 @@ const makeState = Effect.gen(function* () {
         })
       )
   }
-  return { store, storage }
+  return { driver, storage }
 })
 
 /**
- * Builds an in-memory `EventStore` and its state, with the given limits
+ * Builds an in-memory `EventStore` and its driver, with the given limits
  * (`EventStore.defaults` where not given).
  *
  * @since 0.1.0
  * @category constructors
  */
-export const makeWith = (
+export const make = (
   options: Partial<EventStore.Options>
-): Effect.Effect<{ readonly eventStore: EventStore.EventStore; readonly inMemory: InMemoryStore }> =>
-  Effect.map(makeState, ({ store, storage }) => ({ eventStore: EventStore.make(storage, options), inMemory: store }))
-
-/**
- * Builds an in-memory `EventStore` and its state.
- *
- * @since 0.1.0
- * @category constructors
- */
-export const make: Effect.Effect<{ readonly eventStore: EventStore.EventStore; readonly inMemory: InMemoryStore }> =
-  makeWith({})
-
-/**
- * The in-memory `EventStore` layer with the given limits.
- *
- * @example
- * ```ts
- * import { EventStore, InMemoryEventStore } from "@mire/core"
- * import { Effect } from "effect"
- *
- * const program = EventStore.streamVersion("account-42")
- * const runnable = program.pipe(Effect.provide(InMemoryEventStore.layerWith({ maxEventSize: 64 * 1024 })))
- * ```
- * @since 0.1.0
- * @category layers
- */
-export const layerWith = (options: Partial<EventStore.Options>): Layer.Layer<EventStore.EventStore | InMemory> =>
-  Layer.effectContext(
-    Effect.map(makeWith(options), ({ eventStore, inMemory }) =>
-      Context.make(EventStore.EventStore, eventStore).pipe(Context.add(InMemory, inMemory))
-    )
-  )
-
-/**
- * The in-memory `EventStore` layer (plus its state, for the other in-memory
- * services).
- *
- * @example
- * ```ts
- * import { EventStore, InMemoryEventStore } from "@mire/core"
- * import { Effect } from "effect"
- *
- * const program = EventStore.streamVersion("account-42")
- * Effect.runPromise(program.pipe(Effect.provide(InMemoryEventStore.layer))).then((version) => assert.strictEqual(version, 0))
- * ```
- * @since 0.1.0
- * @category layers
- */
-export const layer: Layer.Layer<EventStore.EventStore | InMemory> = layerWith({})
+): Effect.Effect<{ readonly eventStore: EventStore.EventStore; readonly driver: Driver }> =>
+  Effect.map(makeState, ({ driver, storage }) => ({ eventStore: EventStore.make(storage, options), driver }))

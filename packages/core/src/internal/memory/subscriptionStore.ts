@@ -7,14 +7,14 @@
  */
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
-import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
-import * as Cursor from "./Cursor.js"
-import * as InMemoryEventStore from "./InMemoryEventStore.js"
-import * as Lease from "./Lease.js"
-import type { RecordedEvent } from "./RecordedEvent.js"
-import * as Subscription from "./Subscription.js"
+import * as Cursor from "../../Cursor.js"
+import * as Lease from "../../Lease.js"
+import type { RecordedEvent } from "../../RecordedEvent.js"
+import type * as Subscription from "../../Subscription.js"
+import type * as SubscriptionStore from "../../SubscriptionStore.js"
+import * as Memory from "./eventStore.js"
 
 const matches = (filter: Subscription.Filter) => {
   const wanted = filter.categories === undefined ? undefined : new Set(filter.categories)
@@ -33,12 +33,12 @@ const firstAfter = (events: ReadonlyArray<RecordedEvent>, after: Cursor.Cursor):
 }
 
 /**
- * Builds the store over an in-memory event store's state.
+ * Builds the store over an in-memory event store's driver.
  *
  * @since 0.1.0
  * @category constructors
  */
-export const make = (mem: InMemoryEventStore.InMemoryStore): Subscription.SubscriptionStore => ({
+export const make = (mem: Memory.Driver): SubscriptionStore.SubscriptionStore => ({
   poll: (filter, after, limit) =>
     Effect.sync(() => {
       const horizon = mem.xmin()
@@ -127,17 +127,10 @@ export const make = (mem: InMemoryEventStore.InMemoryStore): Subscription.Subscr
       const row = mem.subscriptions.get(subscriptionId)
       if (row === undefined) {
         if (Option.isSome(fence)) return false
-        mem.subscriptions.set(subscriptionId, {
-          cursor: checkpoint.cursor,
-          delivered: checkpoint.delivered,
-          workerId: undefined,
-          fenceToken: 0n,
-          leasedUntil: 0
-        })
+        mem.subscriptions.set(subscriptionId, Memory.newRow(checkpoint))
         return true
       }
-      const lease = { subscriptionId, workerId: row.workerId ?? null, fenceToken: row.fenceToken, leasedUntil: new Date(row.leasedUntil) }
-      if (Option.isSome(fence) && !Lease.holds(lease, fence.value)) return false
+      if (Option.isSome(fence) && !Lease.holds(Memory.leaseOf(subscriptionId, row), fence.value)) return false
       row.cursor = checkpoint.cursor
       row.delivered = checkpoint.delivered
       row.failure = undefined
@@ -162,9 +155,8 @@ export const make = (mem: InMemoryEventStore.InMemoryStore): Subscription.Subscr
     ),
   wakeups: Stream.fromPubSub(mem.commits).pipe(Stream.flattenIterables),
   lag: (filter, after) =>
-    Effect.sync(() => {
+    Effect.map(Clock.currentTimeMillis, (now) => {
       const wanted = matches(filter)
-      const now = Date.now()
       let events = 0
       let oldest = Number.POSITIVE_INFINITY
       for (let i = firstAfter(mem.byCursor, after); i < mem.byCursor.length; i++) {
@@ -182,14 +174,3 @@ export const make = (mem: InMemoryEventStore.InMemoryStore): Subscription.Subscr
       }
     })
 })
-
-/**
- * The in-memory `SubscriptionStore` layer.
- *
- * @since 0.1.0
- * @category layers
- */
-export const layer: Layer.Layer<Subscription.SubscriptionStoreTag, never, InMemoryEventStore.InMemory> = Layer.effect(
-  Subscription.SubscriptionStoreTag,
-  Effect.map(InMemoryEventStore.InMemory, make)
-)

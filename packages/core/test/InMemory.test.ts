@@ -1,5 +1,4 @@
 import * as Layer from "effect/Layer"
-import * as InMemorySubscriptionStore from "../src/InMemorySubscriptionStore.js"
 import {
   eventStoreSuite,
   holdBackRestartSuite,
@@ -13,14 +12,15 @@ import {
   transactionSuite
 } from "@mire/core/conformance"
 import * as InMemory from "../src/InMemory.js"
+import * as SubscriptionStore from "../src/SubscriptionStore.js"
 import { memoryLayer, memoryLayerWith, memoryRaw, memoryReadModel } from "./memoryRaw.js"
 
 eventStoreSuite("in-memory", memoryLayer)
-jsonSuite("in-memory", InMemorySubscriptionStore.layer.pipe(Layer.provideMerge(memoryLayer)))
+jsonSuite("in-memory", SubscriptionStore.layerMemory.pipe(Layer.provideMerge(memoryLayer)))
 jsonLimitsSuite("in-memory", memoryLayerWith(limits))
 transactionSuite("in-memory", memoryLayer)
 snapshotSuite("in-memory", memoryLayer)
-subscriptionSuite("in-memory", InMemorySubscriptionStore.layer.pipe(Layer.provideMerge(memoryLayer)))
-holdBackRestartSuite("in-memory", InMemorySubscriptionStore.layer.pipe(Layer.provideMerge(memoryLayer)))
-statusSuite("in-memory", InMemorySubscriptionStore.layer.pipe(Layer.provideMerge(memoryLayer)))
+subscriptionSuite("in-memory", SubscriptionStore.layerMemory.pipe(Layer.provideMerge(memoryLayer)))
+holdBackRestartSuite("in-memory", SubscriptionStore.layerMemory.pipe(Layer.provideMerge(memoryLayer)))
+statusSuite("in-memory", SubscriptionStore.layerMemory.pipe(Layer.provideMerge(memoryLayer)))
 projectionSuite("in-memory", Layer.mergeAll(memoryReadModel, memoryRaw).pipe(Layer.provideMerge(InMemory.layer)))
