@@ -25,13 +25,12 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
-import * as Queue from "effect/Queue"
 import * as Ref from "effect/Ref"
-import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as Checkpoint from "./Checkpoint.js"
 import * as Cursor from "./Cursor.js"
+import * as Wakeup from "./internal/wakeup.js"
 import { InvalidInput, MissingVersion, type OrderingViolation, type StoreError, type XidAhead } from "./EventStoreError.js"
 import * as HoldBack from "./HoldBack.js"
 import type { Fence } from "./Lease.js"
@@ -242,14 +241,12 @@ export const make = (
       ordering: HoldBack.resume(checkpoint.delivered, { retain })
     })
     const state = yield* Ref.make<Internal>(initial(persisted))
-    const wake = yield* Queue.sliding<void>(1)
     const wakeupsMetric = Metric.tagged(Metrics.wakeups, "subscription", subscriptionId)
-    yield* store.wakeups.pipe(
-      Stream.filter(wakes(filter)),
-      Stream.runForEach((payload) => Effect.zipRight(Metric.update(wakeupsMetric, payload), Queue.offer(wake, undefined))),
-      Effect.retry(Schedule.spaced("1 second")),
-      Effect.forkScoped
-    )
+    const wakeup = yield* Wakeup.make(Stream.filter(store.wakeups, wakes(filter)), {
+      capacity: 1,
+      retry: "1 second",
+      onWakeup: (payload) => Metric.update(wakeupsMetric, payload)
+    })
     const heldGauge = Metric.tagged(Metrics.heldBack, "subscription", subscriptionId)
     const lagGauge = Metric.tagged(Metrics.subscriptionLag, "subscription", subscriptionId)
     const deliveredCounter = Metric.tagged(Metrics.delivered, "subscription", subscriptionId)
@@ -334,12 +331,7 @@ export const make = (
         yield* store.writeCheckpoint(subscriptionId, checkpoint, Option.none())
       })
 
-    const awaitWakeup = Queue.take(wake).pipe(
-      Effect.timeout(pollInterval),
-      Effect.ignore,
-      Effect.zipRight(Queue.takeAll(wake)),
-      Effect.asVoid
-    )
+    const awaitWakeup = wakeup.wait(pollInterval)
 
     const lag = Effect.flatMap(position, ({ safe }) => store.lag(filter, safe)).pipe(
       Effect.tap((l) => Metric.set(lagGauge, l.events))

@@ -32,6 +32,21 @@ import * as SubscriptionStore from "../SubscriptionStore.js"
 import { unique } from "./fixtures.js"
 import { waitUntil } from "./scopes.js"
 
+/**
+ * The history of a fulfilment instance that completed every step: the steps
+ * and their outcomes, in order.
+ *
+ * @since 0.1.0
+ * @category helpers
+ */
+export const completedHistory: ReadonlyArray<string> = [
+  "reserve-stock:completed",
+  "charge-payment:awaiting",
+  "charge-payment:completed",
+  "ship:awaiting",
+  "ship:completed"
+]
+
 type Env = EventStore.EventStore | SubscriptionStore.SubscriptionStore | LeaseStore.LeaseStore | SagaStore.SagaStore
 
 const Placed = Schema.TaggedStruct("Placed", { sku: Schema.String, amount: Schema.Number })
@@ -278,13 +293,7 @@ export const sagaSuite = (name: string, storeLayer: Layer.Layer<Env>) =>
           const id = `${w.Order.category}-o1`
           yield* waitUntil(Effect.map(statuses(w), (m) => m.get(id)?.status === "completed"), "completion")
           const steps = (yield* store.history(w.fulfilment.name, id)).map((h) => `${h.step}:${h.outcome}`)
-          assert.deepStrictEqual(steps, [
-            "reserve-stock:completed",
-            "charge-payment:awaiting",
-            "charge-payment:completed",
-            "ship:awaiting",
-            "ship:completed"
-          ])
+          assert.deepStrictEqual(steps, completedHistory)
           const [completed] = yield* SagaRunner.status(w.fulfilment, "completed")
           assert.strictEqual(completed!.instanceId, id)
           assert.strictEqual(completed!.currentStep, null)
@@ -384,7 +393,7 @@ export const sagaSuite = (name: string, storeLayer: Layer.Layer<Env>) =>
             const runs = history.filter((h) => h.outcome === "completed" || h.outcome === "awaiting")
             assert.deepStrictEqual(
               runs.map((h) => `${h.step}:${h.outcome}`),
-              ["reserve-stock:completed", "charge-payment:awaiting", "charge-payment:completed", "ship:awaiting", "ship:completed"]
+              completedHistory
             )
             for (const h of history) workers.add(h.workerId)
           }
@@ -623,13 +632,7 @@ export const sagaSuite = (name: string, storeLayer: Layer.Layer<Env>) =>
           const id = `${w.Order.category}-flaky`
           yield* waitUntil(Effect.map(statuses(w), (m) => m.get(id)?.status === "completed"), "completion")
           const steps = (yield* store.history(w.fulfilment.name, id)).map((h) => `${h.step}:${h.outcome}`)
-          assert.deepStrictEqual(steps, [
-            "reserve-stock:completed",
-            "charge-payment:awaiting",
-            "charge-payment:completed",
-            "ship:awaiting",
-            "ship:completed"
-          ])
+          assert.deepStrictEqual(steps, completedHistory)
           assert.strictEqual((yield* w.countEvents(w.Stock, "reserved")).get(id), 1)
           const status = (yield* statuses(w)).get(id)!
           assert.strictEqual(status.attempts, 0)
@@ -726,13 +729,7 @@ export const sagaSuite = (name: string, storeLayer: Layer.Layer<Env>) =>
           // The first run's write was attempted and refused by the fence.
           yield* waitUntil(Deferred.isDone(fenced), "the first run's write to be refused")
           assert.strictEqual(runs, 2)
-          assert.deepStrictEqual(yield* history, [
-            "reserve-stock:completed",
-            "charge-payment:awaiting",
-            "charge-payment:completed",
-            "ship:awaiting",
-            "ship:completed"
-          ])
+          assert.deepStrictEqual(yield* history, completedHistory)
           assert.strictEqual((yield* w.countEvents(w.Stock, "reserved")).get(id), 1)
           yield* worker.stop
         }))
