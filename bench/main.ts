@@ -798,9 +798,13 @@ const spawnSubscriber = (url: string, category: string, subscriptionId: string) 
       })
       return state
     }),
+    // Waits (up to 10 s) for the child to close its connections: the run's database is dropped
+    // next, and a connection dropped under a child still shutting down crashes it noisily.
     (state) =>
-      Effect.sync(() => {
-        if (!state.exited) state.process.disconnect()
+      Effect.suspend(() => {
+        if (state.exited) return Effect.void
+        state.process.disconnect()
+        return waitFor(() => state.exited, 10_000, "the subscriber process to exit").pipe(Effect.ignore)
       })
   )
 
