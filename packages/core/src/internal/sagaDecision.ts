@@ -243,14 +243,13 @@ export const next = (row: SagaStore.InstanceRow, transition: Transition, now: Da
   const settled = { input: null, awaiting: null, deadline: null, dueAt: now }
   switch (transition._tag) {
     case "Proceed":
+    case "Complete":
       return advance({
-        status: "running",
+        ...settled,
+        status: transition._tag === "Proceed" ? "running" : "completed",
         stepIndex: transition.stepIndex,
         state: transition.state,
-        input: transition.input,
-        awaiting: null,
-        deadline: null,
-        dueAt: now
+        input: transition.input
       })
     case "Await":
       return advance({
@@ -259,16 +258,6 @@ export const next = (row: SagaStore.InstanceRow, transition: Transition, now: Da
         input: null,
         awaiting: transition.awaiting,
         deadline: transition.deadline,
-        dueAt: now
-      })
-    case "Complete":
-      return advance({
-        status: "completed",
-        stepIndex: transition.stepIndex,
-        state: transition.state,
-        input: transition.input,
-        awaiting: null,
-        deadline: null,
         dueAt: now
       })
     case "Compensate":
