@@ -39,13 +39,13 @@ import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
-import * as Tracer from "effect/Tracer"
 import { type ChildProcess, fork } from "node:child_process"
 import { availableParallelism, loadavg } from "node:os"
 import { fileURLToPath } from "node:url"
 import type pg from "pg"
 import { startEmbedded } from "../test/embeddedPostgres.js"
 import * as Raw from "./raw.js"
+import { counted as withStatementCount } from "../test/statements.js"
 
 // ---------------------------------------------------------------------------
 // Knobs (environment variables; defaults are the issue's sizes)
@@ -243,22 +243,8 @@ const once = <A, E, R>(op: Effect.Effect<A, E, R>) =>
     return { millis: now() - started, value }
   })
 
-/** How many SQL statements (`sql.execute` spans of `@effect/sql`) one run of `op` sends. BEGIN/COMMIT are not spans. */
-const countStatements = <A, E, R>(op: Effect.Effect<A, E, R>) =>
-  Tracer.tracerWith((base) => {
-    let statements = 0
-    const counting = Tracer.make({
-      span: (name, parent, context, links, startTime, kind, options) => {
-        if (name === "sql.execute") statements++
-        return base.span(name, parent, context, links, startTime, kind, options)
-      },
-      context: (f, fiber) => base.context(f, fiber)
-    })
-    return op.pipe(
-      Effect.withTracer(counting),
-      Effect.map(() => statements)
-    )
-  })
+/** How many SQL statements one run of `op` sends. */
+const countStatements = <A, E, R>(op: Effect.Effect<A, E, R>) => Effect.map(withStatementCount(op), ([statements]) => statements)
 
 // ---------------------------------------------------------------------------
 // Results

@@ -14,24 +14,11 @@ import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
-import * as Tracer from "effect/Tracer"
 import { account, Deposited, Opened, unique } from "@mire/core/conformance"
 import { decodeEventRows, decodeFoldRowsSync } from "../src/internal/rows.js"
+import { counted } from "../../../test/statements.js"
 import { storeLayer } from "./utils.js"
 
-/** How many SQL statements (`sql.execute` spans of `@effect/sql`) `op` sends, and its result. */
-const counted = <A, E, R>(op: Effect.Effect<A, E, R>) =>
-  Tracer.tracerWith((base) => {
-    let statements = 0
-    const counting = Tracer.make({
-      span: (name, parent, context, links, startTime, kind, options) => {
-        if (name === "sql.execute") statements++
-        return base.span(name, parent, context, links, startTime, kind, options)
-      },
-      context: (f, fiber) => base.context(f, fiber)
-    })
-    return Effect.map(Effect.withTracer(op, counting), (a) => [statements, a] as const)
-  })
 
 const deposits = (n: number) => Array.from({ length: n }, () => Deposited.make({ amount: 1 }))
 
