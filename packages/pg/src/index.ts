@@ -22,3 +22,5 @@ export * as PgSubscriptionStore from "./PgSubscriptionStore.js"
 export * as PgWakeups from "./PgWakeups.js"
 /** @since 0.1.0 */
 export * as PgTransaction from "./PgTransaction.js"
+/** @since 0.2.0 */
+export * as PgSchema from "./PgSchema.js"
