@@ -1,12 +1,19 @@
 /**
  * Applies mire's schema: the numbered `.sql` files of `migrations/`, shipped
- * with this package and applied in order, each once.
+ * with this package and applied in order, each once, in the `PgSchema`'s
+ * schema (default `public`; created when missing). The files name objects
+ * unqualified: the run sets `search_path` to that schema alone while it
+ * applies them, and keeps its tracking table (`es_migrations`) there too.
  *
- * Safe when several replicas start at once: the run holds a
- * transaction-scoped lock (`pg_advisory_xact_lock`, released at COMMIT, so it
- * is safe behind PgBouncer's transaction pooling), waits for it at most
- * `lockTimeout`, and applies every pending file in that one transaction.
- * Every failure is a typed {@link MigrationError}, never a defect.
+ * Safe when several replicas start at once: each pending file is applied in
+ * a transaction of its own, which takes a transaction-scoped lock
+ * (`pg_advisory_xact_lock`, released at COMMIT, so it is safe behind
+ * PgBouncer's transaction pooling), waits for it at most `lockTimeout`, and
+ * re-reads under it which file is next (another replica may have applied
+ * it). So the locks a file takes (an `ALTER TABLE`'s ACCESS EXCLUSIVE, an
+ * index build's SHARE) end with that file, not with the whole run; a failing
+ * file leaves the earlier ones applied and is named in the error. Every
+ * failure is a typed {@link MigrationError}, never a defect.
  *
  * (`@effect/sql`'s `Migrator` is not used: it turns a failing migration into
  * a defect, its tracking table is created outside its lock, and it skips any
@@ -24,6 +31,7 @@ import * as Schema from "effect/Schema"
 import { access, readdir, readFile } from "node:fs/promises"
 import { fileURLToPath } from "node:url"
 import { kindOf } from "./internal/errors.js"
+import * as PgSchema from "./PgSchema.js"
 
 /**
  * A migration run failed: `reason` says at which step.
@@ -33,12 +41,16 @@ import { kindOf } from "./internal/errors.js"
  */
 export class MigrationError extends Data.TaggedError("MigrationError")<{
   readonly reason: "load" | "lock-timeout" | "failed"
+  /** The file being applied (or `lock` while the lock was taken). */
   readonly migration?: string
+  /** The files this run applied (and committed) before the failure (since 0.2.0). */
+  readonly applied?: ReadonlyArray<string>
   readonly cause: unknown
 }> {
   override get message(): string {
     const detail = Predicate.hasProperty(this.cause, "message") ? String(this.cause.message) : String(this.cause)
-    return `migration ${this.reason}${this.migration === undefined ? "" : ` (${this.migration})`}: ${detail}`
+    const applied = this.applied === undefined || this.applied.length === 0 ? "" : ` (applied before it: ${this.applied.join(", ")})`
+    return `migration ${this.reason}${this.migration === undefined ? "" : ` (${this.migration})`}: ${detail}${applied}`
   }
 }
 
@@ -104,8 +116,50 @@ export const load: Effect.Effect<ReadonlyArray<Migration>, MigrationError> = Eff
 /** A row of `es_migrations` (its id is all mire reads). */
 const decodeApplied = Schema.decodeUnknown(Schema.Array(Schema.Struct({ id: Schema.Int })))
 
-/** Whether `es_migrations` exists. */
+/** Whether `es_migrations` (or the schema) exists. */
 const decodeTracked = Schema.decodeUnknown(Schema.Tuple([Schema.Struct({ present: Schema.Boolean })], Schema.Unknown))
+
+/**
+ * The key of the migration lock: one per schema, `mire.migrations` in
+ * `public` (the key older releases take, so they take turns with this one).
+ */
+const lockKey = (names: PgSchema.Names): string =>
+  names.schema === "public" ? "mire.migrations" : `mire.migrations.${names.schema}`
+
+/** The session's `search_path`. */
+const decodeSearchPath = Schema.decodeUnknown(Schema.Tuple([Schema.Struct({ path: Schema.String })], Schema.Unknown))
+
+/** The schema `es_migrations` resolves to through the session's `search_path`, when not `public`. */
+const decodeElsewhere = Schema.decodeUnknown(Schema.Array(Schema.Struct({ schema: Schema.String })))
+
+/**
+ * Refuses to install mire in `public` when the session's `search_path`
+ * finds it installed in another schema (a release before schemas created
+ * its tables in the first schema of the path): a second, empty install
+ * would split the log. Other schemas are named explicitly and not checked.
+ */
+const notElsewhere = (sql: SqlClient.SqlClient, names: PgSchema.Names): Effect.Effect<void, MigrationError> =>
+  names.schema !== "public"
+    ? Effect.void
+    : sql`
+        SELECT n.nspname AS schema FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.oid = to_regclass('es_migrations') AND n.nspname <> 'public'
+          AND to_regclass(${names.qualify("es_migrations")}) IS NULL`.pipe(
+        Effect.flatMap(decodeElsewhere),
+        Effect.mapError((error) => new MigrationError({ reason: "failed", cause: error._tag === "SqlError" ? (error.cause ?? error) : error })),
+        Effect.flatMap((rows) =>
+          rows[0] === undefined
+            ? Effect.void
+            : Effect.fail(
+                new MigrationError({
+                  reason: "failed",
+                  cause: new Error(
+                    `mire is installed in schema "${rows[0].schema}" (found through the search_path), not in public: use that schema (PgSchema.layer("${rows[0].schema}"), mire --schema ${rows[0].schema})`
+                  )
+                })
+              )
+        )
+      )
 
 const pendingOf = (migrations: ReadonlyArray<Migration>, applied: ReadonlyArray<{ readonly id: number }>) => {
   const ids = new Set(applied.map((row) => row.id))
@@ -132,9 +186,14 @@ export const pending: Effect.Effect<ReadonlyArray<Migration>, MigrationError, Sq
   function* () {
     const migrations = yield* load
     const sql = (yield* SqlClient.SqlClient).withoutTransforms()
+    const names = yield* PgSchema.PgSchema
+    yield* notElsewhere(sql, names)
     const applied = yield* Effect.gen(function* () {
-      const [tracked] = yield* Effect.flatMap(sql`SELECT to_regclass('es_migrations') IS NOT NULL AS present`, decodeTracked)
-      return tracked.present ? yield* Effect.flatMap(sql`SELECT id FROM es_migrations`, decodeApplied) : []
+      const [tracked] = yield* Effect.flatMap(
+        sql`SELECT to_regclass(${names.qualify("es_migrations")}) IS NOT NULL AS present`,
+        decodeTracked
+      )
+      return tracked.present ? yield* Effect.flatMap(sql`SELECT id FROM ${names.migrations}`, decodeApplied) : []
     }).pipe(
       Effect.mapError(
         (error) => new MigrationError({ reason: "failed", cause: error._tag === "SqlError" ? (error.cause ?? error) : error })
@@ -145,8 +204,11 @@ export const pending: Effect.Effect<ReadonlyArray<Migration>, MigrationError, Sq
 ).pipe(Effect.withSpan("PgMigrations.pending"))
 
 /**
- * Applies the pending migrations; returns the names it applied (empty when
- * the schema is current).
+ * Applies the pending migrations, each in a transaction of its own (see
+ * the module's description); returns the names it applied (empty when the
+ * schema is current). A failing file fails the run with a
+ * {@link MigrationError} naming it (`migration`) and the files applied before
+ * it (`applied`), which stay applied.
  *
  * @example
  * ```ts
@@ -167,30 +229,52 @@ export const migrate = (
   Effect.gen(function* () {
     const migrations = yield* load
     const sql = (yield* SqlClient.SqlClient).withoutTransforms()
+    const names = yield* PgSchema.PgSchema
+    yield* notElsewhere(sql, names)
     const timeout = Math.max(1, Math.round(Duration.toMillis(options.lockTimeout ?? "30 seconds")))
+    const applied: Array<string> = []
     let current = "lock"
-    const run = Effect.gen(function* () {
+    // One transaction: the lock, then the next file still pending under it (none: the schema is current).
+    const applyNext = Effect.gen(function* () {
+      current = "lock"
       yield* sql.unsafe(`SET LOCAL lock_timeout = ${timeout}`)
-      yield* sql`SELECT pg_advisory_xact_lock(hashtext('mire.migrations'))`
-      yield* sql`CREATE TABLE IF NOT EXISTS es_migrations (
+      yield* sql`SELECT pg_advisory_xact_lock(hashtext(${lockKey(names)}))`
+      // Created only when missing: `CREATE SCHEMA IF NOT EXISTS` needs the CREATE privilege even then.
+      const [schema] = yield* Effect.flatMap(
+        sql`SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = ${names.schema}) AS present`,
+        decodeTracked
+      )
+      if (!schema.present) yield* sql.unsafe(`CREATE SCHEMA ${names.quoted}`)
+      yield* sql`CREATE TABLE IF NOT EXISTS ${names.migrations} (
         id integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`
       yield* sql.unsafe("SET LOCAL lock_timeout = 0")
-      const pending = pendingOf(migrations, yield* Effect.flatMap(sql`SELECT id FROM es_migrations`, decodeApplied))
-      for (const migration of pending) {
-        current = migration.name
-        yield* sql.unsafe(migration.sql)
-        yield* sql`INSERT INTO es_migrations (id, name) VALUES (${migration.id}, ${migration.name})`
-      }
-      return pending.map((m) => m.name)
+      const next = pendingOf(migrations, yield* Effect.flatMap(sql`SELECT id FROM ${names.migrations}`, decodeApplied))[0]
+      if (next === undefined) return Option.none<string>()
+      // The files name objects unqualified, and their functions pin this path (`SET search_path FROM CURRENT`).
+      const [previous] = yield* Effect.flatMap(sql`SELECT current_setting('search_path') AS path`, decodeSearchPath)
+      yield* sql.unsafe(`SET LOCAL search_path TO ${names.quoted}`)
+      current = next.name
+      yield* sql.unsafe(next.sql)
+      yield* sql`INSERT INTO ${names.migrations} (id, name) VALUES (${next.id}, ${next.name})`
+      // Inside a caller's transaction (a savepoint), SET LOCAL would outlive this step.
+      yield* sql`SELECT set_config('search_path', ${previous.path}, true)`
+      return Option.some(next.name)
     })
     const toError = (error: unknown) =>
       new MigrationError({
         reason: current === "lock" && kindOf(error) === "LockNotAvailable" ? "lock-timeout" : "failed",
         migration: current,
+        applied: [...applied],
         cause: Predicate.hasProperty(error, "cause") ? error.cause : error
       })
-    return yield* sql.withTransaction(run).pipe(
-      Effect.catchAll((error) => Effect.fail(toError(error))),
-      Effect.catchAllDefect((defect) => Effect.fail(toError(defect)))
-    )
+    // At most one step per file, plus the one that finds nothing pending.
+    for (let step = 0; step <= migrations.length; step++) {
+      const done = yield* sql.withTransaction(applyNext).pipe(
+        Effect.catchAll((error) => Effect.fail(toError(error))),
+        Effect.catchAllDefect((defect) => Effect.fail(toError(defect)))
+      )
+      if (Option.isNone(done)) break
+      applied.push(done.value)
+    }
+    return applied
   }).pipe(Effect.withSpan("PgMigrations.migrate"))

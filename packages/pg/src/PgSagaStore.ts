@@ -21,10 +21,12 @@ import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import { refail } from "./internal/errors.js"
+import * as PgSchema from "./PgSchema.js"
 import * as PgWakeups from "./PgWakeups.js"
 
 /**
- * The channel saga workers listen on.
+ * The channel saga workers listen on in the `public` schema; another
+ * schema's is its `PgSchema` names' `sagasChannel`.
  *
  * @since 0.1.0
  */
@@ -123,6 +125,7 @@ const inputJson = (input: SagaStore.StoredInput | null, operation: string): Effe
 export const make: Effect.Effect<SagaStore.SagaStore, never, PgClient.PgClient | PgWakeups.PgWakeups> = Effect.gen(function* () {
   const client = yield* PgClient.PgClient
   const listener = yield* PgWakeups.PgWakeups
+  const names = yield* PgSchema.PgSchema
   const sql = client.withoutTransforms()
   const cols = sql.literal(columns)
   const json = (value: unknown) => (value === null || value === undefined ? null : JSON.stringify(value))
@@ -136,7 +139,7 @@ export const make: Effect.Effect<SagaStore.SagaStore, never, PgClient.PgClient |
       Effect.flatMap(
         inputJson(row.input, "sagaInsert"),
         (input) => sql`
-        INSERT INTO es_saga_instances (saga_name, instance_id, correlation_id, status, step_index, state, input,
+        INSERT INTO ${names.sagaInstances} (saga_name, instance_id, correlation_id, status, step_index, state, input,
           awaiting, deadline, due_at, error, attempts, last_error, version)
         VALUES (${row.sagaName}, ${row.instanceId}, ${row.correlationId}, ${row.status}, ${row.stepIndex},
           ${json(row.state)}::jsonb, ${input}::jsonb, ${row.awaiting === null ? null : [...row.awaiting]}::text[],
@@ -149,9 +152,9 @@ export const make: Effect.Effect<SagaStore.SagaStore, never, PgClient.PgClient |
       ),
     claimDue: (sagaName, now, token, until) =>
       sql`
-        UPDATE es_saga_instances SET claim_token = ${token}::uuid, claimed_until = ${until}
+        UPDATE ${names.sagaInstances} SET claim_token = ${token}::uuid, claimed_until = ${until}
         FROM (
-          SELECT saga_name AS due_saga, instance_id AS due_instance FROM es_saga_instances
+          SELECT saga_name AS due_saga, instance_id AS due_instance FROM ${names.sagaInstances}
           WHERE saga_name = ${sagaName}
             AND ((status IN ('running', 'compensating') AND due_at <= ${now})
               OR (status = 'waiting' AND deadline <= ${now}))
@@ -163,7 +166,7 @@ export const make: Effect.Effect<SagaStore.SagaStore, never, PgClient.PgClient |
         RETURNING ${cols}`.pipe(refail("sagaClaimDue"), Effect.flatMap(firstInstance("sagaClaimDue"))),
     holdsClaim: (sagaName, instanceId, token, version) =>
       sql`
-        SELECT 1 FROM es_saga_instances
+        SELECT 1 FROM ${names.sagaInstances}
         WHERE saga_name = ${sagaName} AND instance_id = ${instanceId}
           AND claim_token = ${token}::uuid AND version = ${version}
         FOR UPDATE`.pipe(
@@ -173,11 +176,11 @@ export const make: Effect.Effect<SagaStore.SagaStore, never, PgClient.PgClient |
     extendClaim: (sagaName, instanceId, token, until, failure) =>
       (failure === undefined
         ? sql`
-            UPDATE es_saga_instances SET claimed_until = ${until}
+            UPDATE ${names.sagaInstances} SET claimed_until = ${until}
             WHERE saga_name = ${sagaName} AND instance_id = ${instanceId} AND claim_token = ${token}::uuid
             RETURNING 1`
         : sql`
-            UPDATE es_saga_instances
+            UPDATE ${names.sagaInstances}
             SET claimed_until = ${until}, attempts = ${failure.attempts}, last_error = ${failure.lastError}
             WHERE saga_name = ${sagaName} AND instance_id = ${instanceId} AND claim_token = ${token}::uuid
             RETURNING 1`
@@ -187,14 +190,14 @@ export const make: Effect.Effect<SagaStore.SagaStore, never, PgClient.PgClient |
       ),
     claimWaiting: (correlationId) =>
       sql`
-        SELECT ${cols} FROM es_saga_instances
+        SELECT ${cols} FROM ${names.sagaInstances}
         WHERE correlation_id = ${correlationId} AND status = 'waiting'
         FOR UPDATE`.pipe(refail("sagaClaimWaiting"), Effect.flatMap(firstInstance("sagaClaimWaiting"))),
     update: (row) =>
       Effect.flatMap(
         inputJson(row.input, "sagaUpdate"),
         (input) => sql`
-        UPDATE es_saga_instances SET
+        UPDATE ${names.sagaInstances} SET
           status = ${row.status}, step_index = ${row.stepIndex}, state = ${json(row.state)}::jsonb,
           input = ${input}::jsonb, awaiting = ${row.awaiting === null ? null : [...row.awaiting]}::text[],
           deadline = ${row.deadline}, due_at = ${row.dueAt}, error = ${row.error}, attempts = ${row.attempts},
@@ -204,22 +207,22 @@ export const make: Effect.Effect<SagaStore.SagaStore, never, PgClient.PgClient |
       ).pipe(Effect.asVoid, refail("sagaUpdate")),
     appendHistory: (entry) =>
       sql`
-        INSERT INTO es_saga_history (saga_name, instance_id, step, outcome, worker_id)
+        INSERT INTO ${names.sagaHistory} (saga_name, instance_id, step, outcome, worker_id)
         VALUES (${entry.sagaName}, ${entry.instanceId}, ${entry.step}, ${entry.outcome}, ${entry.workerId})`.pipe(
         Effect.asVoid,
         refail("sagaHistory")
       ),
     enqueue: (messages) =>
       sql`
-        INSERT INTO es_outbox (idempotency_key, topic, payload)
+        INSERT INTO ${names.outbox} (idempotency_key, topic, payload)
         SELECT * FROM unnest(${messages.map((m) => m.idempotencyKey)}::text[], ${messages.map((m) => m.topic)}::text[],
           ${messages.map((m) => m.payloadJson)}::jsonb[])
         ON CONFLICT (idempotency_key) DO NOTHING`.pipe(Effect.asVoid, refail("outboxEnqueue")),
     claimOutbox: (now, visibleAt, limit) =>
       sql`
-        UPDATE es_outbox SET next_attempt_at = ${visibleAt}, attempts = attempts + 1
+        UPDATE ${names.outbox} SET next_attempt_at = ${visibleAt}, attempts = attempts + 1
         WHERE id IN (
-          SELECT id FROM es_outbox WHERE status = 'pending' AND next_attempt_at <= ${now}
+          SELECT id FROM ${names.outbox} WHERE status = 'pending' AND next_attempt_at <= ${now}
           ORDER BY id LIMIT ${limit} FOR UPDATE SKIP LOCKED)
         RETURNING id::text AS id, idempotency_key, topic, payload, attempts`.pipe(
         refail("outboxClaim"),
@@ -227,43 +230,43 @@ export const make: Effect.Effect<SagaStore.SagaStore, never, PgClient.PgClient |
         Effect.map((rows) => rows.map(toOutbox))
       ),
     markPublished: (id) =>
-      sql`UPDATE es_outbox SET status = 'published', published_at = now() WHERE id = ${id.toString()}::int8`.pipe(
+      sql`UPDATE ${names.outbox} SET status = 'published', published_at = now() WHERE id = ${id.toString()}::int8`.pipe(
         Effect.asVoid,
         refail("outboxPublished")
       ),
     markFailed: (id, retryAt, error) =>
-      sql`UPDATE es_outbox SET next_attempt_at = ${retryAt}, last_error = ${error} WHERE id = ${id.toString()}::int8`.pipe(
+      sql`UPDATE ${names.outbox} SET next_attempt_at = ${retryAt}, last_error = ${error} WHERE id = ${id.toString()}::int8`.pipe(
         Effect.asVoid,
         refail("outboxFailed")
       ),
     outbox: sql`
-      SELECT id::text AS id, idempotency_key, topic, payload, attempts, status FROM es_outbox ORDER BY id`.pipe(
+      SELECT id::text AS id, idempotency_key, topic, payload, attempts, status FROM ${names.outbox} ORDER BY id`.pipe(
       refail("outbox"),
       Effect.flatMap(decodeRows(OutboxStatusRowSql, "outbox")),
       Effect.map((rows) => rows.map((row) => ({ ...toOutbox(row), published: row.status === "published" })))
     ),
     counts: (sagaName) =>
       sql`
-        SELECT status, count(*)::int AS n FROM es_saga_instances WHERE saga_name = ${sagaName} GROUP BY status`.pipe(
+        SELECT status, count(*)::int AS n FROM ${names.sagaInstances} WHERE saga_name = ${sagaName} GROUP BY status`.pipe(
         refail("sagaCounts"),
         Effect.flatMap(decodeRows(CountRowSql, "sagaCounts")),
         Effect.map((rows) => new Map(rows.map((r) => [r.status, r.n])))
       ),
     list: (sagaName) =>
-      sql`SELECT ${cols} FROM es_saga_instances WHERE saga_name = ${sagaName} ORDER BY created_at, instance_id`.pipe(
+      sql`SELECT ${cols} FROM ${names.sagaInstances} WHERE saga_name = ${sagaName} ORDER BY created_at, instance_id`.pipe(
         refail("sagaList"),
         Effect.flatMap(instances("sagaList"))
       ),
     history: (sagaName, instanceId) =>
       sql`
-        SELECT step, outcome, worker_id FROM es_saga_history
+        SELECT step, outcome, worker_id FROM ${names.sagaHistory}
         WHERE saga_name = ${sagaName} AND instance_id = ${instanceId} ORDER BY id`.pipe(
         refail("sagaHistory"),
         Effect.flatMap(decodeRows(HistoryRowSql, "sagaHistory")),
         Effect.map((rows) => rows.map((r) => ({ sagaName, instanceId, step: r.step, outcome: r.outcome, workerId: r.worker_id })))
       ),
-    notify: (sagaName) => sql`SELECT pg_notify(${channel}, ${sagaName})`.pipe(Effect.asVoid, refail("sagaNotify")),
-    wakeups: listener.subscribe(channel)
+    notify: (sagaName) => sql`SELECT pg_notify(${names.sagasChannel}, ${sagaName})`.pipe(Effect.asVoid, refail("sagaNotify")),
+    wakeups: listener.subscribe(names.sagasChannel)
   }
 })
 

@@ -34,7 +34,9 @@ export interface Names {
   readonly streams: Statement.Fragment
   readonly snapshots: Statement.Fragment
   readonly subscriptions: Statement.Fragment
-  readonly sagas: Statement.Fragment
+  readonly sagaInstances: Statement.Fragment
+  readonly sagaHistory: Statement.Fragment
+  readonly outbox: Statement.Fragment
   readonly migrations: Statement.Fragment
   /** The channel appends notify (payload: the category). `mire_events` in `public`, `<schema>.mire_events` elsewhere. */
   readonly eventsChannel: string
@@ -95,12 +97,22 @@ const namesOf = (schema: string): Names => {
     streams: table("es_streams"),
     snapshots: table("es_snapshots"),
     subscriptions: table("es_subscriptions"),
-    sagas: table("es_sagas"),
+    sagaInstances: table("es_saga_instances"),
+    sagaHistory: table("es_saga_history"),
+    outbox: table("es_outbox"),
     migrations: table("es_migrations"),
     eventsChannel: channel("mire_events"),
     sagasChannel: channel("mire_sagas")
   }
 }
+
+/**
+ * The names of the default schema, `public`.
+ *
+ * @since 0.2.0
+ * @category constants
+ */
+export const defaultNames: Names = namesOf("public")
 
 /**
  * The schema every Postgres store of mire uses; `public` unless a layer
@@ -110,7 +122,7 @@ const namesOf = (schema: string): Names => {
  * @category tags
  */
 export class PgSchema extends Context.Reference<PgSchema>()("@mire/pg/PgSchema", {
-  defaultValue: (): Names => namesOf("public")
+  defaultValue: (): Names => defaultNames
 }) {}
 
 /**

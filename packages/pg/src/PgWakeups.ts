@@ -31,9 +31,11 @@ import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import pg from "pg"
+import * as PgSchema from "./PgSchema.js"
 
 /**
- * The channel appends notify (payload: the category).
+ * The channel appends notify in the `public` schema (payload: the category);
+ * another schema's is its `PgSchema` names' `eventsChannel`.
  *
  * @since 0.1.0
  * @category constants
@@ -41,7 +43,8 @@ import pg from "pg"
 export const eventsChannel = "mire_events"
 
 /**
- * The channel saga workers are notified on (payload: the saga name).
+ * The channel saga workers are notified on in the `public` schema (payload:
+ * the saga name); another schema's is its `PgSchema` names' `sagasChannel`.
  *
  * @since 0.1.0
  * @category constants
@@ -113,7 +116,7 @@ export const PgWakeups: Context.Tag<PgWakeups, PgWakeups> = Context.GenericTag<P
  * @category models
  */
 export interface Options {
-  /** Channels to listen on (default: mire's events and sagas channels). */
+  /** Channels to listen on (default: the events and sagas channels of the `PgSchema`'s schema). */
   readonly channels?: ReadonlyArray<string>
   /** `application_name` of the connection (default `mire-listener`). */
   readonly applicationName?: string
@@ -193,7 +196,8 @@ export const makeWith = (
 ): Effect.Effect<PgWakeups, never, PgClient.PgClient | Scope.Scope> =>
   Effect.gen(function* () {
     const client = yield* PgClient.PgClient
-    const channels = options.channels ?? [eventsChannel, sagasChannel]
+    const names = yield* PgSchema.PgSchema
+    const channels = options.channels ?? [names.eventsChannel, names.sagasChannel]
     const config = clientConfig(client.config, options.applicationName ?? applicationName)
 
     // One connection's life: connect, LISTEN, wake everyone, then wait for it to fail.

@@ -127,7 +127,7 @@ describe("an unmigrated database", () => {
         assert.strictEqual(error.kind, "NotMigrated")
         assert.include(error.message, "`mire migrate`")
         assert.include(error.message, "PgMigrations.migrate()")
-        assert.match(error.message, /^append failed: mire's schema is not installed \(function mire_append_stream\(/)
+        assert.match(error.message, /^append failed: mire's schema is not installed \(function public\.mire_append_stream\(/)
       })
     )
 

@@ -16,10 +16,15 @@ const messageOf = (error: unknown): string => {
   return Predicate.hasProperty(cause, "message") && typeof cause.message === "string" ? cause.message : ""
 }
 
-/** A missing relation (`42P01`) or function (`42883`) of mire's own: the schema is not migrated. */
+/**
+ * A missing relation (`42P01`) or function (`42883`) of mire's own, or a
+ * missing schema (`3F000`, only mire's statements name one): the schema is
+ * not migrated.
+ */
 const isNotMigrated = (code: string, error: unknown): boolean =>
-  (code === "42P01" && /relation "(?:[a-z_]+\.)?es_[a-z_]+" does not exist/.test(messageOf(error))) ||
-  (code === "42883" && /function (?:[a-z_]+\.)?mire_[a-z_]+\(/.test(messageOf(error)))
+  code === "3F000" ||
+  (code === "42P01" && /relation "(?:[a-z0-9_]+\.)?es_[a-z_]+" does not exist/.test(messageOf(error))) ||
+  (code === "42883" && /function (?:[a-z0-9_]+\.)?mire_[a-z_]+\(/.test(messageOf(error)))
 
 /** Coarse classification of a SQLSTATE (or a socket error code). */
 export const kindOf = (error: unknown): StoreErrorKind => {

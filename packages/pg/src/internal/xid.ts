@@ -12,12 +12,13 @@
 import { XidAhead } from "@mire/core/EventStoreError"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
+import type * as PgSchema from "../PgSchema.js"
 import { NonNegativeBigIntText } from "./schema.js"
 
-/** Columns to select with any statement: the server's bound, the caller's own xid, the log's highest. */
-export const xidColumns = `pg_snapshot_xmax(pg_current_snapshot())::text AS xid_server,
+/** Columns to select with any statement: the server's bound, the caller's own xid, the log's highest (of `names`' log). */
+export const xidColumns = (names: PgSchema.Names): string => `pg_snapshot_xmax(pg_current_snapshot())::text AS xid_server,
   pg_current_xact_id_if_assigned()::text AS xid_own,
-  (SELECT transaction_id FROM es_events ORDER BY transaction_id DESC LIMIT 1)::text AS xid_log`
+  (SELECT transaction_id FROM ${names.qualify("es_events")} ORDER BY transaction_id DESC LIMIT 1)::text AS xid_log`
 
 /** The row of {@link xidColumns}: transaction ids as `bigint`s. */
 export const XidRow = Schema.Struct({
