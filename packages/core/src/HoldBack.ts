@@ -20,6 +20,17 @@
  * before the restart) or once the subscription is caught up
  * ({@link caughtUp}); from then on, it is remembered like any other stream.
  *
+ * Versions recorded past a checkpoint may also lie above the xmin horizon
+ * (a start at the head records every version committed above it; a reset
+ * inside an inverted pair records versions up to its cursor): a poll that
+ * finds nothing proves nothing about them then. Resumed with `upTo` (a
+ * cursor at or after every such version), the skipped versions are kept
+ * until the read cursor reaches it, or until a poll finds nothing after a
+ * commit-safe head at or past it was read ({@link observeHead}); a stream's
+ * next version does not release them early (it may sort before a skipped
+ * one: v2 of a transaction that took its id before the start, v1 committed
+ * just before it by a younger one).
+ *
  * Cost and memory: a step works on the streams of its page only (an
  * overlay, then applied in place: O(page)), never copying whole maps; a
  * checkpoint walks only the streams delivered or skipped past its cursor.
@@ -126,6 +137,15 @@ export interface Storage {
   readonly retained: Queue<Seen>
   /** How many `retained` entries are not stale. */
   retainedCount: number
+  /**
+   * A cursor at or after every skipped version (see {@link resume}): they
+   * are all read again once the read cursor reaches it. Unset: they lie
+   * below the xmin horizon, and are read again by the first poll that finds
+   * nothing.
+   */
+  skipUpTo: Cursor.Cursor | undefined
+  /** A commit-safe head read after a poll found nothing while `skipUpTo` was pending (see {@link observeHead}). */
+  headSeen: Cursor.Cursor | undefined
 }
 
 /**
@@ -166,27 +186,35 @@ export const make = (options: { readonly retain?: number | undefined } = {}): St
     lastSeen: new Map(),
     recent: queue(),
     retained: queue(),
-    retainedCount: 0
+    retainedCount: 0,
+    skipUpTo: undefined,
+    headSeen: undefined
   },
   retain: Math.max(0, options.retain ?? defaultRetain)
 })
 
 /**
  * The state of a subscription resuming from a checkpoint that records
- * versions delivered past its cursor.
+ * versions delivered past its cursor. `upTo` is a cursor at or after every
+ * one of those versions (for instance the log's last cursor once the
+ * checkpoint is read): they are then skipped until the read cursor reaches
+ * it, even if they lie above the xmin horizon (see the module doc). Without
+ * it, they must all lie below the horizon (a checkpoint of delivered
+ * events): the first poll that finds nothing releases them.
  *
  * @since 0.1.0
  * @category constructors
  */
 export const resume = (
   delivered: ReadonlyMap<string, number>,
-  options: { readonly retain?: number | undefined } = {}
+  options: { readonly retain?: number | undefined; readonly upTo?: Cursor.Cursor | undefined } = {}
 ): State => {
   const state = make(options)
   for (const [streamId, version] of delivered) {
     state.storage.delivered.set(streamId, version)
     state.storage.skip.set(streamId, version)
   }
+  if (delivered.size > 0) state.storage.skipUpTo = options.upTo
   return state
 }
 
@@ -277,6 +305,15 @@ export const unknownStreams = (
  * + what the page's streams hold). `baseline` gives, for streams the state
  * does not remember, the version already delivered (0 if none).
  *
+ * `floors` gives, for streams whose first versions were removed by design
+ * (a deleted or truncated stream: see `SubscriptionStore.missing`), the
+ * first version kept. Such a stream counts as delivered up to its floor
+ * minus one: its held events below the floor are dropped (they were
+ * removed), those the floor makes consecutive are released, and a page's
+ * events below the floor are dropped, never taken for a regression. Each
+ * floored stream is applied before the page, even when the page does not
+ * contain it.
+ *
  * @since 0.1.0
  * @category decisions
  */
@@ -284,7 +321,8 @@ export const plan = (
   state: State,
   page: ReadonlyArray<RecordedEvent>,
   baseline: ReadonlyMap<string, number>,
-  subscriptionId: string
+  subscriptionId: string,
+  floors: ReadonlyMap<string, number> = noFloors
 ): Plan | OrderingViolation => {
   const { delivered, held, skip } = state.storage
   const changes = new Map<string, Change>()
@@ -300,11 +338,20 @@ export const plan = (
         lastSeen: undefined
       }
       changes.set(streamId, c)
+      const floor = floors.get(streamId)
+      if (floor !== undefined && c.delivered < floor - 1) lower(c, floor - 1, deliver, released)
     }
     return c
   }
+  for (const streamId of floors.keys()) change(streamId)
   for (const event of page) {
     const c = change(event.streamId)
+    const floor = floors.get(event.streamId)
+    if (floor !== undefined && event.streamVersion < floor) {
+      // Removed since this page was read (deleted or truncated): never delivered.
+      c.lastSeen = Cursor.of(event)
+      continue
+    }
     const skipped = skip.get(event.streamId)
     if (skipped !== undefined && event.streamVersion <= skipped) {
       // Delivered before the restart (its checkpoint recorded it): at-least-once needs no second delivery.
@@ -345,6 +392,28 @@ export const plan = (
   return { deliver, read, changes, added, released }
 }
 
+const noFloors: ReadonlyMap<string, number> = new Map()
+
+/**
+ * Moves a stream's delivered version up to `to` (its versions up to it were
+ * removed): drops its held events up to `to`, and delivers those that are
+ * then consecutive. Its last seen event becomes the latest released one.
+ */
+const lower = (c: Change, to: number, deliver: Array<RecordedEvent>, released: Array<RecordedEvent>): void => {
+  c.delivered = to
+  let i = 0
+  while (i < c.held.length && c.held[i]!.streamVersion <= to) released.push(c.held[i++]!)
+  while (i < c.held.length && c.held[i]!.streamVersion === c.delivered + 1) {
+    const event = c.held[i++]!
+    deliver.push(event)
+    released.push(event)
+    c.delivered = event.streamVersion
+    const cursor = Cursor.of(event)
+    if (c.lastSeen === undefined || compare(cursor, c.lastSeen) > 0) c.lastSeen = cursor
+  }
+  if (i > 0) c.held.splice(0, i)
+}
+
 /**
  * Applies a plan (of this state, for the page read after it) and returns the
  * next state, forgetting what a checkpoint no longer needs. O(page).
@@ -362,8 +431,9 @@ export const commit = (state: State, decided: Plan): State => {
     else held.delete(streamId)
     if (c.lastSeen !== undefined) seen.push([streamId, c.lastSeen])
     // Its next version sorts after every version delivered before the restart: all of them were read again.
+    // Not so for versions that may lie above the horizon (`skipUpTo`): they wait for the cursor.
     const skipped = skip.get(streamId)
-    if (skipped !== undefined && c.delivered > skipped) skip.delete(streamId)
+    if (skipped !== undefined && c.delivered > skipped && storage.skipUpTo === undefined) skip.delete(streamId)
   }
   // Every cursor of this page sorts after every cursor remembered: appending in order keeps the queues sorted.
   for (const event of decided.added) {
@@ -390,7 +460,11 @@ export const commit = (state: State, decided: Plan): State => {
     recent.items.push(entry)
   }
   const next: State = { storage: state.storage, retain: state.retain }
-  if (decided.changes.size > 0) forget(next, safeCursor(next, decided.read))
+  if (decided.changes.size > 0) {
+    // The read cursor reached every skipped version: all of them were read again.
+    if (storage.skipUpTo !== undefined && compare(decided.read, storage.skipUpTo) >= 0) release(storage)
+    forget(next, safeCursor(next, decided.read))
+  }
   return next
 }
 
@@ -458,15 +532,53 @@ const forget = (state: State, safe: Cursor.Cursor): void => {
  * been read again, so no skipped version is still ahead. Skipped streams
  * are then remembered like any other: those behind the safe cursor beyond
  * `retain`, or not seen again, are forgotten. O(streams skipped). Returns
- * the state itself when nothing is skipped.
+ * the state itself when nothing is skipped, or when the skipped versions
+ * may lie above the horizon (resumed with `upTo`) and no commit-safe head at
+ * or past `upTo` was observed before this poll (see {@link observeHead}).
  *
  * @since 0.1.0
  * @category decisions
  */
 export const caughtUp = (state: State): State => {
   const storage = state.storage
+  if (storage.skip.size === 0) return state
+  const upTo = storage.skipUpTo
+  if (upTo !== undefined && (storage.headSeen === undefined || compare(storage.headSeen, upTo) < 0)) return state
+  release(storage)
+  return { storage, retain: state.retain }
+}
+
+/**
+ * The cursor the skipped versions wait for (see {@link resume}): defined
+ * while versions skipped since a restart may still lie above the xmin
+ * horizon, unread. While it is, a subscription whose poll finds nothing
+ * reads the commit-safe head and records it ({@link observeHead}).
+ *
+ * @since 0.2.0
+ * @category accessors
+ */
+export const skippedUpTo = (state: State): Cursor.Cursor | undefined =>
+  state.storage.skip.size === 0 ? undefined : state.storage.skipUpTo
+
+/**
+ * Records a commit-safe head read after a poll found nothing (every event
+ * at or below it is older than the xmin horizon): the next poll that finds
+ * nothing has read every event of the subscription at or below it, so if
+ * it is at or past {@link skippedUpTo}, {@link caughtUp} then releases the
+ * skipped versions. Returns the state itself when nothing waits.
+ *
+ * @since 0.2.0
+ * @category decisions
+ */
+export const observeHead = (state: State, head: Cursor.Cursor): State => {
+  if (skippedUpTo(state) === undefined) return state
+  state.storage.headSeen = head
+  return { storage: state.storage, retain: state.retain }
+}
+
+/** Releases every skipped stream: those seen again are remembered like any other, the others forgotten. */
+const release = (storage: Storage): void => {
   const { delivered, held, skip, lastSeen } = storage
-  if (skip.size === 0) return state
   for (const streamId of skip.keys()) {
     const entry = lastSeen.get(streamId)
     if (entry !== undefined && entry.place !== "pinned") continue
@@ -475,7 +587,8 @@ export const caughtUp = (state: State): State => {
     if (!held.has(streamId)) delivered.delete(streamId)
   }
   skip.clear()
-  return { storage, retain: state.retain }
+  storage.skipUpTo = undefined
+  storage.headSeen = undefined
 }
 
 /**

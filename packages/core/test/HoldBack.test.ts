@@ -6,7 +6,7 @@ import { assert, describe, it } from "@effect/vitest"
 import * as Cursor from "../src/Cursor.js"
 import * as HoldBack from "../src/HoldBack.js"
 import type * as Checkpoint from "../src/Checkpoint.js"
-import type { RecordedEvent } from "../src/RecordedEvent.js"
+import { aggregateIdOf, type RecordedEvent } from "../src/RecordedEvent.js"
 import * as StreamId from "../src/StreamId.js"
 
 const at = new Date(0)
@@ -17,6 +17,7 @@ const event = (streamId: string, streamVersion: number, transactionId?: bigint):
     eventId: `e${position}`,
     streamId: StreamId.fromStored(streamId),
     category: StreamId.categoryFromStored("c"),
+    aggregateId: aggregateIdOf(streamId, "c"),
     streamVersion,
     globalPosition: position,
     transactionId: transactionId ?? position,
