@@ -1,0 +1,14 @@
+-- mire: list a category's streams in id order (retention, `mire stream … --category`),
+-- a page at a time by keyset (`category = $1 AND stream_id COLLATE "C" > $2`), without
+-- scanning every stream of every category per page. Byte order ("C") so the order is
+-- the same on every server, whatever its default collation.
+-- Cost: one index build over es_streams (one row per stream, not per event): about
+-- 1-2 s per million streams. CREATE INDEX holds a SHARE lock on es_streams while it
+-- builds and until this file commits (the migration runner gives each file its own
+-- transaction, so the lock ends with this file): appends, which update the stream
+-- rows, wait for it; reads do not. On a very large deployment, build it by hand
+-- first, outside any transaction and in the schema mire is installed in, with
+-- CREATE INDEX CONCURRENTLY IF NOT EXISTS es_streams_category_idx ON es_streams (category, stream_id COLLATE "C");
+-- (check that it is valid afterwards: an interrupted concurrent build leaves an
+-- INVALID index to drop and rebuild), and this migration then does nothing.
+CREATE INDEX IF NOT EXISTS es_streams_category_idx ON es_streams (category, stream_id COLLATE "C");
