@@ -78,11 +78,35 @@ export interface NewEvent {
 }
 
 /**
+ * The aggregate id of a stream: its id without the `<category>-` prefix
+ * (`account-42` of category `account` is `42`). A stream id that does not
+ * start with its category's prefix (a raw `append` may name any stream) is
+ * its own aggregate id.
+ *
+ * @example
+ * ```ts
+ * import { RecordedEvent } from "@mire/core"
+ *
+ * assert.strictEqual(RecordedEvent.aggregateIdOf("account-42", "account"), "42")
+ * assert.strictEqual(RecordedEvent.aggregateIdOf("order-a-b", "order"), "a-b")
+ * assert.strictEqual(RecordedEvent.aggregateIdOf("ledger", "account"), "ledger")
+ * ```
+ * @since 0.2.0
+ * @category constructors
+ */
+export const aggregateIdOf = (streamId: string, category: string): string =>
+  streamId.length > category.length + 1 && streamId.charCodeAt(category.length) === 45 && streamId.startsWith(category)
+    ? streamId.slice(category.length + 1)
+    : streamId
+
+/**
  * An event as stored in the log. `globalPosition` is unique and increasing
  * in insertion order (it may have gaps); `transactionId` is the writing
  * transaction's id, which with `globalPosition` forms the commit-safe cursor
  * subscriptions follow. `streamId` and `category` carry their brands: they
- * were validated when the event was appended.
+ * were validated when the event was appended. `aggregateId` is the stream id
+ * without its category (see {@link aggregateIdOf}), computed once when the
+ * event is read.
  *
  * @since 0.1.0
  * @category models
@@ -91,6 +115,8 @@ export const RecordedEvent = Schema.Struct({
   eventId: Schema.String,
   streamId: StreamId.StreamId,
   category: StreamId.Category,
+  /** The stream id without its `<category>-` prefix (since 0.2.0). */
+  aggregateId: Schema.String,
   streamVersion: Schema.Number,
   globalPosition: Schema.BigIntFromSelf,
   transactionId: Schema.BigIntFromSelf,

@@ -7,18 +7,19 @@
  * run *before* recording: a command looks at the current state and either
  * returns the events to record or fails with a typed domain error.
  *
- * Commands here are pure functions `(state, input) => Effect<events, error>`
- * whose errors are `Data.TaggedError`s, so the compiler lists every way a
- * command can be refused and `Effect.catchTag` handles each by name. The
- * handler around them is always the same: load → decide → record → save. A
- * refused command writes nothing.
+ Commands are plain data (a `Data.TaggedEnum`), and one pure function
+ * `decide(state, command)` returns the events to record or a domain error
+ * (a `Data.TaggedError`), so the compiler lists every way a command can be
+ * refused and `Effect.catchTag` handles each by name. `CommandHandler.make`
+ * builds the handler around it (load → decide → save, retrying on a
+ * concurrency conflict). A refused command writes nothing.
  *
  * Run: `npm run example -- commands`
  *
  * @since 0.1.0
  */
-import { Aggregate, AggregateRoot, EventStore } from "@mire/core"
-import { Console, Data, Effect, Either, Schema } from "effect"
+import { Aggregate, CommandHandler, EventStore } from "@mire/core"
+import { Chunk, Console, Data, Effect, Either, Schema, Stream } from "effect"
 
 /**
  * @since 0.1.0
@@ -143,7 +144,8 @@ const mustBeOpen = (state: Checking): Effect.Effect<void, AccountNotOpen> =>
   state.status === "open" ? Effect.void : Effect.fail(new AccountNotOpen({ status: state.status }))
 
 /**
- * The commands: each decides, from the state alone, which events to record.
+ * The rules, one pure function per command: from the state alone, the
+ * events to record or the domain error that refuses it.
  *
  * @since 0.1.0
  * @category commands
@@ -184,17 +186,56 @@ export const close = (state: Checking): Effect.Effect<ReadonlyArray<CheckingEven
   Effect.as(mustBeOpen(state), [Closed.make({})])
 
 /**
- * Runs a command against an account: load → decide → record → save.
+ * The commands an account accepts: plain data, so a command can come from a
+ * request body or a queue.
+ *
+ * @since 0.2.0
+ * @category commands
+ */
+export type Command = Data.TaggedEnum<{
+  Open: { readonly owner: string }
+  Deposit: { readonly amount: number }
+  Withdraw: { readonly amount: number }
+  Close: {}
+}>
+
+/**
+ * Constructors of the {@link Command}s.
+ *
+ * @since 0.2.0
+ * @category commands
+ */
+export const Command = Data.taggedEnum<Command>()
+
+/**
+ * The decision: dispatches a command to its rule. Pure (no services, no I/O), so it is
+ * tested without a store, and the handler can run it again after a
+ * concurrency conflict.
+ *
+ * @since 0.2.0
+ * @category commands
+ */
+export const decide = (
+  state: Checking,
+  command: Command
+): Effect.Effect<ReadonlyArray<CheckingEvent>, AlreadyOpen | AccountNotOpen | InvalidAmount | InsufficientFunds> =>
+  Command.$match(command, {
+    Open: ({ owner }) => open(state, owner),
+    Deposit: ({ amount }) => deposit(state, amount),
+    Withdraw: ({ amount }) => withdraw(state, amount),
+    Close: () => close(state)
+  })
+
+/**
+ * The handler: load → decide → save, retrying the whole unit of work if
+ * another writer saved first (a bounded, jittered `Schedule` by default).
+ * `handle(id, command)` returns the saved root, or fails with the domain
+ * error `decide` chose (nothing is written then).
  *
  * @since 0.1.0
  * @category handlers
  */
-export const handle = <E>(id: string, command: (state: Checking) => Effect.Effect<ReadonlyArray<CheckingEvent>, E>) =>
-  Effect.gen(function* () {
-    const root = yield* EventStore.loadOrDefault(Checking, id)
-    const events = yield* command(root.state)
-    return yield* EventStore.save(AggregateRoot.record(root, ...events))
-  })
+export const handle = CommandHandler.make({ aggregate: Checking, decide })
 
 /**
  * Opens an account, moves money, and shows each refused command leaving the
@@ -204,31 +245,35 @@ export const handle = <E>(id: string, command: (state: Checking) => Effect.Effec
  */
 export const program = Effect.gen(function* () {
   const id = crypto.randomUUID()
-  const attempt = <E extends { readonly message: string }, R>(
-    label: string,
-    command: Effect.Effect<AggregateRoot.AggregateRoot<Checking, CheckingEvent>, E, R>
-  ) =>
-    Effect.flatMap(Effect.either(command), (result) =>
+  const attempt = (label: string, command: Command) =>
+    Effect.flatMap(Effect.either(handle(id, command)), (result) =>
       Either.match(result, {
         onLeft: (error) => Console.log(`${label}: refused (${error.message})`),
-        onRight: (root) => Console.log(`${label}: ok, balance $${root.state.balance}, version ${root.version}`)
+        onRight: (outcome) =>
+          outcome._tag === "Decided"
+            ? Console.log(`${label}: ok, balance $${outcome.root.state.balance}, version ${outcome.root.version}`)
+            : Console.log(`${label}: already handled`)
       })
     )
 
-  yield* attempt("deposit $10 before opening", handle(id, (s) => deposit(s, 10)))
-  yield* attempt("open for Ada", handle(id, (s) => open(s, "Ada")))
-  yield* attempt("open again", handle(id, (s) => open(s, "Bob")))
-  yield* attempt("deposit $100", handle(id, (s) => deposit(s, 100)))
-  yield* attempt("deposit -$5", handle(id, (s) => deposit(s, -5)))
-  yield* attempt("withdraw $30", handle(id, (s) => withdraw(s, 30)))
-  yield* attempt("withdraw $500", handle(id, (s) => withdraw(s, 500)))
-  yield* attempt("close", handle(id, close))
-  yield* attempt("deposit $5 after closing", handle(id, (s) => deposit(s, 5)))
+  yield* attempt("deposit $10 before opening", Command.Deposit({ amount: 10 }))
+  yield* attempt("open for Ada", Command.Open({ owner: "Ada" }))
+  yield* attempt("open again", Command.Open({ owner: "Bob" }))
+  yield* attempt("deposit $100", Command.Deposit({ amount: 100 }))
+  yield* attempt("deposit -$5", Command.Deposit({ amount: -5 }))
+  yield* attempt("withdraw $30", Command.Withdraw({ amount: 30 }))
+  yield* attempt("withdraw $500", Command.Withdraw({ amount: 500 }))
+  yield* attempt("close", Command.Close())
+  yield* attempt("deposit $5 after closing", Command.Deposit({ amount: 5 }))
 
   // A caller can also react to one refusal by name; the other errors stay typed.
-  yield* handle(id, (s) => withdraw(s, 1)).pipe(
+  yield* handle(id, Command.Withdraw({ amount: 1 })).pipe(
     Effect.catchTag("AccountNotOpen", (e) => Console.log(`withdraw $1: caught AccountNotOpen (${e.status})`))
   )
+
+  // Events carry their aggregate id (the stream id without the category): no string slicing.
+  const log = Chunk.toReadonlyArray(yield* Stream.runCollect(EventStore.readStream(`${Checking.category}-${id}`)))
+  yield* Console.log(`account ${log[0]?.aggregateId}: ${log.map((e) => e.eventType).join(", ")}`)
 
   const final = yield* EventStore.loadOrDefault(Checking, id)
   yield* Console.log(
