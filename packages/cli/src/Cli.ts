@@ -1,7 +1,8 @@
 /**
- * The `mire` command line: `migrate`, `status` and `tail`. Every command
- * takes `--url` (else `DATABASE_URL`) and `--verbose`; a failure prints one
- * line on stderr (the full cause with `--verbose`) and exits non-zero.
+ * The `mire` command line: `migrate`, `status`, `tail`, `reset`, `stream`
+ * and `dead-letters`. Every command takes `--url` (else `DATABASE_URL`),
+ * `--schema` and `--verbose`; a failure prints one line on stderr (the full
+ * cause with `--verbose`) and exits non-zero.
  *
  * The commands are thin: the SQL lives in `@mire/pg` (`PgMigrations`,
  * `PgStatus`, `PgSubscriptionStore`), the ordering in `@mire/core`'s
@@ -25,7 +26,11 @@ import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import * as Format from "./format.js"
-import { CommandFailed, common, withDatabase } from "./internal/command.js"
+import * as InternalCommand from "./internal/command.js"
+import { common, missing, withDatabase } from "./internal/command.js"
+import { deadLetters } from "./internal/deadLetters.js"
+import { reset } from "./internal/reset.js"
+import { stream } from "./internal/stream.js"
 
 /**
  * A command failed; its cause is already printed on stderr.
@@ -33,7 +38,15 @@ import { CommandFailed, common, withDatabase } from "./internal/command.js"
  * @since 0.1.0
  * @category errors
  */
-export { CommandFailed } from "./internal/command.js"
+export const CommandFailed: typeof InternalCommand.CommandFailed = InternalCommand.CommandFailed
+
+/**
+ * A command failed; its cause is already printed on stderr.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export type CommandFailed = InternalCommand.CommandFailed
 
 const migrate = Command.make(
   "migrate",
@@ -127,13 +140,10 @@ const tail = Command.make(
  * @category commands
  */
 export const command = Command.make("mire", {}, () =>
-  Effect.zipRight(
-    Console.error("mire: missing command: migrate, status or tail (mire --help lists them)"),
-    Effect.fail(new CommandFailed())
-  )
+  missing("migrate, status, tail, reset, stream or dead-letters", "mire")
 ).pipe(
   Command.withDescription("Operate a mire event store on PostgreSQL."),
-  Command.withSubcommands([migrate, status, tail])
+  Command.withSubcommands([migrate, status, tail, stream, reset, deadLetters])
 )
 
 /**

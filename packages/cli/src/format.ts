@@ -30,7 +30,14 @@ const duration = (millis: number): string =>
         ? `${(millis / 60_000).toFixed(1)} min`
         : `${(millis / 3_600_000).toFixed(1)} h`
 
-const table = (header: ReadonlyArray<string>, rows: ReadonlyArray<ReadonlyArray<string>>): string => {
+/**
+ * A plain-text table: columns padded to their widest cell, two spaces
+ * apart, the last column unpadded.
+ *
+ * @since 0.2.0
+ * @category formatting
+ */
+export const table = (header: ReadonlyArray<string>, rows: ReadonlyArray<ReadonlyArray<string>>): string => {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => (row[i] ?? "").length)))
   const line = (cells: ReadonlyArray<string>) =>
     cells
@@ -43,8 +50,10 @@ const table = (header: ReadonlyArray<string>, rows: ReadonlyArray<ReadonlyArray<
 /**
  * The readable form of `mire status`: a restore warning first (stored
  * transaction ids ahead of the server's, with the recovery), the commit-safe
- * head, one row per subscription (its categories, lag over them, and `ok` or
- * `FAILED`), each failure on its own line, then the oldest open transaction.
+ * head, one row per subscription (its categories, lag over them, its dead
+ * letters, and `ok` or `FAILED`), each failure on its own line, every
+ * projection runner with the units it leads, then the oldest open
+ * transaction.
  *
  * @since 0.1.0
  * @category formatting
@@ -58,12 +67,13 @@ export const status = (s: PgStatus.Status): string => {
     cursor(sub.checkpoint),
     sub.categories === null ? "*" : sub.categories.join(","),
     sub.lag.toString(),
+    sub.deadLetters.toString(),
     sub.failure === null ? "ok" : "FAILED"
   ])
   const subscriptions =
     rows.length === 0
       ? "no subscriptions"
-      : table(["SUBSCRIPTION", "LEASE HOLDER", "FENCE", "LEASED UNTIL", "CHECKPOINT", "CATEGORIES", "LAG", "STATE"], rows)
+      : table(["SUBSCRIPTION", "LEASE HOLDER", "FENCE", "LEASED UNTIL", "CHECKPOINT", "CATEGORIES", "LAG", "DEAD LETTERS", "STATE"], rows)
   const failures = s.subscriptions.flatMap((sub) =>
     sub.failure === null ? [] : [`${sub.subscriptionId} failed at ${sub.failure.at.toISOString()}: ${sub.failure.message}`]
   )
@@ -79,6 +89,20 @@ export const status = (s: PgStatus.Status): string => {
           s.restore.message,
           ""
         ]
+  const workers =
+    s.workers.length === 0
+      ? []
+      : [
+          "",
+          table(
+            ["WORKER", "HEARTBEAT", "LEADS"],
+            s.workers.map((w) => [
+              w.workerId,
+              `${duration(w.silentMillis)} ago`,
+              w.leads.length === 0 ? "-" : `${w.leads.length}: ${w.leads.join(" ")}`
+            ])
+          )
+        ]
   const t = s.oldestTransaction
   const oldest =
     t === null
@@ -91,6 +115,7 @@ export const status = (s: PgStatus.Status): string => {
     "",
     subscriptions,
     ...(failures.length === 0 ? [] : ["", ...failures]),
+    ...workers,
     "",
     oldest
   ].join("\n")

@@ -11,6 +11,7 @@
  * @since 0.1.0
  */
 import * as Chunk from "effect/Chunk"
+import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
@@ -20,10 +21,13 @@ import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import * as Aggregate from "./Aggregate.js"
 import * as AggregateRoot from "./AggregateRoot.js"
-import type { ConcurrencyConflict, EventDecodeError, StoreError, StreamCorrupt } from "./EventStoreError.js"
-import { InvalidInput } from "./EventStoreError.js"
+import type { ConcurrencyConflict, EventDecodeError, StoreError, StreamArchived, StreamCorrupt, StreamDeleted } from "./EventStoreError.js"
+import { InvalidInput, StreamNotFound } from "./EventStoreError.js"
 import * as ExpectedVersion from "./ExpectedVersion.js"
 import * as Metrics from "./Metrics.js"
+import type { DeadLetterPending, SnapshotRequired } from "./EventStoreError.js"
+import { StreamTruncated } from "./EventStoreError.js"
+import * as Retention from "./Retention.js"
 import type { CommittedEvents, EventMetadata, JsonObject, NewEvent, RecordedEvent } from "./RecordedEvent.js"
 import * as Snapshot from "./Snapshot.js"
 import * as StreamId from "./StreamId.js"
@@ -69,7 +73,52 @@ export interface ReadLogOptions {
   readonly direction?: Direction
   readonly limit?: number
   readonly pageSize?: number
+  /** `readCategory` only: also read archived streams (left out by default). */
+  readonly includeArchived?: boolean
 }
+
+/**
+ * Options of a load: `includeArchived` loads an archived stream (by
+ * default a load leaves it out: `None`, as if it did not exist).
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface LoadOptions {
+  readonly includeArchived?: boolean
+}
+
+/**
+ * A stream's lifecycle state, as a load page reports it: absent for a live
+ * stream.
+ *
+ * @since 0.2.0
+ * @category storage
+ */
+export type StreamState = "archived" | "deleted"
+
+/**
+ * The event type of a deleted stream's tombstone: the one event left in the
+ * stream, at the deleted stream's version plus one, with data
+ * `{ deletedVersion }`. Event types starting with `$` are mire's own: an
+ * append refuses them.
+ *
+ * @since 0.2.0
+ * @category constants
+ */
+export const streamDeletedType = "$StreamDeleted"
+
+/**
+ * Is this one of mire's own system events ({@link streamDeletedType}),
+ * written by mire rather than by an aggregate? Only mire's own types are: an
+ * event with another `$…` type stored before 0.2 (which did not reserve `$`)
+ * is a user event, delivered to projections as before (new appends of `$`
+ * types are refused).
+ *
+ * @since 0.2.0
+ * @category predicates
+ */
+export const isSystemEvent = (event: { readonly eventType: string }): boolean => event.eventType === streamDeletedType
 
 /**
  * One stream's part of a batched append.
@@ -140,6 +189,8 @@ export interface LoadPage {
   /** The stream's version as of this read; 0 when `events` is empty. */
   readonly version: number
   readonly events: ReadonlyArray<RecordedEvent>
+  /** The stream's lifecycle state as of this read (absent: live, or `events` is empty). */
+  readonly state?: StreamState | undefined
 }
 
 /**
@@ -166,6 +217,8 @@ export interface FoldPage {
   /** The stream's version as of this read; 0 when `events` is empty. */
   readonly version: number
   readonly events: ReadonlyArray<FoldableEvent>
+  /** The stream's lifecycle state as of this read (absent: live, or `events` is empty). */
+  readonly state?: StreamState | undefined
 }
 
 /**
@@ -196,7 +249,7 @@ export interface Storage {
    */
   readonly append: (
     requests: ReadonlyArray<StorableAppend>
-  ) => Effect.Effect<ReadonlyArray<CommittedEvents>, ConcurrencyConflict | InvalidInput | StoreError>
+  ) => Effect.Effect<ReadonlyArray<CommittedEvents>, AppendError>
   /** Up to `limit` events of a stream from version `from` (inclusive) in `direction`. */
   readonly readStreamPage: (
     streamId: StreamId.StreamId,
@@ -213,13 +266,36 @@ export interface Storage {
   readonly loadFoldPage?: (streamId: StreamId.StreamId, from: number, limit: number) => Effect.Effect<FoldPage, StoreError>
   /** One read (one statement): the stream's snapshot, up to `limit` events from it (see {@link SnapshotLoadPage}), and its version. */
   readonly loadSnapshotPage: (streamId: StreamId.StreamId, limit: number) => Effect.Effect<SnapshotLoadPage, StoreError>
-  /** Up to `limit` events by global position from `from` (inclusive), optionally of some categories. */
+  /**
+   * Up to `limit` events by global position from `from` (inclusive), optionally of some categories;
+   * with `excludeArchived`, none of an archived stream.
+   */
   readonly readLogPage: (
     categories: ReadonlyArray<StreamId.Category> | undefined,
     from: bigint,
     direction: Direction,
-    limit: number
+    limit: number,
+    excludeArchived?: boolean
   ) => Effect.Effect<ReadonlyArray<RecordedEvent>, StoreError>
+  /**
+   * Marks a stream archived (`true`) or live (`false`); marking it as it already is changes
+   * nothing. A deleted stream is `StreamDeleted`, a missing one `StreamNotFound`.
+   */
+  readonly setArchived: (
+    streamId: StreamId.StreamId,
+    archived: boolean
+  ) => Effect.Effect<void, StreamNotFound | StreamDeleted | StoreError>
+  /**
+   * In one transaction: removes the stream's events and snapshot, appends `tombstone` at its
+   * version plus one (the only event left in it, its data set by the store to
+   * `{ deletedVersion }`, the version deleted), and marks the stream deleted with its first
+   * retained version the tombstone's. Returns the tombstone's version; a stream already deleted
+   * is left as it is (its tombstone's version is returned), a missing one is `StreamNotFound`.
+   */
+  readonly deleteStream: (
+    streamId: StreamId.StreamId,
+    tombstone: StorableEvent
+  ) => Effect.Effect<number, StreamNotFound | StoreError>
   /** The stream's version (0 when it does not exist). */
   readonly streamVersion: (streamId: StreamId.StreamId) => Effect.Effect<number, StoreError>
   /** Locks the stream until the ambient transaction ends; returns its version (0: no stream, no lock). */
@@ -232,6 +308,27 @@ export interface Storage {
   readonly currentTransactionId: Effect.Effect<bigint, StoreError>
   readonly readSnapshot: (streamId: StreamId.StreamId) => Effect.Effect<Option.Option<Snapshot.StoredSnapshot>, StoreError>
   readonly writeSnapshot: (snapshot: StorableSnapshot) => Effect.Effect<void, StoreError>
+  /**
+   * A stream's {@link Retention.Extent}, `None` when it does not exist. With `lock` (inside a
+   * transaction) its row stays locked until the transaction ends; with a `cutoff`, `youngFrom`
+   * is its first stored version recorded at or after it.
+   */
+  readonly streamExtent: (
+    streamId: StreamId.StreamId,
+    options: { readonly lock: boolean; readonly cutoff?: Date | undefined }
+  ) => Effect.Effect<Option.Option<Retention.Extent>, StoreError>
+  /**
+   * Inside a transaction, under the stream's lock (see {@link streamExtent}): removes its
+   * events below version `before` and records `before` as its first retained version, in one
+   * statement; returns how many events it removed.
+   */
+  readonly removeBefore: (streamId: StreamId.StreamId, before: number) => Effect.Effect<number, StoreError>
+  /** Up to `limit` ids of a category's streams (deleted ones left out), in id order, after `after`. */
+  readonly streamIdsPage: (
+    category: StreamId.Category,
+    after: StreamId.StreamId | undefined,
+    limit: number
+  ) => Effect.Effect<ReadonlyArray<StreamId.StreamId>, StoreError>
 }
 
 /**
@@ -283,7 +380,57 @@ export const duplicateEventId = (requests: ReadonlyArray<StorableAppend>, eventI
  * @since 0.1.0
  * @category models
  */
-export type LoadError = InvalidInput | EventDecodeError | StreamCorrupt | StoreError
+export type LoadError = InvalidInput | EventDecodeError | StreamCorrupt | StreamTruncated | StoreError
+
+/**
+ * The errors of a truncation.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type TruncateError = InvalidInput | StreamNotFound | StreamDeleted | SnapshotRequired | DeadLetterPending | StoreError
+
+/**
+ * Options of a truncation: `snapshotVersion`, required, is the snapshot
+ * version (the aggregate's snapshot `version`) the stream's aggregate loads
+ * from, or the aggregate itself: a stored snapshot of another version counts
+ * as none. `dryRun` decides without locking or removing anything, and says
+ * what would be removed.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface TruncateOptions {
+  readonly snapshotVersion: Retention.SnapshotVersionOf
+  readonly dryRun?: boolean
+}
+
+/**
+ * What a truncation did: the stream's first retained version now, and how
+ * many events it removed (0 when the stream was already truncated that far).
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface Truncated {
+  readonly streamId: string
+  readonly truncatedBefore: number
+  readonly removed: number
+}
+
+/**
+ * Options of retention: `snapshotVersion`, required, as for a truncation
+ * (see {@link TruncateOptions}: only a snapshot of that version is a base);
+ * `dryRun` decides and reports without removing anything (and without
+ * locking).
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface RetentionOptions {
+  readonly snapshotVersion: Retention.SnapshotVersionOf
+  readonly dryRun?: boolean
+}
 
 /**
  * The errors an append or save can fail with.
@@ -291,7 +438,15 @@ export type LoadError = InvalidInput | EventDecodeError | StreamCorrupt | StoreE
  * @since 0.1.0
  * @category models
  */
-export type AppendError = ConcurrencyConflict | InvalidInput | StoreError
+export type AppendError = ConcurrencyConflict | InvalidInput | StreamArchived | StreamDeleted | StoreError
+
+/**
+ * The errors of archiving, unarchiving or deleting a stream.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type LifecycleError = InvalidInput | StreamNotFound | StreamDeleted | StoreError
 
 /**
  * An aggregate root of any aggregate, for heterogeneous batches.
@@ -330,15 +485,20 @@ export interface EventStore {
   ) => Stream.Stream<RecordedEvent, InvalidInput | StoreError>
   readonly readAll: (options?: ReadLogOptions) => Stream.Stream<RecordedEvent, InvalidInput | StoreError>
   readonly streamVersion: (streamId: string) => Effect.Effect<number, InvalidInput | StoreError>
-  /** Replays an aggregate; `None` when its stream does not exist. */
+  /**
+   * Replays an aggregate; `None` when its stream does not exist, was deleted, or is archived
+   * (unless `includeArchived`).
+   */
   readonly load: <S, E>(
     aggregate: Aggregate.Aggregate<S, E>,
-    id: string
+    id: string,
+    options?: LoadOptions
   ) => Effect.Effect<Option.Option<AggregateRoot.AggregateRoot<S, E>>, LoadError>
   /** Replays an aggregate, or a new root at version 0. */
   readonly loadOrDefault: <S, E>(
     aggregate: Aggregate.Aggregate<S, E>,
-    id: string
+    id: string,
+    options?: LoadOptions
   ) => Effect.Effect<AggregateRoot.AggregateRoot<S, E>, LoadError>
   /**
    * Inside {@link transaction}: locks the stream's row until the transaction
@@ -346,7 +506,8 @@ export interface EventStore {
    */
   readonly loadForUpdate: <S, E>(
     aggregate: Aggregate.Aggregate<S, E>,
-    id: string
+    id: string,
+    options?: LoadOptions
   ) => Effect.Effect<Option.Option<AggregateRoot.AggregateRoot<S, E>>, LoadError>
   /** Saves the pending events; returns the root with `pending` cleared and `version` advanced. */
   readonly save: <S, E>(root: AggregateRoot.AggregateRoot<S, E>) => Effect.Effect<AggregateRoot.AggregateRoot<S, E>, AppendError>
@@ -355,7 +516,8 @@ export interface EventStore {
   /** Loads from the newest valid snapshot plus the events after it. */
   readonly loadSnapshotted: <S, E>(
     aggregate: Aggregate.Aggregate<S, E>,
-    id: string
+    id: string,
+    options?: LoadOptions
   ) => Effect.Effect<Option.Option<AggregateRoot.AggregateRoot<S, E>>, LoadError>
   /** Saves, then writes a snapshot when the aggregate's policy says so. */
   readonly saveSnapshotting: <S, E>(
@@ -369,6 +531,68 @@ export interface EventStore {
   readonly transaction: <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E | StoreError, R>
   /** The current transaction's id (inside {@link transaction}; assigns one if needed). */
   readonly currentTransactionId: Effect.Effect<bigint, StoreError>
+  /**
+   * Makes a stream read-only: appends fail with `StreamArchived`, and `load`/`readCategory`
+   * leave it out unless asked (`includeArchived`); `readStream` and subscriptions still read
+   * it. Archiving an archived stream changes nothing.
+   */
+  readonly archive: (streamId: string) => Effect.Effect<void, LifecycleError>
+  /** Makes an archived stream live again (a live one is left as it is). */
+  readonly unarchive: (streamId: string) => Effect.Effect<void, LifecycleError>
+  /**
+   * Deletes a stream for good: its events and snapshot are removed and a
+   * {@link streamDeletedType} tombstone is appended at its version plus one, so subscriptions
+   * deliver the deletion in order and the id cannot be reused (appends fail with
+   * `StreamDeleted`). Deleting a deleted stream changes nothing. On PostgreSQL a big stream
+   * goes in short transactions (marked deleted first, then its events 1,000 at a time, each
+   * batch moving its first kept version past them as a truncation does, then the tombstone),
+   * so it never holds every subscription back; a deletion interrupted half-way is finished by
+   * the next call.
+   */
+  readonly deleteStream: (streamId: string) => Effect.Effect<void, LifecycleError>
+  /**
+   * Removes a stream's events below version `before` for good, in short transactions of at
+   * most `Retention.chunkSize` events. Its stored snapshot becomes its base: `before` may not
+   * pass the version of its snapshot of `options.snapshotVersion` (else `SnapshotRequired`, and
+   * nothing changes; a snapshot of another version counts as none), nor its lowest dead letter
+   * (`DeadLetterPending`), so `loadSnapshotted` still loads it; a plain `load` then fails with
+   * `StreamTruncated`. Truncating no further than before changes nothing.
+   */
+  readonly truncate: (streamId: string, before: number, options: TruncateOptions) => Effect.Effect<Truncated, TruncateError>
+  /** A stream's {@link Retention.Extent}, read without locking (`None`: no such stream). */
+  readonly streamExtent: (streamId: string) => Effect.Effect<Option.Option<Retention.Extent>, InvalidInput | StoreError>
+  /**
+   * Writes a snapshot of an aggregate's current state now (loaded with `loadSnapshotted`),
+   * whatever its snapshot policy says, so it can be truncated up to its current version.
+   * Returns the version snapshotted (`None`: no such stream). An aggregate without a snapshot
+   * definition, or a state its snapshot Schema refuses, is `InvalidInput`.
+   */
+  readonly snapshot: <S, E>(
+    aggregate: Aggregate.Aggregate<S, E>,
+    id: string
+  ) => Effect.Effect<Option.Option<number>, LoadError>
+  /** The ids of a category's streams (live and archived; deleted ones left out), in id order. */
+  readonly streamIds: (category: string) => Stream.Stream<string, InvalidInput | StoreError>
+  /**
+   * Applies a retention policy to one stream (see {@link Retention.decide}), in short
+   * transactions: never past its newest snapshot of `options.snapshotVersion` (nothing without
+   * one) nor past its lowest dead letter.
+   */
+  readonly retain: (
+    streamId: string,
+    policy: Retention.Policy,
+    options: RetentionOptions
+  ) => Effect.Effect<Retention.Outcome, InvalidInput | StoreError>
+  /**
+   * Applies a retention policy to every stream of a category, in short transactions (one
+   * stream, at most `Retention.chunkSize` events each; no long transaction), and reports what
+   * it did.
+   */
+  readonly applyRetention: (
+    category: string,
+    policy: Retention.Policy,
+    options: RetentionOptions
+  ) => Effect.Effect<Retention.Report, InvalidInput | StoreError>
 }
 
 /**
@@ -418,6 +642,9 @@ const validateEvent = (options: Options, event: NewEvent, index: number, now: nu
   }
   const typeFault = Json.stringFault(event.eventType)
   if (typeFault !== undefined) return new InvalidInput({ field: `${field}.eventType`, reason: typeFault })
+  if (event.eventType.charCodeAt(0) === 36) {
+    return new InvalidInput({ field: `${field}.eventType`, reason: "types starting with $ are reserved for mire's system events" })
+  }
   if (!Number.isSafeInteger(event.schemaVersion) || event.schemaVersion < 1) {
     return new InvalidInput({
       field: `${field}.schemaVersion`,
@@ -684,7 +911,11 @@ const pagedLog = (
         options.limit,
         options.pageSize,
         logPageSizes,
-        (cursor, size) => Effect.map(storage.readLogPage(wanted, cursor, direction, size), (events) => [events, false] as const),
+        (cursor, size) =>
+          Effect.map(
+            storage.readLogPage(wanted, cursor, direction, size, wanted !== undefined && options.includeArchived !== true),
+            (events) => [events, false] as const
+          ),
         (last) => last.globalPosition + step
       )
     })
@@ -757,10 +988,21 @@ const replayRest = <S, E>(
 const readSpan = (streamId: string) =>
   Effect.withSpan("EventStore.readStream", { attributes: { "mire.stream_id": streamId }, captureStackTrace: false })
 
-/** Folds a whole stream from version 1. */
-const replayAll = <S, E>(read: FoldReader, aggregate: Aggregate.Aggregate<S, E>, streamId: StreamId.StreamId) =>
+/** Is a page's stream left out of a load: deleted, or archived unless the load asks for it? */
+const hidden = (page: FoldPage, options: LoadOptions | undefined): boolean =>
+  page.state === "deleted" || (page.state === "archived" && options?.includeArchived !== true)
+
+/** Folds a whole stream from version 1 (version 0, nothing folded, when the load leaves it out). */
+const replayAll = <S, E>(
+  read: FoldReader,
+  aggregate: Aggregate.Aggregate<S, E>,
+  streamId: StreamId.StreamId,
+  options?: LoadOptions
+) =>
   Effect.flatMap(read(streamId, 1, loadPageSize), (page) =>
-    replay(read, aggregate, streamId, { state: aggregate.initial, version: 0 }, page)
+    hidden(page, options)
+      ? Effect.succeed<Aggregate.Folded<S>>({ state: aggregate.initial, version: 0 })
+      : replay(read, aggregate, streamId, { state: aggregate.initial, version: 0 }, page)
   ).pipe(readSpan(streamId))
 
 /** The root of a fold: `None` when the stream has no events. */
@@ -780,22 +1022,27 @@ const timed = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> 
 const loads = (storage: Storage): Pick<EventStore, "load" | "loadOrDefault" | "loadForUpdate"> => {
   const read = foldReader(storage)
 
-  const load = Effect.fn("EventStore.load")(function* <S, E>(aggregate: Aggregate.Aggregate<S, E>, id: string) {
+  const load = Effect.fn("EventStore.load")(function* <S, E>(
+    aggregate: Aggregate.Aggregate<S, E>,
+    id: string,
+    options?: LoadOptions
+  ) {
     // Checked in place, without an Effect per check: every load does it.
     const streamId = StreamId.parseAggregate(aggregate.category, id)
     if (streamId instanceof InvalidInput) return yield* streamId
     yield* Effect.annotateCurrentSpan("mire.stream_id", streamId)
-    const folded = yield* timed(replayAll(read, aggregate, streamId))
+    const folded = yield* timed(replayAll(read, aggregate, streamId, options))
     yield* Effect.annotateCurrentSpan("mire.version", folded.version)
     return rootOf(aggregate, id, folded)
   })
 
-  const loadOrDefault = <S, E>(aggregate: Aggregate.Aggregate<S, E>, id: string) =>
-    Effect.map(load(aggregate, id), Option.getOrElse(() => AggregateRoot.make(aggregate, id)))
+  const loadOrDefault = <S, E>(aggregate: Aggregate.Aggregate<S, E>, id: string, options?: LoadOptions) =>
+    Effect.map(load(aggregate, id, options), Option.getOrElse(() => AggregateRoot.make(aggregate, id)))
 
   const loadForUpdate = Effect.fn("EventStore.loadForUpdate")(function* <S, E>(
     aggregate: Aggregate.Aggregate<S, E>,
-    id: string
+    id: string,
+    options?: LoadOptions
   ) {
     const streamId = yield* StreamId.forAggregate(aggregate.category, id)
     yield* Effect.annotateCurrentSpan("mire.stream_id", streamId)
@@ -806,7 +1053,7 @@ const loads = (storage: Storage): Pick<EventStore, "load" | "loadOrDefault" | "l
       })
     }
     yield* storage.lockStream(streamId)
-    return yield* load(aggregate, id)
+    return yield* load(aggregate, id, options)
   })
 
   return { load, loadOrDefault, loadForUpdate }
@@ -932,21 +1179,26 @@ const snapshots = (
 
   const loadSnapshotted = Effect.fn("EventStore.loadSnapshotted")(function* <S, E>(
     aggregate: Aggregate.Aggregate<S, E>,
-    id: string
+    id: string,
+    options?: LoadOptions
   ) {
     const streamId = StreamId.parseAggregate(aggregate.category, id)
     if (streamId instanceof InvalidInput) return yield* streamId
     yield* Effect.annotateCurrentSpan("mire.stream_id", streamId)
-    if (Option.isNone(aggregate.snapshot)) return yield* loaded.load(aggregate, id)
+    if (Option.isNone(aggregate.snapshot)) return yield* loaded.load(aggregate, id, options)
     const definition = aggregate.snapshot.value
     // One statement: the snapshot and the events from its version (from 1 without a snapshot).
     const { result, hit } = yield* timed(
       Effect.flatMap(storage.loadSnapshotPage(streamId, loadPageSize), (page) =>
-        fromSnapshot(read, aggregate, definition, streamId, page)
+        hidden(page, options)
+          ? Effect.succeed({ result: Option.some<Aggregate.Folded<S>>({ state: aggregate.initial, version: 0 }), hit: false })
+          : fromSnapshot(read, aggregate, definition, streamId, page)
       ).pipe(readSpan(streamId))
     )
-    if (Option.isSome(result)) yield* Metric.increment(hit ? Metrics.snapshotHits : Metrics.snapshotMisses)
-    return Option.isSome(result) ? rootOf(aggregate, id, result.value) : yield* loaded.load(aggregate, id)
+    if (Option.isSome(result) && result.value.version > 0) {
+      yield* Metric.increment(hit ? Metrics.snapshotHits : Metrics.snapshotMisses)
+    }
+    return Option.isSome(result) ? rootOf(aggregate, id, result.value) : yield* loaded.load(aggregate, id, options)
   })
 
   const saveSnapshotting = Effect.fn("EventStore.saveSnapshotting")(function* <S, E>(
@@ -984,6 +1236,246 @@ const snapshots = (
 // Transactions
 // ---------------------------------------------------------------------------
 
+// ---------------------------------------------------------------------------
+// Lifecycle: archive, unarchive, delete
+// ---------------------------------------------------------------------------
+
+/** The lifecycle part of the service: a stream's archived mark, and its deletion with a tombstone. */
+const lifecycle = (storage: Storage): Pick<EventStore, "archive" | "unarchive" | "deleteStream"> => {
+  const setArchived = (name: string, archived: boolean) => (streamId: string) =>
+    Effect.flatMap(StreamId.validate(streamId), (id) => storage.setArchived(id, archived)).pipe(
+      Effect.withSpan(name, { attributes: { "mire.stream_id": streamId } })
+    )
+  const deleteStream = (streamId: string) =>
+    Effect.flatMap(StreamId.validate(streamId), (id) =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) => {
+        // The tombstone's data is filled in by the store (the version it deletes is read under its lock).
+        const tombstone: StorableEvent = {
+          eventId: Uuid.v7(now),
+          eventType: streamDeletedType,
+          schemaVersion: 1,
+          data: {},
+          metadata: {},
+          dataJson: "{}",
+          metadataJson: "{}",
+          eventIdGiven: false
+        }
+        return Effect.asVoid(storage.deleteStream(id, tombstone))
+      })
+    ).pipe(Effect.withSpan("EventStore.deleteStream", { attributes: { "mire.stream_id": streamId } }))
+  return {
+    archive: setArchived("EventStore.archive", true),
+    unarchive: setArchived("EventStore.unarchive", false),
+    deleteStream
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Truncation and retention
+// ---------------------------------------------------------------------------
+
+/** Stream ids of a category read per statement by `streamIds` (and so by retention). */
+const streamIdsPageSize = 1000
+
+/**
+ * A fold that found a version missing: `StreamTruncated` when the stream is now truncated
+ * past it (its extent says so: a fold from version 1, or a paged load that a truncation
+ * overtook between two pages), the `StreamCorrupt` it was otherwise. Only this failure path
+ * reads anything more: a load that succeeds costs nothing extra.
+ */
+const truncationChecked = <A>(storage: Storage, effect: Effect.Effect<A, LoadError>): Effect.Effect<A, LoadError> =>
+  Effect.catchTag(effect, "StreamCorrupt", (error): Effect.Effect<never, LoadError> =>
+    Effect.flatMap(
+      storage.streamExtent(StreamId.fromStored(error.streamId), { lock: false }),
+      (extent): Effect.Effect<never, LoadError> =>
+        Option.isSome(extent) && !extent.value.deleted && extent.value.truncatedBefore > error.expectedVersion
+          ? Effect.fail(new StreamTruncated({ streamId: error.streamId, truncatedBefore: extent.value.truncatedBefore }))
+          : Effect.fail(error)
+    )
+  )
+
+/** The loads of the service, each failing with `StreamTruncated` rather than `StreamCorrupt` for a truncated stream. */
+const truncationAware = (
+  storage: Storage,
+  loading: Pick<EventStore, "load" | "loadOrDefault" | "loadForUpdate" | "loadSnapshotted">
+): Pick<EventStore, "load" | "loadOrDefault" | "loadForUpdate" | "loadSnapshotted"> => ({
+  load: (aggregate, id, options) => truncationChecked(storage, loading.load(aggregate, id, options)),
+  loadOrDefault: (aggregate, id, options) => truncationChecked(storage, loading.loadOrDefault(aggregate, id, options)),
+  loadForUpdate: (aggregate, id, options) => truncationChecked(storage, loading.loadForUpdate(aggregate, id, options)),
+  loadSnapshotted: (aggregate, id, options) => truncationChecked(storage, loading.loadSnapshotted(aggregate, id, options))
+})
+
+/** The truncation part of the service: explicit truncation, and retention policies over it. */
+const truncations = (
+  storage: Storage,
+  limits: Options,
+  loaded: Pick<EventStore, "loadSnapshotted">
+): Pick<EventStore, "truncate" | "streamExtent" | "snapshot" | "streamIds" | "retain" | "applyRetention"> => {
+  /**
+   * One step of a truncation to `before`, in its own short transaction under the stream's
+   * lock: the pure decision on what the row says now, then at most `Retention.chunkSize`
+   * versions removed and the base raised to the step, in one statement. Returns the base
+   * after it and how many events it removed.
+   */
+  const truncationStep = (id: StreamId.StreamId, before: number, expected: number) =>
+    storage.transaction(
+      Effect.gen(function* () {
+        const extent = yield* storage.streamExtent(id, { lock: true })
+        if (Option.isNone(extent)) return yield* new StreamNotFound({ streamId: id })
+        const decided = Retention.truncation(id, extent.value, before, expected)
+        if (Either.isLeft(decided)) return yield* decided.left
+        if (Option.isNone(decided.right)) return { base: extent.value.truncatedBefore, removed: 0 }
+        const step = Retention.nextStep(extent.value.truncatedBefore, decided.right.value)
+        const removed = yield* storage.removeBefore(id, step)
+        return { base: step, removed }
+      })
+    )
+
+  /**
+   * The steps after the first, up to `before`: each re-decides under the lock, so a change in
+   * between (the stream deleted, its snapshot replaced, a dead letter recorded) stops the
+   * truncation where it got to (every step is itself a valid truncation); a store failure fails.
+   */
+  const truncationRest = (id: StreamId.StreamId, before: number, expected: number, from: { base: number; removed: number }) =>
+    Effect.gen(function* () {
+      let { base, removed } = from
+      while (base < before) {
+        const step = yield* Effect.either(truncationStep(id, before, expected))
+        if (Either.isLeft(step)) {
+          if (step.left._tag === "StoreError") return yield* step.left
+          break
+        }
+        if (step.right.base <= base) break
+        base = step.right.base
+        removed += step.right.removed
+      }
+      return { base, removed }
+    })
+
+  const truncate = (streamId: string, before: number, options: TruncateOptions) =>
+    Effect.gen(function* () {
+      const id = yield* StreamId.validate(streamId)
+      yield* positiveInt("before", before)
+      const expected = yield* Retention.expectedSnapshotVersion(options.snapshotVersion)
+      if (options.dryRun === true) {
+        // Decided on the extent as it is, without a lock or a transaction: nothing is touched.
+        const extent = yield* storage.streamExtent(id, { lock: false })
+        if (Option.isNone(extent)) return yield* new StreamNotFound({ streamId: id })
+        const decided = Retention.truncation(id, extent.value, before, expected)
+        if (Either.isLeft(decided)) return yield* decided.left
+        const base = extent.value.truncatedBefore
+        return Option.isNone(decided.right)
+          ? { streamId: id, truncatedBefore: base, removed: 0 }
+          : { streamId: id, truncatedBefore: decided.right.value, removed: decided.right.value - base }
+      }
+      // The first step's refusal is the answer (nothing changed); the rest go on from it.
+      const first = yield* truncationStep(id, before, expected)
+      const done = yield* truncationRest(id, before, expected, first)
+      return { streamId: id, truncatedBefore: done.base, removed: done.removed }
+    }).pipe(Effect.withSpan("EventStore.truncate", { attributes: { "mire.stream_id": streamId, "mire.before": before } }))
+
+  const streamExtent = (streamId: string) =>
+    Effect.flatMap(StreamId.validate(streamId), (id) => storage.streamExtent(id, { lock: false })).pipe(
+      Effect.withSpan("EventStore.streamExtent", { attributes: { "mire.stream_id": streamId } })
+    )
+
+  const streamIds = (category: string): Stream.Stream<string, InvalidInput | StoreError> =>
+    Stream.unwrap(
+      Effect.map(StreamId.validateCategory(category), (checked) =>
+        Stream.paginateChunkEffect(Option.none<StreamId.StreamId>(), (after) =>
+          Effect.map(storage.streamIdsPage(checked, Option.getOrUndefined(after), streamIdsPageSize), (ids) => {
+            const last = ids[ids.length - 1]
+            return [
+              Chunk.unsafeFromArray<string>(ids),
+              last === undefined || ids.length < streamIdsPageSize ? Option.none() : Option.some(Option.some(last))
+            ] as const
+          })
+        )
+      )
+    ).pipe(Stream.withSpan("EventStore.streamIds", { attributes: { "mire.category": category } }))
+
+  /**
+   * One stream under a checked policy: a dry run reads without locking; otherwise the decision
+   * and its first step in one short transaction, then the rest of the cut a step at a time.
+   */
+  const retainChecked = (
+    id: StreamId.StreamId,
+    policy: Retention.CheckedPolicy,
+    expected: number,
+    cutoff: Date | undefined,
+    dryRun: boolean
+  ): Effect.Effect<Retention.Outcome, StoreError> =>
+    dryRun
+      ? Effect.map(storage.streamExtent(id, { lock: false, cutoff }), (extent): Retention.Outcome => {
+          const decision = Option.isNone(extent) ? ({ _tag: "Keep" } as const) : Retention.decide(policy, extent.value, expected)
+          const removed =
+            decision._tag === "Truncate" && Option.isSome(extent) ? decision.before - extent.value.truncatedBefore : 0
+          return { streamId: id, decision, removed }
+        })
+      : Effect.gen(function* () {
+          const first = yield* storage.transaction(
+            Effect.gen(function* () {
+              const extent = yield* storage.streamExtent(id, { lock: true, cutoff })
+              const decision = Option.isNone(extent) ? ({ _tag: "Keep" } as const) : Retention.decide(policy, extent.value, expected)
+              if (decision._tag !== "Truncate" || Option.isNone(extent)) return { decision, base: 0, removed: 0 }
+              const step = Retention.nextStep(extent.value.truncatedBefore, decision.before)
+              return { decision, base: step, removed: yield* storage.removeBefore(id, step) }
+            })
+          )
+          if (first.decision._tag !== "Truncate") return { streamId: id, decision: first.decision, removed: 0 }
+          const done = yield* truncationRest(id, first.decision.before, expected, first)
+          return { streamId: id, decision: first.decision, removed: done.removed }
+        })
+
+  const checkedPolicy = (policy: Retention.Policy) =>
+    Effect.flatMap(Either.match(Retention.validate(policy), { onLeft: Effect.fail, onRight: Effect.succeed }), (checked) =>
+      Effect.map(Clock.currentTimeMillis, (now) => ({ checked, cutoff: Option.getOrUndefined(Retention.cutoff(checked, now)) }))
+    )
+
+  const retain = (streamId: string, policy: Retention.Policy, options: RetentionOptions) =>
+    Effect.gen(function* () {
+      const id = yield* StreamId.validate(streamId)
+      const { checked, cutoff } = yield* checkedPolicy(policy)
+      const expected = yield* Retention.expectedSnapshotVersion(options.snapshotVersion)
+      return yield* retainChecked(id, checked, expected, cutoff, options.dryRun === true)
+    }).pipe(Effect.withSpan("EventStore.retain", { attributes: { "mire.stream_id": streamId } }))
+
+  const applyRetention = (category: string, policy: Retention.Policy, options: RetentionOptions) =>
+    Effect.gen(function* () {
+      const { checked, cutoff } = yield* checkedPolicy(policy)
+      const expected = yield* Retention.expectedSnapshotVersion(options.snapshotVersion)
+      const dryRun = options.dryRun === true
+      return yield* streamIds(category).pipe(
+        Stream.mapEffect((id) => retainChecked(StreamId.fromStored(id), checked, expected, cutoff, dryRun)),
+        Stream.runFold(Retention.emptyReport(dryRun), Retention.record)
+      )
+    }).pipe(Effect.withSpan("EventStore.applyRetention", { attributes: { "mire.category": category } }))
+
+  const snapshot = <S, E>(aggregate: Aggregate.Aggregate<S, E>, id: string) =>
+    Effect.gen(function* () {
+      if (Option.isNone(aggregate.snapshot)) {
+        return yield* new InvalidInput({ field: "aggregate", reason: `${aggregate.category} has no snapshot definition` })
+      }
+      const definition = aggregate.snapshot.value
+      const root = yield* truncationChecked(storage, loaded.loadSnapshotted(aggregate, id))
+      if (Option.isNone(root)) return Option.none<number>()
+      const { streamId, version, state } = root.value
+      const encoded = yield* Snapshot.encode(definition, streamId, version, state)
+      if (Option.isNone(encoded)) {
+        return yield* new InvalidInput({ field: "state", reason: `the state of ${streamId} fails its snapshot Schema` })
+      }
+      const stateJson = Json.encode(encoded.value.state, limits.maxDepth, limits.maxEventSize)
+      if (stateJson instanceof Json.JsonFault) {
+        return yield* new InvalidInput({ field: stateJson.path("state"), reason: stateJson.reason })
+      }
+      yield* storage.writeSnapshot({ ...encoded.value, stateJson })
+      yield* Metric.increment(Metrics.snapshotWrites)
+      return Option.some(version)
+    }).pipe(Effect.withSpan("EventStore.snapshot", { attributes: { "mire.category": aggregate.category, "mire.id": id } }))
+
+  return { truncate, streamExtent, snapshot, streamIds, retain, applyRetention }
+}
+
 /** The transaction part of the service: the storage's own, traced. */
 const transactions = (storage: Storage): Pick<EventStore, "transaction" | "currentTransactionId"> => ({
   transaction: (effect) => storage.transaction(effect).pipe(Effect.withSpan("EventStore.transaction")),
@@ -1007,13 +1499,18 @@ export const make = (storage: Storage, options: Partial<Options> = {}): EventSto
   const appending = appends(storage, limits)
   const loading = loads(storage)
   const saving = saves(appending.appendMany)
+  const snapshotting = snapshots(storage, limits, loading, saving)
   return {
     ...appending,
     ...reads(storage),
     ...loading,
     ...saving,
-    ...snapshots(storage, limits, loading, saving),
-    ...transactions(storage)
+    ...snapshotting,
+    ...transactions(storage),
+    ...lifecycle(storage),
+    ...truncations(storage, limits, snapshotting),
+    // The loads again, last: a truncated stream fails with StreamTruncated, not StreamCorrupt.
+    ...truncationAware(storage, { ...loading, ...snapshotting })
   }
 }
 
@@ -1111,9 +1608,10 @@ export const streamVersion = (streamId: string): Effect.Effect<number, InvalidIn
  */
 export const load = <S, E>(
   aggregate: Aggregate.Aggregate<S, E>,
-  id: string
+  id: string,
+  options?: LoadOptions
 ): Effect.Effect<Option.Option<AggregateRoot.AggregateRoot<S, E>>, LoadError, EventStore> =>
-  Effect.flatMap(EventStore, (store) => store.load(aggregate, id))
+  Effect.flatMap(EventStore, (store) => store.load(aggregate, id, options))
 
 /**
  * @since 0.1.0
@@ -1121,9 +1619,10 @@ export const load = <S, E>(
  */
 export const loadOrDefault = <S, E>(
   aggregate: Aggregate.Aggregate<S, E>,
-  id: string
+  id: string,
+  options?: LoadOptions
 ): Effect.Effect<AggregateRoot.AggregateRoot<S, E>, LoadError, EventStore> =>
-  Effect.flatMap(EventStore, (store) => store.loadOrDefault(aggregate, id))
+  Effect.flatMap(EventStore, (store) => store.loadOrDefault(aggregate, id, options))
 
 /**
  * @since 0.1.0
@@ -1131,9 +1630,10 @@ export const loadOrDefault = <S, E>(
  */
 export const loadForUpdate = <S, E>(
   aggregate: Aggregate.Aggregate<S, E>,
-  id: string
+  id: string,
+  options?: LoadOptions
 ): Effect.Effect<Option.Option<AggregateRoot.AggregateRoot<S, E>>, LoadError, EventStore> =>
-  Effect.flatMap(EventStore, (store) => store.loadForUpdate(aggregate, id))
+  Effect.flatMap(EventStore, (store) => store.loadForUpdate(aggregate, id, options))
 
 /**
  * @example
@@ -1179,9 +1679,10 @@ export const saveMany = <const Roots extends ReadonlyArray<AnyRoot>>(
  */
 export const loadSnapshotted = <S, E>(
   aggregate: Aggregate.Aggregate<S, E>,
-  id: string
+  id: string,
+  options?: LoadOptions
 ): Effect.Effect<Option.Option<AggregateRoot.AggregateRoot<S, E>>, LoadError, EventStore> =>
-  Effect.flatMap(EventStore, (store) => store.loadSnapshotted(aggregate, id))
+  Effect.flatMap(EventStore, (store) => store.loadSnapshotted(aggregate, id, options))
 
 /**
  * @since 0.1.0
@@ -1238,6 +1739,187 @@ export const currentTransactionId: Effect.Effect<bigint, StoreError, EventStore>
   EventStore,
   (store) => store.currentTransactionId
 )
+
+/**
+ * Archives a stream: read-only (appends fail with `StreamArchived`), left out
+ * of `load` and `readCategory` unless they pass `includeArchived`; still read
+ * by `readStream` and subscriptions.
+ *
+ * @example
+ * ```ts
+ * import { EventStore } from "@mire/core"
+ * import { Effect } from "effect"
+ *
+ * const closeForGood = EventStore.archive("account-42").pipe(
+ *   Effect.catchTag("StreamNotFound", () => Effect.log("no such account"))
+ * )
+ * ```
+ * @since 0.2.0
+ * @category accessors
+ */
+export const archive = (streamId: string): Effect.Effect<void, LifecycleError, EventStore> =>
+  Effect.flatMap(EventStore, (store) => store.archive(streamId))
+
+/**
+ * Makes an archived stream live again.
+ *
+ * @since 0.2.0
+ * @category accessors
+ */
+export const unarchive = (streamId: string): Effect.Effect<void, LifecycleError, EventStore> =>
+  Effect.flatMap(EventStore, (store) => store.unarchive(streamId))
+
+/**
+ * Deletes a stream for good (data protection): its events and snapshot are
+ * removed, and a `$StreamDeleted` tombstone takes its next version, so the
+ * id cannot be reused (`StreamDeleted`) and projections can drop their rows
+ * (`onStreamDeleted`).
+ *
+ * @example
+ * ```ts
+ * import { EventStore } from "@mire/core"
+ *
+ * const forget = EventStore.deleteStream("customer-42")
+ * ```
+ * @since 0.2.0
+ * @category accessors
+ */
+export const deleteStream = (streamId: string): Effect.Effect<void, LifecycleError, EventStore> =>
+  Effect.flatMap(EventStore, (store) => store.deleteStream(streamId))
+
+/**
+ * Removes a stream's events below version `before` for good (in short
+ * transactions of at most `Retention.chunkSize` events), keeping its
+ * snapshot as the new base. `before` may not pass the version of its
+ * snapshot of `options.snapshotVersion` (the aggregate's snapshot `version`,
+ * or the aggregate: a snapshot of another version counts as none), nor its
+ * lowest dead letter: `SnapshotRequired` / `DeadLetterPending`, nothing
+ * changes. `loadSnapshotted` still loads the stream; a plain `load` fails
+ * with `StreamTruncated`.
+ *
+ * @example
+ * ```ts
+ * import { EventStore } from "@mire/core"
+ * import { Effect } from "effect"
+ *
+ * // Account's snapshot definition has `version: 2`; passing the aggregate itself works too.
+ * const compact = EventStore.truncate("account-42", 1000, { snapshotVersion: 2 }).pipe(
+ *   Effect.tap(({ removed }) => Effect.log(`removed ${removed} events`)),
+ *   Effect.catchTag("SnapshotRequired", (e) => Effect.log(e.message))
+ * )
+ * ```
+ * @since 0.2.0
+ * @category accessors
+ */
+export const truncate = (
+  streamId: string,
+  before: number,
+  options: TruncateOptions
+): Effect.Effect<Truncated, TruncateError, EventStore> =>
+  Effect.flatMap(EventStore, (store) => store.truncate(streamId, before, options))
+
+/**
+ * A stream's {@link Retention.Extent} (its version, first kept version,
+ * snapshot and lowest dead letter, deleted or not), read without locking:
+ * `None` when there is no such stream.
+ *
+ * @since 0.2.0
+ * @category accessors
+ */
+export const streamExtent = (
+  streamId: string
+): Effect.Effect<Option.Option<Retention.Extent>, InvalidInput | StoreError, EventStore> =>
+  Effect.flatMap(EventStore, (store) => store.streamExtent(streamId))
+
+/**
+ * Writes a snapshot of an aggregate's current state now, whatever its
+ * snapshot policy says: the way to let `truncate` (or retention) go up to
+ * the stream's current version. Returns the version snapshotted (`None`: no
+ * such stream).
+ *
+ * @example
+ * ```ts
+ * import { Aggregate, EventStore } from "@mire/core"
+ * import { Effect, Option, Schema } from "effect"
+ *
+ * const Deposited = Schema.TaggedStruct("Deposited", { amount: Schema.Number })
+ * const Account = Aggregate.make({
+ *   category: "account",
+ *   events: Deposited,
+ *   initial: { balance: 0 },
+ *   apply: (state, event) => ({ balance: state.balance + event.amount }),
+ *   snapshot: { schema: Schema.Struct({ balance: Schema.Number }), version: 1, every: 1000 }
+ * })
+ *
+ * // Snapshot account-42 where it is, then drop everything before that version.
+ * const compact = EventStore.snapshot(Account, "42").pipe(
+ *   Effect.flatMap((version) =>
+ *     Option.isNone(version)
+ *       ? Effect.log("no such account")
+ *       : Effect.asVoid(EventStore.truncate("account-42", version.value, { snapshotVersion: Account }))
+ *   )
+ * )
+ * ```
+ * @since 0.2.0
+ * @category accessors
+ */
+export const snapshot = <S, E>(
+  aggregate: Aggregate.Aggregate<S, E>,
+  id: string
+): Effect.Effect<Option.Option<number>, LoadError, EventStore> =>
+  Effect.flatMap(EventStore, (store) => store.snapshot(aggregate, id))
+
+/**
+ * The ids of a category's streams (live and archived; deleted ones left
+ * out), in id order.
+ *
+ * @since 0.2.0
+ * @category accessors
+ */
+export const streamIds = (category: string): Stream.Stream<string, InvalidInput | StoreError, EventStore> =>
+  Stream.unwrap(Effect.map(EventStore, (store) => store.streamIds(category)))
+
+/**
+ * Applies a retention policy to one stream (never past its newest
+ * snapshot of `options.snapshotVersion`, nothing without one; never past
+ * its lowest dead letter).
+ *
+ * @since 0.2.0
+ * @category accessors
+ */
+export const retain = (
+  streamId: string,
+  policy: Retention.Policy,
+  options: RetentionOptions
+): Effect.Effect<Retention.Outcome, InvalidInput | StoreError, EventStore> =>
+  Effect.flatMap(EventStore, (store) => store.retain(streamId, policy, options))
+
+/**
+ * Applies a retention policy to every stream of a category, in short
+ * transactions (one stream, at most `Retention.chunkSize` events each):
+ * removes the events older than `maxAge` and those beyond the newest
+ * `maxCount`, never past a stream's newest snapshot of
+ * `options.snapshotVersion` nor its lowest dead letter, and reports what it
+ * did (`dryRun`: what it would do).
+ *
+ * @example
+ * ```ts
+ * import { EventStore } from "@mire/core"
+ * import { Effect } from "effect"
+ *
+ * const nightly = EventStore.applyRetention("account", { maxAge: "365 days", maxCount: 10_000 }, { snapshotVersion: 2 }).pipe(
+ *   Effect.tap((report) => Effect.log(`${report.eventsRemoved} events removed from ${report.truncated} streams`))
+ * )
+ * ```
+ * @since 0.2.0
+ * @category accessors
+ */
+export const applyRetention = (
+  category: string,
+  policy: Retention.Policy,
+  options: RetentionOptions
+): Effect.Effect<Retention.Report, InvalidInput | StoreError, EventStore> =>
+  Effect.flatMap(EventStore, (store) => store.applyRetention(category, policy, options))
 
 /**
  * The in-memory `EventStore` with the given limits (`defaults` where not

@@ -85,6 +85,71 @@ export class StreamCorrupt extends Schema.TaggedError<StreamCorrupt>()("StreamCo
 }
 
 /**
+ * The stream was truncated: its versions below `truncatedBefore` are gone,
+ * so a fold from version 1 (`load`, or `loadSnapshotted` when the snapshot
+ * cannot be used) would miss them. mire refuses to fold; load it with
+ * `loadSnapshotted` and a snapshot at or above `truncatedBefore`.
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export class StreamTruncated extends Schema.TaggedError<StreamTruncated>()("StreamTruncated", {
+  streamId: Schema.String,
+  truncatedBefore: Schema.Number
+}) {
+  override get message(): string {
+    return `stream ${this.streamId} is truncated before v${this.truncatedBefore}: load it from its snapshot (loadSnapshotted)`
+  }
+}
+
+/**
+ * A truncation was refused (nothing changed): truncating before `before`
+ * needs a snapshot at version `before` or later, of the snapshot version
+ * (schema version) the aggregate reads, which becomes the stream's new base.
+ * `snapshotVersion` is the stream version of its stored snapshot (`null`: it
+ * has none); `unusable` is set when that snapshot is of another snapshot
+ * version than `expected`, so it counts as none.
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export class SnapshotRequired extends Schema.TaggedError<SnapshotRequired>()("SnapshotRequired", {
+  streamId: Schema.String,
+  before: Schema.Number,
+  snapshotVersion: Schema.NullOr(Schema.Number),
+  unusable: Schema.optional(Schema.Struct({ schemaVersion: Schema.Number, expected: Schema.Number }))
+}) {
+  override get message(): string {
+    const has =
+      this.snapshotVersion === null
+        ? "it has none"
+        : this.unusable === undefined
+          ? `its snapshot is at v${this.snapshotVersion}`
+          : `its snapshot at v${this.snapshotVersion} is of snapshot version ${this.unusable.schemaVersion}, not ${this.unusable.expected}, so it cannot be loaded from`
+    return `cannot truncate ${this.streamId} before v${this.before}: that needs a snapshot at v${this.before} or later (${has})`
+  }
+}
+
+/**
+ * A truncation was refused (nothing changed): the stream has a dead letter
+ * (a projection's failed or parked event) at `deadLetterVersion`, below
+ * `before`, and truncating would remove its event before it is retried.
+ * Retry or discard the stream's dead letters first.
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export class DeadLetterPending extends Schema.TaggedError<DeadLetterPending>()("DeadLetterPending", {
+  streamId: Schema.String,
+  before: Schema.Number,
+  deadLetterVersion: Schema.Number
+}) {
+  override get message(): string {
+    return `cannot truncate ${this.streamId} before v${this.before}: v${this.deadLetterVersion} has a dead letter (retry or discard it first: mire dead-letters)`
+  }
+}
+
+/**
  * Bad input, refused before anything is written: an invalid stream id or
  * category, a bad expected version or limit, an event that fails its Schema.
  *
@@ -210,5 +275,53 @@ export class XidAhead extends Schema.TaggedError<XidAhead>()("XidAhead", {
     const where = this.source === "log" ? "the event log" : `the checkpoint of ${this.subscriptionId}`
     const epoch = (this.storedTransactionId >> 32n) + 1n
     return `${where} holds transaction id ${this.storedTransactionId}, ahead of this server's next transaction id ${this.serverTransactionId}: the database was restored or replicated into a cluster with a younger transaction counter, so new events would sort behind every checkpoint and never be delivered. Stop the server and raise its xid epoch before it takes writes (pg_resetwal --epoch=${epoch} <datadir>), then restart; see the README, "Restoring into a new cluster"`
+  }
+}
+
+/**
+ * The stream does not exist (it was never appended to): nothing to archive,
+ * unarchive or delete.
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export class StreamNotFound extends Schema.TaggedError<StreamNotFound>()("StreamNotFound", {
+  streamId: Schema.String
+}) {
+  override get message(): string {
+    return `stream ${this.streamId} does not exist`
+  }
+}
+
+/**
+ * The stream is archived: read-only until it is unarchived. An append to it
+ * writes nothing.
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export class StreamArchived extends Schema.TaggedError<StreamArchived>()("StreamArchived", {
+  streamId: Schema.String
+}) {
+  override get message(): string {
+    return `stream ${this.streamId} is archived (read-only); unarchive it to append`
+  }
+}
+
+/**
+ * The stream was deleted: its events are gone and its id stays taken by a
+ * tombstone, so an append to it (or an archive) writes nothing.
+ * `tombstoneVersion` is the version of its `$StreamDeleted` event (the
+ * deleted stream's last version plus one).
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export class StreamDeleted extends Schema.TaggedError<StreamDeleted>()("StreamDeleted", {
+  streamId: Schema.String,
+  tombstoneVersion: Schema.Number
+}) {
+  override get message(): string {
+    return `stream ${this.streamId} was deleted (tombstone at v${this.tombstoneVersion}); its id cannot be reused`
   }
 }

@@ -8,11 +8,14 @@
  * @since 0.1.0
  */
 import * as Layer from "effect/Layer"
+import * as CommandLog from "./CommandLog.js"
+import * as DeadLetters from "./DeadLetters.js"
 import * as EventStore from "./EventStore.js"
 import type * as Memory from "./internal/memory/eventStore.js"
 import * as LeaseStore from "./LeaseStore.js"
 import * as SagaStore from "./SagaStore.js"
 import * as SubscriptionStore from "./SubscriptionStore.js"
+import * as WorkerStore from "./WorkerStore.js"
 
 export {
   /**
@@ -55,7 +58,10 @@ export const layer: Layer.Layer<
   | SubscriptionStore.SubscriptionStore
   | LeaseStore.LeaseStore
   | SagaStore.SagaStore
+  | CommandLog.CommandLog
+  | WorkerStore.WorkerStore
+  | DeadLetters.DeadLetterStore
   | Memory.Driver
-> = Layer.mergeAll(SubscriptionStore.layerMemory, LeaseStore.layerMemory, SagaStore.layerMemory).pipe(
+> = Layer.mergeAll(SubscriptionStore.layerMemory, LeaseStore.layerMemory, SagaStore.layerMemory, CommandLog.layerMemory, WorkerStore.layerMemory, DeadLetters.layerMemory).pipe(
   Layer.provideMerge(EventStore.layerMemory)
 )

@@ -109,3 +109,60 @@ export const status = (
  * @since 0.1.0
  */
 export const millis = (duration: Duration.Duration): number => Math.ceil(Duration.toMillis(duration))
+
+/**
+ * A reset was refused: a worker holds the subscription's lease. Stop it
+ * first, or reset with `force`, which fences it out (its next checkpoint is
+ * refused and it returns to standby).
+ *
+ * @since 0.2.0
+ * @category errors
+ */
+export class LeaseHeld extends Schema.TaggedError<LeaseHeld>()("LeaseHeld", {
+  subscriptionId: Schema.String,
+  workerId: Schema.String,
+  fenceToken: Schema.BigIntFromSelf,
+  leasedUntil: Schema.DateFromSelf
+}) {
+  override get message(): string {
+    return `${this.subscriptionId} is leased by ${this.workerId} (fence ${this.fenceToken}) until ${this.leasedUntil.toISOString()}: stop it, or reset with force`
+  }
+}
+
+/**
+ * What a reset does to a subscription's row, decided under its row lock:
+ * nothing when there is no row (`Unknown`) or a live lease is held and the
+ * reset is not forced (`Held`); otherwise (`Reset`) the checkpoint is
+ * written, the fence token bumped to `fenceToken` and the lease freed, so
+ * any holder, live (`displaced`) or expired but still running, has its next
+ * fenced write refused.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type ResetDecision =
+  | { readonly _tag: "Unknown" }
+  | { readonly _tag: "Held"; readonly lease: LeaseStatus }
+  | { readonly _tag: "Reset"; readonly fenceToken: bigint; readonly displaced: LeaseStatus | undefined }
+
+/**
+ * Decides a reset of the subscription whose lease is `lease` (undefined: no
+ * row) at `now`. Both stores apply it under the row lock.
+ *
+ * @example
+ * ```ts
+ * import { Lease } from "@mire/core"
+ *
+ * const lease = { subscriptionId: "balances", workerId: "w1", fenceToken: 3n, leasedUntil: new Date(60_000) }
+ * assert.strictEqual(Lease.decideReset(lease, 0, false)._tag, "Held")
+ * assert.deepStrictEqual(Lease.decideReset(lease, 0, true), { _tag: "Reset", fenceToken: 4n, displaced: lease })
+ * ```
+ * @since 0.2.0
+ * @category rules
+ */
+export const decideReset = (lease: LeaseStatus | undefined, now: number, force: boolean): ResetDecision => {
+  if (lease === undefined) return { _tag: "Unknown" }
+  const live = !isAcquirable(lease, now)
+  if (live && !force) return { _tag: "Held", lease }
+  return { _tag: "Reset", fenceToken: lease.fenceToken + 1n, displaced: live ? lease : undefined }
+}

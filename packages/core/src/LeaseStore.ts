@@ -14,7 +14,7 @@ import type * as Checkpoint from "./Checkpoint.js"
 import type { StoreError } from "./EventStoreError.js"
 import * as Memory from "./internal/memory/eventStore.js"
 import * as MemoryLeaseStore from "./internal/memory/leaseStore.js"
-import type { Fence, LeaseLost, LeaseStatus } from "./Lease.js"
+import type { Fence, LeaseLost, LeaseStatus, ResetDecision } from "./Lease.js"
 
 /**
  * The storage primitives of leases.
@@ -34,6 +34,17 @@ export interface LeaseStore {
   /** Frees a lease held with `fence` at once (no wait for the TTL). */
   readonly release: (subscriptionId: string, fence: Fence) => Effect.Effect<void, StoreError>
   readonly status: (subscriptionId: string) => Effect.Effect<Option.Option<LeaseStatus>, StoreError>
+  /**
+   * Under the row lock, decides a reset with `Lease.decideReset` (time from
+   * the store's clock) and applies it: on `Reset`, writes `checkpoint`,
+   * bumps the fence token, frees the lease and clears a recorded failure.
+   * Returns the decision.
+   */
+  readonly reset: (
+    subscriptionId: string,
+    checkpoint: Checkpoint.Checkpoint,
+    force: boolean
+  ) => Effect.Effect<ResetDecision, StoreError>
   /**
    * Runs `effect` in one transaction that ends by writing the checkpoint
    * under `fence`; if the fence no longer holds, everything rolls

@@ -102,6 +102,13 @@ export const leaseAcquired = Metric.counter("mire_lease_acquisitions_total", { i
  */
 export const leaseLost = Metric.counter("mire_lease_losses_total", { incremental: true })
 /**
+ * Leases handed over to rebalance the workers (a leader above its fair share
+ * stopped at a batch boundary and released the lease).
+ *
+ * @since 0.2.0
+ */
+export const leaseHandovers = Metric.counter("mire_lease_handovers_total", { incremental: true })
+/**
  * Checkpoints or transactional writes refused by the fence.
  *
  * @since 0.1.0
@@ -119,6 +126,17 @@ export const handlerFailures = Metric.counter("mire_handler_failures_total", { i
  * @since 0.1.0
  */
 export const handlerRetries = Metric.counter("mire_handler_retries_total", { incremental: true })
+/**
+ * Dead letters recorded by projections with `onFailure: "skip"`, per
+ * subscription (tag `subscription`) and status (tag `status`: `failed` for
+ * an event that kept failing, `parked` for a later event of its stream).
+ *
+ * @since 0.2.0
+ */
+export const deadLetters = Metric.counter("mire_dead_letters", {
+  description: "events set aside as dead letters",
+  incremental: true
+})
 /**
  * Saga instances by state (tag `state`).
  *

@@ -19,8 +19,11 @@
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import type * as Aggregate from "./Aggregate.js"
+import * as EventStore from "./EventStore.js"
 import type { EventDecodeError } from "./EventStoreError.js"
+import type * as Partition from "./Partition.js"
 import type { RecordedEvent } from "./RecordedEvent.js"
+import type * as Subscription from "./Subscription.js"
 
 /**
  * What a handler receives: the typed event and the stored event it came from.
@@ -42,6 +45,23 @@ export interface HandledEvent<E> {
 export type Delivery = "at-least-once" | "transactional"
 
 /**
+ * What the runner does with an event whose handler still fails after its
+ * retries (or that cannot be decoded):
+ *
+ * - `"stop"` (the default): the projection stops with `ProjectionFailed`
+ *   naming the event; its checkpoint stays before it;
+ * - `"skip"`: the event goes to the dead letters (`DeadLetters`) with its
+ *   error and attempts, and the projection moves on. The later events of
+ *   the same stream are parked behind it (dead letters too), so no stream is
+ *   ever handled out of order; every other stream goes on. A `retry` of the
+ *   dead letter redelivers it, then the parked events, in order.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type OnFailure = "stop" | "skip"
+
+/**
  * A projection, its event type erased: the runner only needs to turn a
  * stored event into its handler's effect. `E` is the handler's own error,
  * kept typed up to `ProjectionRunner.ProjectionFailed`.
@@ -53,6 +73,17 @@ export interface Projection<R = never, E = unknown> {
   readonly subscriptionId: string
   readonly categories: ReadonlyArray<string> | undefined
   readonly delivery: Delivery
+  /**
+   * Shards it runs as (see `Partition`; none or 1: one subscription under
+   * its own id).
+   */
+  readonly partitions?: number | undefined
+  /** On one shard of a partitioned projection (see `Partition.units`): which. */
+  readonly shard?: Partition.Unit | undefined
+  /** What the runner does with an event that keeps failing (none: `"stop"`); see {@link OnFailure}. */
+  readonly onFailure?: OnFailure | undefined
+  /** Where it starts without a checkpoint (none: `"start"`); see `Subscription.StartFrom`. */
+  readonly startFrom?: Subscription.StartFrom | undefined
   /**
    * Decodes (upcasting) one stored event, synchronously, and returns its
    * handler's effect, or why the event cannot be decoded. The effect fails
@@ -74,12 +105,28 @@ export interface Constructor {
   <S, E, Err, R>(options: {
     readonly subscriptionId: string
     readonly aggregate: Aggregate.Aggregate<S, E>
+    /** Shards to run as, 1-1024, split by stream (see `Partition`). */
+    readonly partitions?: number | undefined
+    /** What to do with an event that keeps failing (default `"stop"`; see {@link OnFailure}). */
+    readonly onFailure?: OnFailure | undefined
+    /** Where it starts without a checkpoint (default `"start"`; see `Subscription.StartFrom`). */
+    readonly startFrom?: Subscription.StartFrom | undefined
     readonly handle: (event: HandledEvent<E>) => Effect.Effect<void, Err, R>
+    /** Called for a deleted stream's tombstone (see {@link StreamDeletedNotice}); none: skipped. */
+    readonly onStreamDeleted?: ((deleted: StreamDeletedNotice) => Effect.Effect<void, Err, R>) | undefined
   }): Projection<R, Err>
   <Err, R>(options: {
     readonly subscriptionId: string
     readonly categories?: ReadonlyArray<string> | undefined
+    /** Shards to run as, 1-1024, split by stream (see `Partition`). */
+    readonly partitions?: number | undefined
+    /** What to do with an event that keeps failing (default `"stop"`; see {@link OnFailure}). */
+    readonly onFailure?: OnFailure | undefined
+    /** Where it starts without a checkpoint (default `"start"`; see `Subscription.StartFrom`). */
+    readonly startFrom?: Subscription.StartFrom | undefined
     readonly handle: (event: HandledEvent<RecordedEvent>) => Effect.Effect<void, Err, R>
+    /** Called for a deleted stream's tombstone (see {@link StreamDeletedNotice}); none: skipped. */
+    readonly onStreamDeleted?: ((deleted: StreamDeletedNotice) => Effect.Effect<void, Err, R>) | undefined
   }): Projection<R, Err>
 }
 
@@ -89,7 +136,11 @@ const build =
     readonly subscriptionId: string
     readonly aggregate?: Aggregate.Aggregate<unknown, E>
     readonly categories?: ReadonlyArray<string> | undefined
+    readonly partitions?: number | undefined
+    readonly onFailure?: OnFailure | undefined
+    readonly startFrom?: Subscription.StartFrom | undefined
     readonly handle: (event: HandledEvent<E | RecordedEvent>) => Effect.Effect<void, Err, R>
+    readonly onStreamDeleted?: ((deleted: StreamDeletedNotice) => Effect.Effect<void, Err, R>) | undefined
   }): Projection<R, Err> => {
     const aggregate = options.aggregate
     // A handler that throws before returning its effect dies like one whose effect dies: retried, then
@@ -105,13 +156,59 @@ const build =
       subscriptionId: options.subscriptionId,
       categories: aggregate === undefined ? options.categories : [aggregate.category],
       delivery,
+      ...(options.partitions === undefined ? {} : { partitions: options.partitions }),
+      ...(options.onFailure === undefined ? {} : { onFailure: options.onFailure }),
+      ...(options.startFrom === undefined ? {} : { startFrom: options.startFrom }),
       // The decode is one synchronous call per event (a catch-up runs this for every event it reads).
+      // A system event (mire's own `$StreamDeleted`) never reaches `handle` (an aggregate's codec cannot decode
+      // it); another `$…` type stored before 0.2 reserved `$` is a user event and is handled as before.
       process:
         aggregate === undefined
-          ? (recorded) => Either.right(handle(recorded, recorded))
-          : (recorded) => Either.map(aggregate.codec.decodeEither(recorded), (event) => handle(event, recorded))
+          ? (recorded) =>
+              Either.right(
+                recorded.eventType === EventStore.streamDeletedType ? system(recorded, options.onStreamDeleted) : handle(recorded, recorded)
+              )
+          : (recorded) =>
+              recorded.eventType === EventStore.streamDeletedType
+                ? Either.right(system(recorded, options.onStreamDeleted))
+                : Either.map(aggregate.codec.decodeEither(recorded), (event) => handle(event, recorded))
     }
   }
+
+/**
+ * What a projection's `onStreamDeleted` receives: the deleted stream, the
+ * last version it had (every event up to it is gone), and the tombstone
+ * event. A read model drops the stream's rows. Delivered in the stream's
+ * order, after every event of it the projection was handed, at least once
+ * (idempotent handlers) or exactly once (transactional).
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface StreamDeletedNotice {
+  readonly streamId: string
+  readonly deletedVersion: number
+  readonly recorded: RecordedEvent
+}
+
+/** A system event's effect (a tombstone): `onStreamDeleted` when given, else skipped. */
+const system = <Err, R>(
+  recorded: RecordedEvent,
+  onStreamDeleted: ((deleted: StreamDeletedNotice) => Effect.Effect<void, Err, R>) | undefined
+): Effect.Effect<void, Err, R> => {
+  if (onStreamDeleted === undefined || recorded.eventType !== "$StreamDeleted") return Effect.void
+  const version = recorded.data.deletedVersion
+  const notice: StreamDeletedNotice = {
+    streamId: recorded.streamId,
+    deletedVersion: typeof version === "number" ? version : recorded.streamVersion - 1,
+    recorded
+  }
+  try {
+    return onStreamDeleted(notice)
+  } catch (defect) {
+    return Effect.die(defect)
+  }
+}
 
 /**
  * An at-least-once projection. Its handler must be idempotent.

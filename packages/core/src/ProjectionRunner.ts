@@ -1,20 +1,34 @@
 /**
- * The projection runner: each projection runs in its own supervised fiber,
- * owned by the runner's scope. A fiber stands by until it acquires its
- * subscription's lease (a Scope-managed resource: released when leadership
- * ends, so a follower can take over at once), then leads: it polls, hands
- * events to the handler (retrying with a `Schedule`), and checkpoints under
- * the fence, while a heartbeat renews the lease. Losing the lease interrupts
- * the work and returns the fiber to standby. A handler that keeps failing
- * stops its projection with a `ProjectionFailed` naming the event (never
- * skipping it); other projections keep running.
+ * The projection runner: each unit of work (a projection's subscription, or
+ * each shard of a partitioned one) is led in its own fiber, owned by the
+ * runner's scope, while it holds the unit's lease. One coordinator per
+ * runner, a `Schedule` forked into the scope, looks every
+ * `leaseRecheckInterval`: it beats its worker's heartbeat, reads the live
+ * workers and every unit's lease in one `WorkerStore` look, and takes the
+ * pure decision of `Rebalance.decide`: it acquires the free units its fair
+ * share (`⌈units ÷ live workers⌉`) gives it, and asks its leaderships beyond
+ * that share to hand over at their next batch boundary (after the batch's
+ * checkpoint; the lease is then released, so the worker that should lead it
+ * acquires it at its next look). A leader polls, hands events to the
+ * handler (retrying with a `Schedule`), and checkpoints under the fence,
+ * while a heartbeat renews the lease. Losing the lease interrupts the work
+ * and the unit stands by. A handler that keeps failing stops its projection
+ * with a `ProjectionFailed` naming the event (never skipping it), unless the
+ * projection says `onFailure: "skip"`: then the event becomes a dead letter
+ * and the rest of its stream is parked behind it (see `DeadLetters`); other
+ * projections keep running. A leader of any projection whose subscription
+ * has dead letters (e.g. one led by a replica without `skip` during a
+ * rollout) keeps their streams parked and redelivers retried ones, in order;
+ * only a new failure follows its own `onFailure`. Without a `WorkerStore` in the context (a store
+ * that has none), a runner sees only itself and acquires whatever is free.
  *
  * Failover: a leader that dies without releasing is replaced within
- * `leaseTtl + leaseRecheckInterval`.
+ * `leaseTtl + leaseRecheckInterval`; a joining worker receives its share
+ * within a few recheck intervals.
  *
  * The decisions are pure functions ({@link afterLeadership}, {@link classify},
- * {@link stoppedAt}); the supervisor repeats a leadership on a `Schedule`
- * and its fibers live in a `FiberMap` keyed by subscription id. A leader
+ * {@link stoppedAt}, `Rebalance.decide`); the leaderships' fibers live in a
+ * `FiberMap` keyed by subscription id. A leader
  * hands each batch to the handler in one loop and polls the next batch
  * meanwhile; each batch carries the checkpoint taken right after its poll,
  * so a checkpoint never covers an event the handler has not finished.
@@ -22,8 +36,10 @@
  * @since 0.1.0
  */
 import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Data from "effect/Data"
+import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
@@ -37,6 +53,8 @@ import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as Cursor from "./Cursor.js"
+import * as Partition from "./Partition.js"
+import * as SubscriptionId from "./SubscriptionId.js"
 import {
   type EventDecodeError,
   InvalidInput,
@@ -45,6 +63,7 @@ import {
   type StoreError,
   type XidAhead
 } from "./EventStoreError.js"
+import * as DeadLetters from "./DeadLetters.js"
 import * as Lease from "./Lease.js"
 import * as Metrics from "./Metrics.js"
 import type * as Projection from "./Projection.js"
@@ -53,6 +72,8 @@ import * as Subscription from "./Subscription.js"
 import * as Checkpoint from "./Checkpoint.js"
 import * as LeaseStore from "./LeaseStore.js"
 import * as SubscriptionStore from "./SubscriptionStore.js"
+import * as Rebalance from "./Rebalance.js"
+import * as WorkerStore from "./WorkerStore.js"
 
 /**
  * The event a projection stopped at (the checkpoint stays before it).
@@ -86,7 +107,7 @@ export type FailureReason<E = unknown> = Data.TaggedEnum<{
   HandlerFailed: { readonly event: FailedEvent; readonly attempts: number; readonly error: E }
   HandlerDied: { readonly event: FailedEvent; readonly attempts: number; readonly defect: unknown }
   Undecodable: { readonly event: FailedEvent; readonly attempts: number; readonly error: EventDecodeError }
-  SubscriptionFailed: { readonly error: OrderingViolation | MissingVersion | XidAhead | InvalidInput }
+  SubscriptionFailed: { readonly error: OrderingViolation | MissingVersion | XidAhead | InvalidInput | Partition.PartitionsChanged }
   Died: { readonly defect: unknown }
 }>
 
@@ -221,7 +242,11 @@ export interface Settings {
   readonly batchSize: number
   /** Lease lifetime without renewal. */
   readonly leaseTtl: Duration.DurationInput
-  /** How often a follower tries to acquire (and how long a leader that lost its lease or its store waits). */
+  /**
+   * How often the runner looks (heartbeat, live workers, every unit's lease) and acquires or hands over units;
+   * also the heartbeat's period: a worker counts as live for `max(leaseTtl, 2 × leaseRecheckInterval)` after
+   * its last look.
+   */
   readonly leaseRecheckInterval: Duration.DurationInput
   /** Delays between handler attempts. */
   readonly retry: Schedule.Schedule<unknown, unknown>
@@ -401,10 +426,7 @@ export const stoppedAt = <E>(event: RecordedEvent, attempts: number, failure: Ev
  * @since 0.1.0
  * @category decisions
  */
-export type LeaderOutcome<E> = Either.Either<
-  Option.Option<unknown>,
-  ProjectionFailed<E> | OrderingViolation | MissingVersion | XidAhead | Lease.LeaseLost | StoreError | InvalidInput
->
+export type LeaderOutcome<E> = Either.Either<Option.Option<unknown>, LeaderExit<E>>
 
 /**
  * What a projection's supervisor does next.
@@ -492,6 +514,8 @@ export interface ProjectionStatus<E = unknown> {
    * next checkpoint or reset.
    */
   readonly recordedFailure: Option.Option<{ readonly message: string; readonly at: Date }>
+  /** Its dead letters by status (`onFailure: "skip"`; all 0 without a `DeadLetterStore`). */
+  readonly deadLetters: DeadLetters.Counts
 }
 
 /**
@@ -514,6 +538,11 @@ export interface ProjectionRunner<E = unknown> {
     subscriptionId: string,
     timeout?: Duration.DurationInput
   ) => Effect.Effect<void, ProjectionFailed<E> | NotCaughtUp | StoreError | InvalidInput | XidAhead>
+  /**
+   * How the units are spread at this runner's last look: the fair share and
+   * every live worker with the units it leads.
+   */
+  readonly balance: Effect.Effect<Balance>
 }
 
 /**
@@ -535,7 +564,56 @@ interface Slot<E> {
 
 const standby: Slot<never> = { state: "standby", fenceToken: Option.none(), handled: 0, failure: Option.none() }
 
-type LeaderExit<E> = ProjectionFailed<E> | OrderingViolation | MissingVersion | XidAhead | Lease.LeaseLost | StoreError | InvalidInput
+/**
+ * Why a leadership ended, when it failed.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type LeaderExit<E> =
+  | ProjectionFailed<E>
+  | OrderingViolation
+  | MissingVersion
+  | XidAhead
+  | Lease.LeaseLost
+  | StoreError
+  | InvalidInput
+  | Partition.PartitionsChanged
+
+/** What a projection (or one of its shards) reads. */
+const filterOf = (projection: {
+  readonly categories: ReadonlyArray<string> | undefined
+  readonly shard?: Partition.Unit | undefined
+}): Subscription.Filter =>
+  projection.shard === undefined
+    ? { categories: projection.categories }
+    : { categories: projection.categories, shard: { index: projection.shard.index, count: projection.shard.count } }
+
+/**
+ * Fails with `PartitionsChanged` when the store holds shards of the
+ * projection (a unit's projection) written with another partition count.
+ */
+const checkPartitions = (projection: {
+  readonly subscriptionId: string
+  readonly partitions?: number | undefined
+  readonly shard?: Partition.Unit | undefined
+}) =>
+  Effect.gen(function* () {
+    const store = yield* SubscriptionStore.SubscriptionStore
+    const projectionId = Partition.projectionIdOf(projection)
+    const requested = Partition.countOf(projection)
+    const ids = yield* store.shardIds(projectionId)
+    if (Option.isNone(Partition.changed(projectionId, requested, ids))) return
+    // Another count is stored (rare): which rows hold a checkpoint decides (a checkpoint ahead of the server counts).
+    const checkpointed = yield* Effect.filter(ids, (id) =>
+      store.readCheckpoint(id).pipe(
+        Effect.map(Option.isSome),
+        Effect.catchTag("XidAhead", () => Effect.succeed(true))
+      )
+    )
+    const refusal = Partition.contested(projectionId, requested, ids, checkpointed)
+    if (Option.isSome(refusal)) return yield* refusal.value
+  })
 
 const resolve = (options: Options) => {
   const settings: Settings = { ...defaults, ...options }
@@ -567,18 +645,27 @@ const handleFrom = <R, E>(
   projection: Projection.Projection<R, E>,
   batch: ReadonlyArray<RecordedEvent>,
   from: number,
-  done: (handled: number) => Effect.Effect<void>
+  done: (handled: number) => Effect.Effect<void>,
+  divert?: (event: RecordedEvent, index: number) => boolean
 ): Effect.Effect<void, BatchFailed<E>, R> =>
   Effect.suspend(() => {
     let index = from
+    // Events set aside as dead letters (`onFailure: "skip"`) instead of handled.
+    let diverted = 0
     return Effect.whileLoop({
       while: () => index < batch.length,
-      body: () => runOne(projection, batch[index]!),
+      body: () => {
+        if (divert?.(batch[index]!, index)) {
+          diverted++
+          return Effect.void
+        }
+        return runOne(projection, batch[index]!)
+      },
       step: () => {
         index++
       }
     }).pipe(
-      Effect.onExit(() => done(index - from)),
+      Effect.onExit(() => done(index - from - diverted)),
       Effect.catchAllCause((cause) =>
         Option.match(classify(cause), {
           onNone: () => Effect.interrupt,
@@ -593,26 +680,222 @@ const runOne = <R, E>(projection: Projection.Projection<R, E>, event: RecordedEv
   return Either.isRight(handled) ? handled.right : Effect.fail(new DecodeFailed({ error: handled.left }))
 }
 
+/** The text a dead letter keeps of why an event failed. */
+const failureText = <E>(failure: EventFailure<E>): string =>
+  failure._tag === "HandlerDied" ? `HandlerDied: ${DeadLetters.errorText(failure.defect)}` : DeadLetters.errorText(failure.error)
+
+/**
+ * The dead-letter side of a leader of an `onFailure: "skip"` projection (see
+ * `DeadLetters`): which streams are parked (they have a dead letter), what a
+ * batch sets aside, and the redelivery of the dead letters that are due (an
+ * operator's `retry`, or events parked behind a discarded or resolved one).
+ * Every write is fenced; the leader runs `boundary` before each batch and
+ * `redeliver` between batches when the log is quiet, never during a batch.
+ *
+ * The parked streams are read once per leadership (`parkedAtStart`) and kept
+ * here: only the leader records dead letters, so the set only grows by what
+ * it parks and shrinks by what it redelivers whole (an operator's discard
+ * leaves it larger than the store's, which is safe: the next event of such a
+ * stream is parked, due at once, and redelivered in order). While it is
+ * empty nothing is due, and `boundary` reads nothing.
+ *
+ * `stopAt` (a projection that is not `skip`, led while dead letters of its
+ * subscription exist): streams with dead letters stay parked and retried
+ * ones are redelivered, in order, but an event that keeps failing stops the
+ * projection instead of becoming a dead letter.
+ */
+const skipper = <R, E>(
+  projection: Projection.Projection<R, E>,
+  store: DeadLetters.DeadLetterStore,
+  fence: Lease.Fence,
+  config: Resolved,
+  attemptOne: (event: RecordedEvent) => Effect.Effect<void, EventFailure<E>, R>,
+  handled: (n: number) => Effect.Effect<void>,
+  parkedAtStart: ReadonlySet<string>,
+  stopAt?: (event: RecordedEvent, attempts: number, failure: EventFailure<E>) => ProjectionFailed<E>
+) => {
+  const subscriptionId = projection.subscriptionId
+  let parked: Set<string> = new Set(parkedAtStart)
+  let pending: Array<DeadLetters.NewDeadLetter> = []
+  // `due` runs at most once per poll interval (at a batch boundary, or while the log is quiet), and at most a
+  // tenth of the time: its cost grows with the streams that have dead letters (one index probe each).
+  const dueEvery = Duration.toMillis(Duration.decode(config.pollInterval))
+  let dueAt = Number.NEGATIVE_INFINITY
+  const counted = Metric.tagged(Metrics.deadLetters, "subscription", subscriptionId)
+  const count = (letters: ReadonlyArray<DeadLetters.NewDeadLetter>) =>
+    Effect.forEach(
+      ["failed", "parked"] as const,
+      (status) => {
+        const n = letters.filter((l) => l.status === status).length
+        return n === 0 ? Effect.void : Metric.incrementBy(Metric.tagged(counted, "status", status), n)
+      },
+      { discard: true }
+    )
+  const fenced = <A, X, Y>(effect: Effect.Effect<A, X, Y>) => store.fenced(subscriptionId, fence, effect)
+
+  /**
+   * Handles the due dead letters, each stream in version order; a stream
+   * stops at its first failure, and before a `failed` letter (only an
+   * operator's retry redelivers it).
+   */
+  const redeliver: Effect.Effect<void, Lease.LeaseLost | StoreError, R> = Effect.gen(function* () {
+    // Nothing parked: no dead letter of this subscription exists (only its leader records them).
+    if (parked.size === 0) return
+    const start = yield* Clock.currentTimeMillis
+    if (start < dueAt) return
+    const due = yield* store.due(subscriptionId, config.batchSize)
+    dueAt = start + Math.max(dueEvery, 10 * ((yield* Clock.currentTimeMillis) - start))
+    const settled = DeadLetters.settled(due, config.batchSize)
+    for (const run of DeadLetters.redeliveries(due)) {
+      let resolved = true
+      for (const { letter, event } of run) {
+        // The event left the log (its stream was deleted or truncated): it stays a dead letter, failed with
+        // an explanation, and its stream stays parked, until an operator discards it.
+        if (Option.isNone(event)) {
+          const error = DeadLetters.eventGone(letter)
+          yield* Effect.logWarning(`${subscriptionId}: dead letter ${letter.id}: ${error}`)
+          yield* fenced(store.failAgain(subscriptionId, letter.id, { error, attempts: 0 }))
+          yield* Metric.increment(Metric.tagged(counted, "status", "failed"))
+          resolved = false
+          break
+        }
+        const handleAgain: Effect.Effect<
+          void,
+          { readonly error: EventFailure<E> | Lease.LeaseLost | StoreError; readonly attempts: number },
+          R
+        > =
+          projection.delivery === "transactional"
+            ? // The handler's writes and the dead letter's removal commit together, under the fence.
+              retryWithAttempts(
+                () => fenced(Effect.zipRight(attemptOne(event.value), store.resolve(subscriptionId, letter.id))),
+                config.retry,
+                (error) => error._tag !== "LeaseLost" && error._tag !== "StoreError"
+              )
+            : retryWithAttempts(() => attemptOne(event.value), config.retry, () => true)
+        const outcome = yield* Effect.either(handleAgain)
+        if (Either.isRight(outcome)) {
+          if (projection.delivery === "at-least-once") yield* fenced(store.resolve(subscriptionId, letter.id))
+          yield* handled(1)
+          continue
+        }
+        const { error, attempts } = outcome.left
+        if (error._tag === "LeaseLost" || error._tag === "StoreError") return yield* Effect.fail(error)
+        yield* fenced(store.failAgain(subscriptionId, letter.id, { error: failureText(error), attempts }))
+        resolved = false
+        break
+      }
+      // Every dead letter of the stream was redelivered: its next events are handled, not parked.
+      const streamId = run[0]!.letter.streamId
+      if (resolved && settled.has(streamId)) parked.delete(streamId)
+    }
+  })
+
+  return {
+    redeliver,
+    /** Before a batch: redelivers what is due (at most once per poll interval; nothing while nothing is parked). */
+    boundary: redeliver,
+    /** At-least-once: sets an event of a parked stream aside (true) instead of handling it. */
+    divert: (event: RecordedEvent): boolean => {
+      if (!parked.has(event.streamId)) return false
+      pending.push(DeadLetters.parked(event))
+      return true
+    },
+    /** At-least-once: an event failed its retries; it and the rest of its stream are set aside (or, `stopAt`, it stops). */
+    fail: (event: RecordedEvent, attempts: number, failure: EventFailure<E>): Effect.Effect<void, ProjectionFailed<E>> =>
+      stopAt !== undefined
+        ? Effect.fail(stopAt(event, attempts, failure))
+        : Effect.sync(() => {
+            pending.push(DeadLetters.failed(event, failureText(failure), attempts))
+            parked.add(event.streamId)
+          }),
+    /** At-least-once: records the batch's dead letters (fenced) before its checkpoint passes them. */
+    flush: Effect.suspend(() => {
+      const letters = pending
+      pending = []
+      return letters.length === 0
+        ? Effect.void
+        : Effect.zipRight(fenced(store.record(subscriptionId, letters)), count(letters))
+    }),
+    /**
+     * Transactional: the batch and its checkpoint in one fenced transaction,
+     * retried whole; when an event still fails after the retries, the batch
+     * is run again with that event (and the rest of its stream) recorded as
+     * dead letters in the same transaction instead of handled, so the
+     * handler's writes, the dead letters and the checkpoint commit together.
+     */
+    transactional: (
+      leases: LeaseStore.LeaseStore,
+      batch: ReadonlyArray<RecordedEvent>,
+      checkpoint: Checkpoint.Checkpoint,
+      countFailure: Effect.Effect<void>
+    ): Effect.Effect<number, Lease.LeaseLost | StoreError | ProjectionFailed<E>, R> => {
+      const poisoned = new Map<number, DeadLetters.NewDeadLetter>()
+      const attempt = () =>
+        Effect.suspend(() => {
+          const streams = new Set(parked)
+          const letters: Array<DeadLetters.NewDeadLetter> = []
+          const divertAt = (event: RecordedEvent, index: number): boolean => {
+            const poison = poisoned.get(index)
+            if (streams.has(event.streamId)) letters.push(DeadLetters.parked(event))
+            else if (poison !== undefined) letters.push(poison)
+            else return false
+            streams.add(event.streamId)
+            return true
+          }
+          const body = Effect.zipRight(
+            handleFrom(projection, batch, 0, () => Effect.void, divertAt),
+            Effect.suspend(() => store.record(subscriptionId, letters))
+          )
+          return Effect.as(leases.commitFenced(subscriptionId, fence, checkpoint, body), { streams, letters })
+        }).pipe(Effect.tapError((e) => (e._tag === "BatchFailed" ? countFailure : Effect.void)))
+      const round = (): Effect.Effect<number, Lease.LeaseLost | StoreError | ProjectionFailed<E>, R> =>
+        retryWithAttempts(attempt, config.retry, (e) => e._tag === "BatchFailed").pipe(
+          Effect.matchEffect({
+            onFailure: ({ error, attempts }) => {
+              if (error._tag !== "BatchFailed") return Effect.fail(error)
+              if (stopAt !== undefined) return Effect.fail(stopAt(batch[error.index]!, attempts, error.failure))
+              poisoned.set(error.index, DeadLetters.failed(batch[error.index]!, failureText(error.failure), attempts))
+              return Effect.suspend(round)
+            },
+            onSuccess: ({ streams, letters }) => {
+              parked = streams
+              return Effect.as(count(letters), batch.length - letters.length)
+            }
+          })
+        )
+      return round()
+    }
+  }
+}
+
 /**
  * Leads one projection with a held lease until the lease is lost or the
  * projection fails (or `onBatch`, given the events handled so far, says to
- * stop: then it returns that count).
+ * stop: then it returns that count), or until `handOver` completes: then it
+ * stops at the next batch boundary (after a batch's checkpoint, never inside
+ * a batch; at once when idle) and returns none.
  */
 const lead = <R, E>(
   projection: Projection.Projection<R, E>,
   lease: Lease.LeaseStatus,
   config: Resolved,
   slot: Ref.Ref<Slot<E>>,
-  onBatch: (done: number) => Effect.Effect<boolean> = () => Effect.succeed(true)
+  onBatch: (done: number) => Effect.Effect<boolean> = () => Effect.succeed(true),
+  handOver: Deferred.Deferred<void> | undefined = undefined
 ): Effect.Effect<Option.Option<number>, LeaderExit<E>, R | LeaseStore.LeaseStore | SubscriptionStore.SubscriptionStore | Scope.Scope> =>
   Effect.gen(function* () {
     const leases = yield* LeaseStore.LeaseStore
     const subscriptions = yield* SubscriptionStore.SubscriptionStore
     const subscriptionId = projection.subscriptionId
     const fence: Lease.Fence = { workerId: config.workerId, fenceToken: lease.fenceToken }
+    // Checked again under the lease: a runner of another count that started meanwhile stops here, before
+    // it reads anything (its lease rows and ours: whichever checks second sees the other's).
+    yield* checkPartitions(projection)
     const sub = yield* Subscription.make({
       subscriptionId,
       categories: projection.categories,
+      shard: projection.shard,
+      startFrom: projection.startFrom,
       batchSize: config.batchSize,
       pollInterval: config.pollInterval
     })
@@ -628,9 +911,28 @@ const lead = <R, E>(
         ),
         Effect.tapError(() => countFailure)
       )
+    // onFailure "skip" (with a DeadLetterStore, which `validate` checked): what keeps failing becomes a dead letter.
+    // Any other projection led while its subscription has dead letters (a replica on another onFailure during a
+    // rollout or rollback) keeps their streams parked and redelivers retried ones, in order, and stops at a new
+    // failure: never a later event of a parked stream before its dead letters. One read per leadership.
+    const deadLetterStore = yield* Effect.serviceOption(DeadLetters.DeadLetterStore)
+    const parkedAtStart = Option.isSome(deadLetterStore)
+      ? yield* deadLetterStore.value.parkedStreams(subscriptionId)
+      : new Set<string>()
+    const skips = projection.onFailure === "skip"
+    if (!skips && parkedAtStart.size > 0) {
+      yield* Effect.logWarning(
+        `${subscriptionId} (onFailure "${projection.onFailure ?? "stop"}") has dead letters in ${parkedAtStart.size} stream(s): ` +
+          `their events stay parked until the dead letters are retried or discarded (mire dead-letters list ${subscriptionId})`
+      )
+    }
+    const skip =
+      Option.isSome(deadLetterStore) && (skips || parkedAtStart.size > 0)
+        ? skipper(projection, deadLetterStore.value, fence, config, attemptOne, handled, parkedAtStart, skips ? undefined : stop)
+        : undefined
     /** At-least-once: the batch in one loop; a failed event is retried on its own, then the loop goes on after it. */
     const handleAll = (batch: ReadonlyArray<RecordedEvent>, from: number): Effect.Effect<void, ProjectionFailed<E>, R> =>
-      Effect.catchAll(handleFrom(projection, batch, from, handled), ({ index, failure }) =>
+      Effect.catchAll(handleFrom(projection, batch, from, handled, skip?.divert), ({ index, failure }) =>
         countFailure.pipe(
           Effect.zipRight(
             retryWithAttempts(
@@ -639,18 +941,28 @@ const lead = <R, E>(
               () => true
             )
           ),
-          Effect.mapError(({ error, attempts }) => stop(batch[index]!, attempts, error)),
           Effect.zipRight(handled(1)),
+          Effect.catchAll(({ error, attempts }) =>
+            skip === undefined ? Effect.fail(stop(batch[index]!, attempts, error)) : skip.fail(batch[index]!, attempts, error)
+          ),
           Effect.zipRight(Effect.suspend(() => handleAll(batch, index + 1)))
         )
       )
     const refused = (e: Lease.LeaseLost) => Effect.zipRight(Metric.increment(Metrics.fenceRefusals), Effect.fail(e))
     const lost = new Lease.LeaseLost({ subscriptionId, ...fence })
 
+    const inBatch = yield* Effect.makeSemaphore(1)
+    // A handover asked for is checked at every batch boundary (the semaphore is not fair: a leader with a
+    // backlog would take the permit again before the handover's waiter): after it, no batch starts.
+    const atBoundary =
+      handOver === undefined ? Effect.void : Effect.flatMap(Deferred.isDone(handOver), (done) => (done ? Effect.never : Effect.void))
     const processBatch = ({ checkpoint, events: batch }: Subscription.Batch) =>
       Effect.gen(function* () {
+        if (skip !== undefined) yield* Effect.catchTag(skip.boundary, "LeaseLost", refused)
         if (projection.delivery === "at-least-once") {
           yield* handleAll(batch, 0)
+          // Dead letters are recorded (fenced, idempotent) before the checkpoint passes their events.
+          if (skip !== undefined) yield* Effect.catchTag(skip.flush, "LeaseLost", refused)
           // One fenced write, atomic on its own: no transaction around it (a single statement on Postgres).
           const written = yield* subscriptions.writeCheckpoint(subscriptionId, checkpoint, Option.some(fence))
           if (!written) return yield* refused(lost)
@@ -660,6 +972,12 @@ const lead = <R, E>(
         // rolls the batch back and retries it whole. Only the handler is retried: a StoreError (a COMMIT
         // whose outcome is unknown, a lost connection) ends the leadership instead, and the next one
         // resumes from the persisted checkpoint, so a batch that did commit is never applied twice.
+        if (skip !== undefined) {
+          return yield* Effect.flatMap(
+            Effect.catchTag(skip.transactional(leases, batch, checkpoint, countFailure), "LeaseLost", refused),
+            handled
+          )
+        }
         yield* retryWithAttempts(
           () =>
             leases
@@ -691,7 +1009,7 @@ const lead = <R, E>(
     // checkpoint): a poll's round trip overlaps the handler's and the checkpoint's, never their order.
     const work = sub.checkpointed.pipe(
       Stream.buffer({ capacity: 1 }),
-      Stream.mapEffect((batch) => Effect.as(processBatch(batch), batch.events.length)),
+      Stream.mapEffect((batch) => Effect.zipRight(atBoundary, Effect.as(inBatch.withPermits(1)(processBatch(batch)), batch.events.length))),
       Stream.scan(0, (done, n) => done + n),
       Stream.drop(1),
       Stream.mapEffect((done) => Effect.map(onBatch(done), (more) => ({ done, more }))),
@@ -708,7 +1026,21 @@ const lead = <R, E>(
       Effect.schedule(Schedule.spaced(config.heartbeat)),
       Effect.zipRight(Effect.never)
     )
-    return yield* Effect.raceFirst(work, heartbeat)
+    // A handover waits for the batch in hand (handler and checkpoint) to end, then keeps the next one out.
+    const handedOver =
+      handOver === undefined ? Effect.never : Effect.zipRight(Deferred.await(handOver), inBatch.take(1)).pipe(Effect.as(Option.none<number>()))
+    // Dead letters marked for retry are redelivered between batches also while the log is quiet.
+    const watch =
+      skip === undefined
+        ? heartbeat
+        : Effect.raceFirst(
+            heartbeat,
+            Effect.zipRight(atBoundary, inBatch.withPermits(1)(Effect.catchTag(skip.redeliver, "LeaseLost", refused))).pipe(
+              Effect.schedule(Schedule.spaced(config.pollInterval)),
+              Effect.zipRight(Effect.never)
+            )
+          )
+    return yield* Effect.raceFirst(Effect.raceFirst(work, watch), handedOver)
   })
 
 /** Runs `use` while holding the projection's lease (acquired and released as a scoped resource). */
@@ -758,35 +1090,52 @@ const diedAs =
     Effect.fail(new ProjectionFailed<E>({ subscriptionId, reason: FailureReason.Died({ defect }) }))
 
 /**
- * Supervises one projection: a leadership at a time, the decision after it
- * taken by {@link afterLeadership}, repeated on a `Schedule` (at once after
- * `Lead`, after `leaseRecheckInterval` after `StandBy`) until `Stop`.
+ * One leadership of a unit whose lease this runner just acquired: it leads
+ * until the lease is lost, the projection fails, or `handOver` completes
+ * (then it stops at the next batch boundary); the lease is released when it
+ * ends, however it ends, and {@link afterLeadership} reads the outcome: the
+ * unit stands by (the coordinator may acquire it again) or stops, failed.
  */
-const supervise = <R, E>(
+const leadership = <R, E>(
   projection: Projection.Projection<R, E>,
   config: Resolved,
-  slot: Ref.Ref<Slot<E>>
+  slot: Ref.Ref<Slot<E>>,
+  lease: Lease.LeaseStatus,
+  handOver: Deferred.Deferred<void>
 ): Effect.Effect<void, never, R | LeaseStore.LeaseStore | SubscriptionStore.SubscriptionStore> => {
   const subscriptionId = projection.subscriptionId
-  const round = Effect.gen(function* () {
-    yield* Ref.update(slot, (s) => ({ ...s, state: "standby" as const, fenceToken: Option.none() }))
-    const outcome = yield* withLease(subscriptionId, config, (lease) =>
-      Ref.update(slot, (s) => ({ ...s, state: "leader" as const, fenceToken: Option.some(lease.fenceToken) })).pipe(
-        Effect.zipRight(Effect.scoped(lead(projection, lease, config, slot)))
-      )
-    ).pipe(Effect.catchAllDefect(diedAs<E>(subscriptionId)), Effect.either)
-    const next = afterLeadership(subscriptionId, outcome)
-    yield* Next.$match(next, {
-      Lead: () => Effect.void,
+  const attributes = { "mire.subscription_id": subscriptionId, "mire.fence_token": lease.fenceToken.toString() }
+  return Effect.gen(function* () {
+    const leases = yield* LeaseStore.LeaseStore
+    const release = leases
+      .release(subscriptionId, { workerId: config.workerId, fenceToken: lease.fenceToken })
+      .pipe(Effect.withSpan("Lease.release", { attributes }), Effect.ignore)
+    yield* Ref.update(slot, (s) => ({ ...s, state: "leader" as const, fenceToken: Option.some(lease.fenceToken) }))
+    const outcome = yield* Effect.scoped(lead(projection, lease, config, slot, undefined, handOver)).pipe(
+      Effect.catchAllDefect(diedAs<E>(subscriptionId)),
+      Effect.either,
+      Effect.ensuring(release)
+    )
+    const toStandBy = Ref.update(slot, (s) => ({ ...s, state: "standby" as const, fenceToken: Option.none() }))
+    if (Either.isRight(outcome) && (yield* Deferred.isDone(handOver))) {
+      yield* Metric.increment(Metrics.leaseHandovers)
+      yield* Effect.logDebug(`projection ${subscriptionId}: handed over`)
+      return yield* toStandBy
+    }
+    yield* Next.$match(afterLeadership(subscriptionId, outcome), {
+      Lead: () => toStandBy,
       StandBy: ({ why, error }) =>
-        Option.match(error, {
-          onNone: () => Effect.void,
-          onSome: (e) =>
-            Effect.zipRight(
-              e._tag === "LeaseLost" ? Metric.increment(Metrics.leaseLost) : Effect.void,
-              Effect.logWarning(`projection ${subscriptionId}: ${why} (${e.message}); standing by`)
-            )
-        }),
+        Effect.zipRight(
+          Option.match(error, {
+            onNone: () => Effect.void,
+            onSome: (e) =>
+              Effect.zipRight(
+                e._tag === "LeaseLost" ? Metric.increment(Metrics.leaseLost) : Effect.void,
+                Effect.logWarning(`projection ${subscriptionId}: ${why} (${e.message}); standing by`)
+              )
+          }),
+          toStandBy
+        ),
       Stop: ({ failure }) =>
         Effect.all(
           [
@@ -801,16 +1150,190 @@ const supervise = <R, E>(
           { discard: true }
         )
     })
-    return next
-  })
-  return Effect.repeat(
-    round,
-    Schedule.identity<Next<E>>().pipe(
-      Schedule.whileInput((next) => next._tag !== "Stop"),
-      Schedule.addDelay((next) => (next._tag === "Lead" ? Duration.zero : config.recheck))
-    )
-  ).pipe(Effect.asVoid, Effect.annotateLogs({ subscription: subscriptionId, worker: config.workerId }))
+  }).pipe(Effect.annotateLogs({ subscription: subscriptionId, worker: config.workerId }))
 }
+
+/**
+ * The lease-state look of a runner without a `WorkerStore`: only itself
+ * live, each unit's lease read on its own, time from `Clock` (the lease
+ * store still decides every acquisition on its own clock).
+ */
+const lookAlone = (workerId: string, ids: ReadonlyArray<string>) =>
+  Effect.gen(function* () {
+    const leases = yield* LeaseStore.LeaseStore
+    const now = yield* Clock.currentTimeMillis
+    const found = yield* Effect.forEach(ids, (id) => leases.status(id))
+    return {
+      now: new Date(now),
+      workers: [{ workerId, startedAt: new Date(now), heartbeatAt: new Date(now) }],
+      leases: found.flatMap((l) => (Option.isSome(l) ? [l.value] : []))
+    } satisfies WorkerStore.Observation
+  })
+
+/**
+ * The spread of units across the live workers at a runner's last look:
+ * the fair share, and each live worker with the units it leads (by their
+ * leases), this runner included.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface Balance {
+  /** When the runner last looked (the store's clock); the epoch before its first look. */
+  readonly observedAt: Date
+  /** `⌈units ÷ live workers⌉`. */
+  readonly share: number
+  readonly workers: ReadonlyArray<{ readonly workerId: string; readonly leads: ReadonlyArray<string> }>
+}
+
+/**
+ * The balance shown by a {@link Rebalance.decide} look.
+ */
+const balanceOf = (seen: WorkerStore.Observation, decision: Rebalance.Decision, me: string): Balance => {
+  const now = seen.now.getTime()
+  const ids = new Set([me, ...seen.workers.map((w) => w.workerId)])
+  const leads = new Map(Array.from(ids, (id) => [id, [] as Array<string>]))
+  for (const lease of seen.leases) {
+    const holder = Rebalance.holderAt(lease, now)
+    if (holder !== null) {
+      if (!leads.has(holder)) leads.set(holder, [])
+      leads.get(holder)!.push(lease.subscriptionId)
+    }
+  }
+  return {
+    observedAt: seen.now,
+    share: decision.share,
+    workers: Array.from(leads, ([workerId, units]) => ({ workerId, leads: units.sort() })).sort((a, b) =>
+      a.workerId < b.workerId ? -1 : a.workerId > b.workerId ? 1 : 0
+    )
+  }
+}
+
+/**
+ * The runner's coordinator, forked into the current scope: every
+ * `leaseRecheckInterval` it looks (one `WorkerStore.observe`: heartbeat,
+ * live workers, every unit's lease), takes the pure decision of
+ * {@link Rebalance.decide}, asks the leaderships beyond its fair share to
+ * hand over at their next batch boundary, and acquires the free units the
+ * decision gives it (one conditional write each), each then led in its own
+ * fiber of `fibers`. Returns the last look's {@link Balance}.
+ */
+const coordinate = <R, E>(
+  entries: ReadonlyArray<{ readonly projection: Projection.Projection<R, E>; readonly slot: Ref.Ref<Slot<E>> }>,
+  config: Resolved,
+  fibers: FiberMap.FiberMap<string>,
+  workerStore: Option.Option<WorkerStore.WorkerStore>
+): Effect.Effect<
+  Effect.Effect<Balance>,
+  never,
+  R | Scope.Scope | LeaseStore.LeaseStore | SubscriptionStore.SubscriptionStore
+> =>
+  Effect.gen(function* () {
+    const leases = yield* LeaseStore.LeaseStore
+    const ids = entries.map((e) => e.projection.subscriptionId)
+    const byId = new Map(entries.map((e) => [e.projection.subscriptionId, e] as const))
+    const handOvers = new Map<string, Deferred.Deferred<void>>()
+    let freeBefore: ReadonlySet<string> = new Set()
+    // Set first when the runner's scope closes (its finalizer is added after the coordinator's fork).
+    let closing = false
+    // A worker beats once per look: with a recheck as long as the ttl or longer, counting it live for the ttl
+    // only would make it flap dead and alive between its looks, and its units with it.
+    const liveFor = Duration.max(config.leaseTtl, Duration.times(config.recheck, 2))
+    const balance = yield* Ref.make<Balance>({ observedAt: new Date(0), share: 0, workers: [] })
+    const look = Option.match(workerStore, {
+      onNone: () => lookAlone(config.workerId, ids),
+      // A database not migrated to the workers table yet (a rolling upgrade): the runner looks alone meanwhile.
+      onSome: (store) =>
+        store
+          .observe(config.workerId, liveFor, ids)
+          .pipe(Effect.catchIf((e) => e.kind === "NotMigrated", () => lookAlone(config.workerId, ids)))
+    }).pipe(Effect.withSpan("ProjectionRunner.look", { attributes: { "mire.worker_id": config.workerId, "mire.units": ids.length } }))
+    /**
+     * Acquires a unit and starts leading it; the lease and its fiber start together or not at all. Only the
+     * acquire can be interrupted (a row lock or a busy pool must not hold up a stop): interrupted mid-way, a
+     * lease it may have taken lapses after the ttl, as after a crash. Once the runner is stopping, no
+     * leadership starts: a lease acquired meanwhile is released at once.
+     */
+    const tryLead = (id: string) =>
+      Effect.uninterruptibleMask((restore) =>
+        Effect.gen(function* () {
+          const entry = byId.get(id)!
+          if (closing) return
+          const held = yield* restore(
+            leases
+              .acquire(id, config.workerId, config.leaseTtl)
+              .pipe(Effect.withSpan("Lease.acquire", { attributes: { "mire.subscription_id": id, "mire.worker_id": config.workerId } }))
+          )
+          if (Option.isNone(held)) return
+          if (closing) return yield* Effect.ignore(leases.release(id, { workerId: config.workerId, fenceToken: held.value.fenceToken }))
+          yield* Metric.increment(Metrics.leaseAcquired)
+          const handOver = yield* Deferred.make<void>()
+          handOvers.set(id, handOver)
+          yield* FiberMap.run(
+            fibers,
+            id,
+            leadership(entry.projection, config, entry.slot, held.value, handOver).pipe(
+              Effect.ensuring(Effect.sync(() => (handOvers.get(id) === handOver ? void handOvers.delete(id) : undefined)))
+            )
+          )
+        })
+      )
+    const round = Effect.gen(function* () {
+      const seen = yield* look
+      const states = yield* Effect.forEach(entries, (e) => Ref.get(e.slot))
+      const leaseOf = new Map(seen.leases.map((l) => [l.subscriptionId, l] as const))
+      const decision = Rebalance.decide({
+        me: config.workerId,
+        now: seen.now.getTime(),
+        workers: seen.workers.map((w) => w.workerId),
+        units: entries.map((e) => ({
+          id: e.projection.subscriptionId,
+          lease: leaseOf.get(e.projection.subscriptionId)
+        })),
+        leading: new Set(handOvers.keys()),
+        excluded: new Set(entries.flatMap((e, i) => (states[i]!.state === "failed" ? [e.projection.subscriptionId] : []))),
+        freeBefore
+      })
+      freeBefore = decision.free
+      yield* Ref.set(balance, balanceOf(seen, decision, config.workerId))
+      for (const id of decision.handOver) {
+        const handOver = handOvers.get(id)
+        if (handOver !== undefined) yield* Deferred.succeed(handOver, undefined)
+      }
+      yield* Effect.forEach(decision.acquire, tryLead, { discard: true })
+    })
+    yield* round.pipe(
+      // A failing look (the store unreachable) is retried at the next recheck; the leaderships go on meanwhile.
+      Effect.catchAllCause((cause) =>
+        Cause.isInterruptedOnly(cause) ? Effect.failCause(cause) : Effect.logWarning("projection runner: look failed; retrying", cause)
+      ),
+      Effect.repeat(Schedule.spaced(config.recheck)),
+      Effect.annotateLogs({ worker: config.workerId }),
+      Effect.forkScoped
+    )
+    // Added after the fork, so it runs before the coordinator is interrupted.
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        closing = true
+      })
+    )
+    return Ref.get(balance)
+  })
+
+/** `onFailure` is `"stop"` or `"skip"`, and `"skip"` has a `DeadLetterStore` to write to. */
+const validateOnFailure = (projection: { readonly subscriptionId: string; readonly onFailure?: Projection.OnFailure | undefined }) =>
+  Effect.gen(function* () {
+    const onFailure: unknown = projection.onFailure
+    if (onFailure !== undefined && onFailure !== "stop" && onFailure !== "skip") {
+      return yield* new InvalidInput({ field: "onFailure", reason: `${String(onFailure)} is not "stop" or "skip"` })
+    }
+    if (onFailure === "skip" && Option.isNone(yield* Effect.serviceOption(DeadLetters.DeadLetterStore))) {
+      return yield* new InvalidInput({
+        field: "onFailure",
+        reason: `${projection.subscriptionId} skips failing events, which needs a DeadLetterStore (PgStore.layer, InMemory.layer or DeadLetters.layerMemory)`
+      })
+    }
+  })
 
 /**
  * Checks what `run` is given before anything starts: one projection per
@@ -823,13 +1346,18 @@ const validate = <R, E>(projections: ReadonlyArray<Projection.Projection<R, E>>,
     }
     const seen = new Set<string>()
     for (const projection of projections) {
-      if (seen.has(projection.subscriptionId)) {
-        return yield* new InvalidInput({
-          field: "subscriptionId",
-          reason: `${projection.subscriptionId} is given to more than one projection`
-        })
+      yield* validateOnFailure(projection)
+      yield* Partition.validateCount(Partition.countOf(projection))
+      for (const unit of Partition.units(projection)) {
+        yield* SubscriptionId.validate(unit.subscriptionId)
+        if (seen.has(unit.subscriptionId)) {
+          return yield* new InvalidInput({
+            field: "subscriptionId",
+            reason: `${unit.subscriptionId} is given to more than one projection`
+          })
+        }
+        seen.add(unit.subscriptionId)
       }
-      seen.add(projection.subscriptionId)
     }
   })
 
@@ -880,18 +1408,29 @@ export const run = <R, E = unknown>(
     yield* validate(projections, config)
     const subscriptions = yield* SubscriptionStore.SubscriptionStore
     const leases = yield* LeaseStore.LeaseStore
+    const workerStore = yield* Effect.serviceOption(WorkerStore.WorkerStore)
+    // Registered before the leaderships' fibers, so it runs after they ended and released their leases.
+    yield* Option.match(workerStore, {
+      onNone: () => Effect.void,
+      onSome: (store) => Effect.addFinalizer(() => Effect.ignore(store.leave(config.workerId)))
+    })
     const fibers = yield* FiberMap.make<string>()
-    const entries = yield* Effect.forEach(projections, (projection) =>
+    // A partitioned projection runs as one unit per shard, each under its own subscription id and lease.
+    const units = projections.flatMap(Partition.units)
+    const shardsOf = new Map(
+      projections.flatMap((p) =>
+        Partition.countOf(p) > 1 ? [[p.subscriptionId, Partition.units(p).map((u) => u.subscriptionId)] as const] : []
+      )
+    )
+    const entries = yield* Effect.forEach(units, (projection) =>
       Effect.map(Ref.make<Slot<E>>(standby), (slot) => ({ projection, slot }))
     )
     const slots = new Map(entries.map((entry) => [entry.projection.subscriptionId, entry] as const))
-    yield* Effect.forEach(entries, ({ projection, slot }) => FiberMap.run(fibers, projection.subscriptionId, supervise(projection, config, slot)), {
-      discard: true
-    })
+    const balance = yield* coordinate(entries, config, fibers, workerStore)
     const lagOf = (projection: Projection.Projection<R, E>) =>
       Effect.flatMap(subscriptions.readCheckpoint(projection.subscriptionId), (cp) =>
         subscriptions.lag(
-          { categories: projection.categories },
+          filterOf(projection),
           Option.match(cp, { onNone: () => Cursor.start, onSome: (c) => c.cursor })
         )
       ).pipe(
@@ -900,6 +1439,12 @@ export const run = <R, E = unknown>(
         )
       )
     const noLag: SubscriptionStore.Lag = { events: 0, ageMillis: 0, oldestTransactionMillis: 0 }
+    const deadLetterStore = yield* Effect.serviceOption(DeadLetters.DeadLetterStore)
+    const deadLettersOf = (subscriptionId: string) =>
+      Option.match(deadLetterStore, {
+        onNone: () => Effect.succeed(DeadLetters.noCounts),
+        onSome: (store) => Effect.map(store.counts, (counts) => counts.get(subscriptionId) ?? DeadLetters.noCounts)
+      })
     const status = Effect.forEach(entries, ({ projection, slot }) =>
       Effect.all({
         s: Ref.get(slot),
@@ -909,16 +1454,18 @@ export const run = <R, E = unknown>(
           Effect.map(Either.right),
           Effect.catchTag("XidAhead", (ahead) => Effect.succeed(Either.left(ahead)))
         ),
-        report: subscriptions.report(projection.subscriptionId)
+        report: subscriptions.report(projection.subscriptionId),
+        deadLetters: deadLettersOf(projection.subscriptionId)
       }).pipe(
-        Effect.map(({ s, lease, lag, report }): ProjectionStatus<E> => {
+        Effect.map(({ s, lease, lag, report, deadLetters }): ProjectionStatus<E> => {
           const common = {
             subscriptionId: projection.subscriptionId,
             workerId: config.workerId,
             fenceToken: s.fenceToken,
             lease,
             handled: s.handled,
-            recordedFailure: Option.flatMap(report, (r) => r.failure)
+            recordedFailure: Option.flatMap(report, (r) => r.failure),
+            deadLetters
           }
           return Either.match(lag, {
             onLeft: (error) => ({
@@ -936,7 +1483,10 @@ export const run = <R, E = unknown>(
         })
       )
     )
-    const whenCaughtUp = (subscriptionId: string, timeout: Duration.DurationInput = config.caughtUpTimeout) => {
+    const waitFor = (
+      subscriptionId: string,
+      timeout: Duration.DurationInput = config.caughtUpTimeout
+    ): Effect.Effect<void, ProjectionFailed<E> | NotCaughtUp | StoreError | InvalidInput | XidAhead> => {
       const entry = slots.get(subscriptionId)
       if (entry === undefined) {
         return Effect.fail(new InvalidInput({ field: "subscriptionId", reason: `${subscriptionId} is not run by ${config.workerId}` }))
@@ -960,7 +1510,14 @@ export const run = <R, E = unknown>(
         Effect.flatten
       )
     }
-    return { workerId: config.workerId, status, whenCaughtUp }
+    // A partitioned projection's own id waits for every shard.
+    const whenCaughtUp = (subscriptionId: string, timeout?: Duration.DurationInput) => {
+      const shards = shardsOf.get(subscriptionId)
+      return shards === undefined
+        ? waitFor(subscriptionId, timeout)
+        : Effect.forEach(shards, (id) => waitFor(id, timeout), { concurrency: "unbounded", discard: true })
+    }
+    return { workerId: config.workerId, status, whenCaughtUp, balance }
   })
 
 /**
@@ -1013,6 +1570,12 @@ export interface Progress {
  * as of the start, reporting progress after each batch. Give it a new
  * subscription id to rebuild beside the live one.
  *
+ * A partitioned projection rebuilds its shards in parallel (progress is
+ * their sum). Rebuilding is how its partition count changes: once it holds
+ * every shard's lease of the new count, it deletes the checkpoints of any
+ * other count (waiting, rechecking, while a live lease holds one: stop the
+ * runners of the old count), then replays each shard from the start.
+ *
  * @example
  * ```ts
  * import { Aggregate, Projection, ProjectionRunner } from "@mire/core"
@@ -1045,29 +1608,80 @@ export const rebuild = <R, E = unknown>(
     const config = resolve(options)
     yield* validate([projection], config)
     const subscriptions = yield* SubscriptionStore.SubscriptionStore
-    const slot = yield* Ref.make<Slot<E>>(standby)
-    const attempt = withLease(projection.subscriptionId, config, (lease) =>
-      Effect.gen(function* () {
-        const fence = { workerId: config.workerId, fenceToken: lease.fenceToken }
-        const reset = yield* subscriptions.writeCheckpoint(
-          projection.subscriptionId,
-          Checkpoint.at(Cursor.start),
-          Option.some(fence)
-        )
-        if (!reset) return yield* new Lease.LeaseLost({ subscriptionId: projection.subscriptionId, ...fence })
-        const { events: total } = yield* subscriptions.lag({ categories: projection.categories }, Cursor.start)
-        yield* onProgress({ done: 0, total })
-        if (total === 0) return { done: 0, total }
-        const done = yield* Effect.scoped(
-          lead(projection, lease, config, slot, (done) => Effect.as(onProgress({ done: Math.min(done, total), total }), done < total))
-        )
-        return { done: Math.min(Option.getOrElse(done, () => 0), total), total }
+    const leases = yield* LeaseStore.LeaseStore
+    const units = Partition.units(projection)
+    const count = Partition.countOf(projection)
+    // Progress is the sum over the shards, reported once every shard knows its total.
+    const progress = yield* Ref.make(new Map<string, Progress>())
+    const report = (unitId: string, p: Progress) =>
+      Effect.flatMap(Ref.updateAndGet(progress, (m) => new Map(m).set(unitId, p)), (m) => {
+        if (m.size < units.length) return Effect.void
+        let done = 0
+        let total = 0
+        for (const q of m.values()) {
+          done += q.done
+          total += q.total
+        }
+        return onProgress({ done, total })
       })
+    const acquired = yield* Effect.forEach(units, () => Deferred.make<void>())
+    const cleared = yield* Deferred.make<void>()
+    // Once this count's every shard is leased and reset here (so its rows hold checkpoints and a runner of
+    // another count that leads one from now on refuses to start), the rows of other counts are deleted; those a live
+    // lease holds (a runner of the old count still running) are waited for, rechecking.
+    const clearObsolete = Effect.gen(function* () {
+      yield* Effect.forEach(acquired, Deferred.await, { discard: true })
+      const left = yield* Effect.flatMap(subscriptions.shardIds(projection.subscriptionId), (ids) =>
+        subscriptions.forget(Partition.obsolete(projection.subscriptionId, count, ids))
+      )
+      if (left.length > 0) {
+        yield* Effect.logWarning(
+          `rebuild of ${projection.subscriptionId}: waiting for the leases of ${left.join(", ")} (stop the runners of the old partition count)`
+        )
+      }
+      return left.length
+    }).pipe(
+      Effect.repeat({ until: (left) => left === 0, schedule: Schedule.spaced(config.recheck) }),
+      Effect.zipRight(Deferred.succeed(cleared, undefined))
     )
-    // Another worker holds the lease: try again after each recheck interval until this one leads.
-    const led = yield* Effect.repeat(
-      Effect.tap(attempt, (led) => (Option.isNone(led) ? Effect.sleep(config.recheck) : Effect.void)),
-      { until: (led): led is Option.Some<Progress> => Option.isSome(led) }
+    const rebuildUnit = (unit: Projection.Projection<R, E>, index: number) =>
+      Effect.flatMap(Ref.make<Slot<E>>(standby), (slot) => {
+      const attempt = withLease(unit.subscriptionId, config, (lease) =>
+        Effect.gen(function* () {
+          const fence = { workerId: config.workerId, fenceToken: lease.fenceToken }
+          const lost = new Lease.LeaseLost({ subscriptionId: unit.subscriptionId, ...fence })
+          // Reset first, then cleared: a runner of the old count that takes a cleared shard meanwhile finds
+          // this count checkpointed and refuses.
+          const reset = yield* subscriptions.writeCheckpoint(unit.subscriptionId, Checkpoint.at(Cursor.start), Option.some(fence))
+          if (!reset) return yield* lost
+          yield* Deferred.succeed(acquired[index]!, undefined)
+          // The lease is renewed while the other counts' rows are cleared.
+          const hold = leases.renew(unit.subscriptionId, fence, config.leaseTtl).pipe(
+            Effect.flatMap((held) => (held ? Effect.void : Effect.fail(lost))),
+            Effect.schedule(Schedule.spaced(config.heartbeat)),
+            Effect.zipRight(Effect.never)
+          )
+          yield* Effect.raceFirst(Deferred.await(cleared), hold)
+          const { events: total } = yield* subscriptions.lag(filterOf(unit), Cursor.start)
+          yield* report(unit.subscriptionId, { done: 0, total })
+          if (total === 0) return { done: 0, total }
+          const done = yield* Effect.scoped(
+            lead(unit, lease, config, slot, (done) =>
+              Effect.as(report(unit.subscriptionId, { done: Math.min(done, total), total }), done < total)
+            )
+          )
+          return { done: Math.min(Option.getOrElse(done, () => 0), total), total }
+        })
+      )
+      // Another worker holds the lease: try again after each recheck interval until this one leads.
+      return Effect.repeat(
+        Effect.tap(attempt, (led) => (Option.isNone(led) ? Effect.sleep(config.recheck) : Effect.void)),
+        { until: (led): led is Option.Some<Progress> => Option.isSome(led) }
+      ).pipe(Effect.map((led) => led.value))
+    })
+    const [, done] = yield* Effect.all(
+      [clearObsolete, Effect.forEach(units, rebuildUnit, { concurrency: "unbounded" })],
+      { concurrency: "unbounded" }
     )
-    return led.value
+    return done.reduce((sum, p) => ({ done: sum.done + p.done, total: sum.total + p.total }), { done: 0, total: 0 })
   })

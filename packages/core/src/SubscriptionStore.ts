@@ -49,6 +49,14 @@ export interface Report {
 }
 
 /**
+ * A point in the log a subscription can start from (see `locate`).
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export type Point = "head" | "last" | { readonly position: bigint } | { readonly time: Date }
+
+/**
  * The storage primitives of subscriptions.
  *
  * @since 0.1.0
@@ -66,10 +74,18 @@ export interface SubscriptionStore {
    * row at version n, which the writer of n committed before (or in the same
    * transaction), so once n+1 is committed, n is committed too and visible in
    * every later snapshot. Its absence is then final: it was deleted.
+   *
+   * A version below its stream's first kept version (the stream was deleted
+   * or truncated: `es_streams.truncated_before`) is returned with
+   * `firstRetained`, that version: it was removed by design, and the
+   * subscription moves the stream past it instead of failing.
    */
   readonly missing: (
     wanted: ReadonlyArray<{ readonly streamId: string; readonly version: number }>
-  ) => Effect.Effect<ReadonlyArray<{ readonly streamId: string; readonly version: number }>, StoreError>
+  ) => Effect.Effect<
+    ReadonlyArray<{ readonly streamId: string; readonly version: number; readonly firstRetained?: number | undefined }>,
+    StoreError
+  >
   /**
    * The lowest cursor at or below `upTo` of an event (of the filter) whose
    * stream has a lower version after `upTo` (none: no stream is inverted
@@ -86,8 +102,27 @@ export interface SubscriptionStore {
     after: Cursor.Cursor,
     upTo: Cursor.Cursor
   ) => Effect.Effect<ReadonlyMap<string, number>, StoreError>
-  /** The persisted checkpoint; `XidAhead` when it or the log is ahead of the server's transaction ids (a restore into a new cluster). */
+  /** The persisted checkpoint (none before the first is written); `XidAhead` when it or the log is ahead of the server's transaction ids (a restore into a new cluster). */
   readonly readCheckpoint: (subscriptionId: string) => Effect.Effect<Option.Option<Checkpoint.Checkpoint>, StoreError | XidAhead>
+  /**
+   * Persists `checkpoint` unless the subscription already has one (a row
+   * made only by a lease acquisition has none), in one atomic step; returns
+   * the checkpoint now persisted (the existing one, or `checkpoint`). How a
+   * subscription's first start is made durable.
+   */
+  readonly initCheckpoint: (
+    subscriptionId: string,
+    checkpoint: Checkpoint.Checkpoint
+  ) => Effect.Effect<Checkpoint.Checkpoint, StoreError>
+  /**
+   * A cursor of the log: `"head"`, the commit-safe head (the greatest
+   * cursor of an event older than the xmin horizon; the start for an empty
+   * log); `"last"`, the greatest cursor of a committed event, whatever the
+   * horizon (none for an empty log); `{ position }`, the cursor of the first event whose global
+   * position is at least `position`; `{ time }`, the lowest cursor of an
+   * event recorded at or after `time`. None when there is no such event.
+   */
+  readonly locate: (point: Point) => Effect.Effect<Option.Option<Cursor.Cursor>, StoreError>
   /** Persists a checkpoint; with a fence, only while the lease matches. Returns whether it was written. */
   readonly writeCheckpoint: (
     subscriptionId: string,
@@ -105,6 +140,22 @@ export interface SubscriptionStore {
    * no row.
    */
   readonly recordFailure: (subscriptionId: string, failure: string) => Effect.Effect<void, StoreError>
+  /**
+   * The stored ids (a checkpoint or a lease) of `subscriptionId` itself and
+   * of its shards (`subscriptionId#…`, see `Partition`), so a runner can
+   * refuse to start a projection with another partition count.
+   *
+   * @since 0.2.0
+   */
+  readonly shardIds: (subscriptionId: string) => Effect.Effect<ReadonlyArray<string>, StoreError>
+  /**
+   * Deletes the rows (checkpoint and lease) of these subscriptions whose
+   * lease is free or expired; returns the ids it left because a live lease
+   * holds them. What a rebuild with a new partition count clears.
+   *
+   * @since 0.2.0
+   */
+  readonly forget: (subscriptionIds: ReadonlyArray<string>) => Effect.Effect<ReadonlyArray<string>, StoreError>
   /** What status shows of a subscription beyond its checkpoint (none: no row). */
   readonly report: (subscriptionId: string) => Effect.Effect<Option.Option<Report>, StoreError>
   /** Notifications of committed appends (categories); may miss some. */

@@ -10,8 +10,14 @@ export * as Aggregate from "./Aggregate.js"
 export * as AggregateRoot from "./AggregateRoot.js"
 /** @since 0.1.0 */
 export * as Checkpoint from "./Checkpoint.js"
+/** @since 0.2.0 */
+export * as CommandHandler from "./CommandHandler.js"
+/** @since 0.2.0 */
+export * as CommandLog from "./CommandLog.js"
 /** @since 0.1.0 */
 export * as Cursor from "./Cursor.js"
+/** @since 0.2.0 */
+export * as DeadLetters from "./DeadLetters.js"
 /** @since 0.1.0 */
 export * as EventCodec from "./EventCodec.js"
 /** @since 0.1.0 */
@@ -30,12 +36,18 @@ export * as Lease from "./Lease.js"
 export * as LeaseStore from "./LeaseStore.js"
 /** @since 0.1.0 */
 export * as Metrics from "./Metrics.js"
+/** @since 0.2.0 */
+export * as Partition from "./Partition.js"
 /** @since 0.1.0 */
 export * as Projection from "./Projection.js"
 /** @since 0.1.0 */
 export * as ProjectionRunner from "./ProjectionRunner.js"
+/** @since 0.2.0 */
+export * as Rebalance from "./Rebalance.js"
 /** @since 0.1.0 */
 export * as RecordedEvent from "./RecordedEvent.js"
+/** @since 0.2.0 */
+export * as Retention from "./Retention.js"
 /** @since 0.1.0 */
 export * as Saga from "./Saga.js"
 /** @since 0.1.0 */
@@ -52,3 +64,5 @@ export * as Subscription from "./Subscription.js"
 export * as SubscriptionStore from "./SubscriptionStore.js"
 /** @since 0.1.0 */
 export * as SubscriptionId from "./SubscriptionId.js"
+/** @since 0.2.0 */
+export * as WorkerStore from "./WorkerStore.js"

@@ -29,7 +29,7 @@ import * as Lease from "../src/Lease.js"
 import * as LeaseStore from "../src/LeaseStore.js"
 import * as Projection from "../src/Projection.js"
 import * as ProjectionRunner from "../src/ProjectionRunner.js"
-import type { RecordedEvent } from "../src/RecordedEvent.js"
+import { aggregateIdOf, type RecordedEvent } from "../src/RecordedEvent.js"
 import * as StreamId from "../src/StreamId.js"
 
 /**
@@ -156,6 +156,7 @@ const recorded = (streamId: string, streamVersion: number, data: Record<string, 
   eventId: "00000000-0000-4000-8000-000000000001",
   streamId: StreamId.fromStored(streamId),
   category: StreamId.categoryFromStored("pure"),
+  aggregateId: aggregateIdOf(streamId, "pure"),
   streamVersion,
   globalPosition: 7n,
   transactionId: 3n,

@@ -3,8 +3,9 @@
  *
  * @since 0.1.0
  */
+import type * as PgClient from "@effect/sql-pg/PgClient"
 import type * as SqlClient from "@effect/sql/SqlClient"
-import type { EventStore, LeaseStore, SagaStore, SubscriptionStore } from "@mire/core"
+import type { CommandLog, EventStore, LeaseStore, SagaStore, SubscriptionStore } from "@mire/core"
 import type { Effect } from "effect"
 import * as bank_account from "./bank_account.js"
 import * as batched_write from "./batched_write.js"
@@ -13,6 +14,7 @@ import * as concurrency from "./concurrency.js"
 import * as multi_replica from "./multi_replica.js"
 import * as projection from "./projection.js"
 import * as saga from "./saga.js"
+import * as scale_out from "./scale_out.js"
 import * as telemetry from "./telemetry.js"
 import * as snapshot from "./snapshot.js"
 import * as transaction_scope from "./transaction_scope.js"
@@ -31,7 +33,9 @@ export type Example = Effect.Effect<
   | SubscriptionStore.SubscriptionStore
   | LeaseStore.LeaseStore
   | SagaStore.SagaStore
+  | CommandLog.CommandLog
   | SqlClient.SqlClient
+  | PgClient.PgClient
 >
 
 /**
@@ -49,6 +53,7 @@ export const examples = {
   multi_replica: multi_replica.program,
   batched_write: batched_write.program,
   saga: saga.program,
+  scale_out: scale_out.program,
   telemetry: telemetry.program
 } as const satisfies Record<string, Example>
 

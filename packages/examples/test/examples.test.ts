@@ -16,6 +16,7 @@ import { examples } from "../src/index.js"
 import * as multi_replica from "../src/multi_replica.js"
 import * as projection from "../src/projection.js"
 import * as saga from "../src/saga.js"
+import * as scale_out from "../src/scale_out.js"
 import * as snapshot from "../src/snapshot.js"
 import * as transaction_scope from "../src/transaction_scope.js"
 
@@ -86,6 +87,7 @@ describe("examples", () => {
       "multi_replica",
       "projection",
       "saga",
+      "scale_out",
       "snapshot",
       "telemetry",
       "transaction_scope"
@@ -174,6 +176,17 @@ describe("examples", () => {
         assert.notStrictEqual(next, first)
         line(lines, /^ {2}total events processed: A=5, B=5 \(sum 10\)$/)
         line(lines, new RegExp(`^ {2}first 5 on ${first} \\(fence_token=1\\), next 5 on ${next} \\(fence_token=2\\)$`))
+      })
+    )
+
+    it.effect("scale_out: 3 replicas lead 2 shards each; one stops, the others lead 3 each; the read model is complete", () =>
+      Effect.gen(function* () {
+        const lines = yield* output(scale_out.program)
+        assert.deepStrictEqual(block(lines, /^--- replica-A alone, 6 shards ---$/).map((l) => l.match(/leads (\d)/)?.[1]), ["6"])
+        assert.deepStrictEqual(block(lines, /^--- 3 replicas, 6 shards ---$/).map((l) => l.match(/leads (\d)/)?.[1]), ["2", "2", "2"])
+        assert.deepStrictEqual(block(lines, /^--- 2 replicas, 6 shards ---$/).map((l) => l.match(/leads (\d)/)?.[1]), ["3", "3"])
+        line(lines, /^30 more handled: A=\d+, B=\d+, C=0$/)
+        line(lines, /^read model: 60 orders, complete$/)
       })
     )
 

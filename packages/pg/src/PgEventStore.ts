@@ -22,7 +22,12 @@
 import * as SqlClient from "@effect/sql/SqlClient"
 import type * as SqlError from "@effect/sql/SqlError"
 import * as EventStore from "@mire/core/EventStore"
-import { ConcurrencyConflict, type InvalidInput, StoreError } from "@mire/core/EventStoreError"
+import {
+  ConcurrencyConflict,
+  StoreError,
+  StreamArchived,
+  StreamDeleted
+} from "@mire/core/EventStoreError"
 import * as ExpectedVersion from "@mire/core/ExpectedVersion"
 import type { CommittedEvents } from "@mire/core/RecordedEvent"
 import type { StoredSnapshot } from "@mire/core/Snapshot"
@@ -45,7 +50,10 @@ import {
   eventColumns,
   foldColumns
 } from "./internal/rows.js"
+import * as Lifecycle from "./internal/lifecycle.js"
 import { AfterCommit, transaction as transactionWith } from "./internal/transaction.js"
+import * as Truncation from "./internal/truncation.js"
+import * as PgSchema from "./PgSchema.js"
 import * as PgWakeups from "./PgWakeups.js"
 
 export {
@@ -58,7 +66,8 @@ export {
 } from "./PgMigrations.js"
 
 /**
- * The channel appends notify on (payload: the category).
+ * The channel appends notify on in the `public` schema (payload: the
+ * category); another schema's is its `PgSchema` names' `eventsChannel`.
  *
  * @since 0.1.0
  */
@@ -91,7 +100,11 @@ const notifyRetry = Schedule.exponential("50 millis").pipe(Schedule.union(Schedu
  * dirty; one fiber, living in the current scope, sends every dirty category
  * in one `pg_notify` statement, at most one in flight.
  */
-const makeNotifier = (sql: SqlClient.SqlClient, hub: Option.Option<PubSub.PubSub<PgWakeups.Wakeup>>) =>
+const makeNotifier = (
+  sql: SqlClient.SqlClient,
+  hub: Option.Option<PubSub.PubSub<PgWakeups.Wakeup>>,
+  channel: string
+) =>
   Effect.gen(function* () {
     // Marked by every append, drained by the one sender fiber: a plain set (not a Ref of
     // immutable sets) because an append adds to it on the hot path.
@@ -149,7 +162,9 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
   const sql = (yield* SqlClient.SqlClient).withoutTransforms()
   const columns = sql.literal(eventColumns)
   const folding = sql.literal(foldColumns)
-  const notifier = yield* makeNotifier(sql, yield* Effect.serviceOption(PgWakeups.LocalWakeups))
+  const names = yield* PgSchema.PgSchema
+  const channel = names.eventsChannel
+  const notifier = yield* makeNotifier(sql, yield* Effect.serviceOption(PgWakeups.LocalWakeups), channel)
 
   /**
    * After an append: outside a transaction it has committed, so mark its categories; inside
@@ -211,7 +226,7 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
   const appendStreamStatement = (request: EventStore.StorableAppend) => {
     const e = eventArrays(request.events)
     return sql.unsafe<object>(
-      `SELECT * FROM mire_append_stream($1, $2, $3, $4, $5::uuid[], $6::text[], $7::int4[], $8::jsonb[], $9::jsonb[])`,
+      `SELECT * FROM ${names.qualify("mire_append_stream")}($1, $2, $3, $4, $5::uuid[], $6::text[], $7::int4[], $8::jsonb[], $9::jsonb[])`,
       [
         request.streamId,
         request.category,
@@ -258,25 +273,19 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
       }
     }
     return sql.unsafe<object>(
-      `SELECT * FROM mire_append_all($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[], $6::uuid[],
+      `SELECT * FROM ${names.qualify("mire_append_all")}($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[], $6::uuid[],
          $7::text[], $8::int8[], $9::text[], $10::int4[], $11::jsonb[], $12::jsonb[])`,
       [streamIds, categories, kinds, expected, counts, eventIds, eventStreams, indexes, types, schemaVersions, data, metadata]
     )
   }
 
-  /** The conflict of a stream whose expectation did not hold, with its current version. */
-  const conflictOf = (request: EventStore.StorableAppend) =>
-    Effect.map(
-      sql<{ version: number }>`SELECT version::float8 AS version FROM es_streams WHERE stream_id = ${request.streamId}`,
-      (rows) => {
-        const actual = rows[0]?.version ?? 0
-        return new ConcurrencyConflict({
-          streamId: request.streamId,
-          expected: ExpectedVersion.format(request.expected),
-          actual: actual === 0 ? null : actual
-        })
-      }
-    )
+  const lifecycle = Lifecycle.make(sql, names, notifyCommitted)
+
+  /**
+   * Why a stream refused an append (its compare-and-set returned no row): deleted, archived, or
+   * its expectation did not hold (with its current version).
+   */
+  const conflictOf = lifecycle.refusalOf
 
   /** The event id of a unique violation on `es_events_event_id_key`, if that is what `error` is. */
   const duplicateId = (error: SqlError.SqlError): string | undefined => {
@@ -295,14 +304,22 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
   const lostExpectation = (
     requests: ReadonlyArray<EventStore.StorableAppend>,
     error: SqlError.SqlError
-  ): ConcurrencyConflict | undefined => {
+  ): ConcurrencyConflict | StreamArchived | StreamDeleted | undefined => {
     const cause = error.cause
-    if (sqlState(error) !== "MR409" || !Predicate.hasProperty(cause, "detail") || !Predicate.hasProperty(cause, "hint")) {
+    const state = sqlState(error)
+    if (
+      (state !== "MR409" && state !== "MR410" && state !== "MR423") ||
+      !Predicate.hasProperty(cause, "detail") ||
+      !Predicate.hasProperty(cause, "hint")
+    ) {
       return undefined
     }
     const request = requests.find((r) => r.streamId === cause.detail)
     const actual = typeof cause.hint === "string" && /^[0-9]+$/.test(cause.hint) ? Number(cause.hint) : undefined
     if (request === undefined || actual === undefined) return undefined
+    // Raised by `mire_append_all` (migration 0012) for a deleted or an archived stream.
+    if (state === "MR410") return new StreamDeleted({ streamId: request.streamId, tombstoneVersion: actual })
+    if (state === "MR423") return new StreamArchived({ streamId: request.streamId })
     return new ConcurrencyConflict({
       streamId: request.streamId,
       expected: ExpectedVersion.format(request.expected),
@@ -312,7 +329,7 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
 
   const appendFailure =
     (requests: ReadonlyArray<EventStore.StorableAppend>) =>
-    (error: SqlError.SqlError): Effect.Effect<never, SqlError.SqlError | InvalidInput | ConcurrencyConflict> => {
+    (error: SqlError.SqlError): Effect.Effect<never, SqlError.SqlError | EventStore.AppendError> => {
       const id = duplicateId(error)
       if (id !== undefined) return Effect.fail(EventStore.duplicateEventId(requests, id))
       return Effect.fail(lostExpectation(requests, error) ?? error)
@@ -320,12 +337,12 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
 
   const appendOnce = (
     requests: ReadonlyArray<EventStore.StorableAppend>
-  ): Effect.Effect<ReadonlyArray<CommittedEvents>, SqlError.SqlError | InvalidInput | ConcurrencyConflict | StoreError> => {
+  ): Effect.Effect<ReadonlyArray<CommittedEvents>, SqlError.SqlError | EventStore.AppendError> => {
     if (requests.length === 1) {
       const request = requests[0]!
       return appendStreamStatement(request).pipe(
         Effect.catchTag("SqlError", appendFailure(requests)),
-        Effect.flatMap((rows): Effect.Effect<ReadonlyArray<CommittedEvents>, SqlError.SqlError | ConcurrencyConflict | StoreError> => {
+        Effect.flatMap((rows): Effect.Effect<ReadonlyArray<CommittedEvents>, SqlError.SqlError | EventStore.AppendError> => {
           if (rows.length === 0) return Effect.flatMap(conflictOf(request), Effect.fail)
           const row = appendRow(rows[0], request.streamId)
           return row instanceof StoreError ? Effect.fail(row) : Effect.succeed([row])
@@ -354,7 +371,7 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
 
   const append = (
     requests: ReadonlyArray<EventStore.StorableAppend>
-  ): Effect.Effect<ReadonlyArray<CommittedEvents>, ConcurrencyConflict | InvalidInput | StoreError> => {
+  ): Effect.Effect<ReadonlyArray<CommittedEvents>, EventStore.AppendError> => {
     // Each append function is one statement, atomic on its own. Inside a transaction, a
     // statement that can raise (several streams, or an event id the caller gave, which may
     // already be stored) runs in a savepoint, so its refusal does not abort the caller's
@@ -379,13 +396,20 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
 
   const readStreamPage = (streamId: string, from: number, direction: EventStore.Direction, limit: number) =>
     (direction === "forward"
-      ? sql`SELECT ${columns} FROM es_events WHERE stream_id = ${streamId} AND stream_version >= ${from}
+      ? sql`SELECT ${columns} FROM ${names.events} WHERE stream_id = ${streamId} AND stream_version >= ${from}
             ORDER BY stream_version LIMIT ${limit}`
-      : sql`SELECT ${columns} FROM es_events WHERE stream_id = ${streamId} AND stream_version <= ${from}
+      : sql`SELECT ${columns} FROM ${names.events} WHERE stream_id = ${streamId} AND stream_version <= ${from}
             ORDER BY stream_version DESC LIMIT ${limit}`
     ).pipe(refail("readStream"), Effect.flatMap(decodeEventRows))
 
   const headOf = (u: unknown): number => (typeof u === "number" ? u : 0)
+
+  const stateOf = (u: unknown): EventStore.StreamState | undefined => (u === "deleted" || u === "archived" ? u : undefined)
+
+  /** The stream's lifecycle state, as a column of a load's statement (evaluated once per statement). */
+  const stateColumn = (streamId: StreamId.StreamId) =>
+    sql`(SELECT CASE WHEN deleted_at IS NOT NULL THEN 'deleted' WHEN archived_at IS NOT NULL THEN 'archived' END
+         FROM ${names.streams} WHERE stream_id = ${streamId}) AS "streamState"`
 
   /**
    * One statement: a stream's events from version `from` (the `selected` columns, checked by
@@ -394,16 +418,21 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
   const pageFrom =
     <A>(selected: typeof columns, decode: (rows: ReadonlyArray<unknown>, streamId: StreamId.StreamId) => Array<A> | StoreError) =>
     (streamId: StreamId.StreamId, from: number, limit: number) =>
-      sql<{ readonly head: unknown }>`
-        SELECT ${selected}, (SELECT version FROM es_streams WHERE stream_id = ${streamId})::float8 AS "head"
-        FROM es_events WHERE stream_id = ${streamId} AND stream_version >= ${from}
+      sql<{ readonly head: unknown; readonly streamState: unknown }>`
+        SELECT ${selected}, (SELECT version FROM ${names.streams} WHERE stream_id = ${streamId})::float8 AS "head",
+          ${stateColumn(streamId)}
+        FROM ${names.events} WHERE stream_id = ${streamId} AND stream_version >= ${from}
         ORDER BY stream_version LIMIT ${limit}`.pipe(
         refail("load"),
         Effect.flatMap((rows) => {
           const events = decode(rows, streamId)
           return events instanceof StoreError
             ? Effect.fail(events)
-            : Effect.succeed({ version: events.length === 0 ? 0 : headOf(rows[0]!.head), events })
+            : Effect.succeed({
+                version: events.length === 0 ? 0 : headOf(rows[0]!.head),
+                events,
+                state: events.length === 0 ? undefined : stateOf(rows[0]!.streamState)
+              })
         })
       )
 
@@ -420,19 +449,21 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
     readonly snapshotAt: unknown
     readonly snapshotVersion: unknown
     readonly snapshotState: unknown
+    readonly streamState: unknown
   }
 
   // One statement: the snapshot (its state on the first row only), the stream's version, and the
   // events from the snapshot's version (the anchor) or from 1; one row of NULL events when there are none.
   const loadSnapshotPage = (streamId: StreamId.StreamId, limit: number) =>
     sql<SnapshotRow>`
-      SELECT e.*, (SELECT version FROM es_streams WHERE stream_id = ${streamId})::float8 AS "head",
+      SELECT e.*, (SELECT version FROM ${names.streams} WHERE stream_id = ${streamId})::float8 AS "head",
+        ${stateColumn(streamId)},
         sn.stream_version::float8 AS "snapshotAt", sn.snapshot_version AS "snapshotVersion",
         CASE WHEN row_number() OVER (ORDER BY e."streamVersion") = 1 THEN sn.state END AS "snapshotState"
       FROM (SELECT 1) AS one
-      LEFT JOIN es_snapshots sn ON sn.stream_id = ${streamId}
+      LEFT JOIN ${names.snapshots} sn ON sn.stream_id = ${streamId}
       LEFT JOIN LATERAL (
-        SELECT ${folding} FROM es_events
+        SELECT ${folding} FROM ${names.events}
         WHERE stream_id = ${streamId} AND stream_version >= COALESCE(sn.stream_version, 1)
         ORDER BY stream_version LIMIT ${limit}) e ON true
       ORDER BY e."streamVersion"`.pipe(
@@ -450,6 +481,7 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
         return Effect.succeed({
           version: events.length === 0 ? 0 : headOf(first.head),
           events,
+          state: events.length === 0 ? undefined : stateOf(first.streamState),
           snapshot:
             typeof snapshotAt === "number" && typeof snapshotVersion === "number"
               ? Option.some({ streamId, streamVersion: snapshotAt, snapshotVersion, state: first.snapshotState })
@@ -462,25 +494,34 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
     categories: ReadonlyArray<string> | undefined,
     from: bigint,
     direction: EventStore.Direction,
-    limit: number
+    limit: number,
+    excludeArchived = false
   ) => {
-    const filter = categories === undefined ? sql`TRUE` : sql`category = ANY(${categories})`
+    // Archived streams left out by an anti-join on es_streams' primary key: a cost per event read, whatever
+    // the number of archived streams (a NOT IN list would be re-read, or rescanned, for every page).
+    const filter =
+      categories === undefined
+        ? sql`TRUE`
+        : excludeArchived
+          ? sql`category = ANY(${categories}) AND NOT EXISTS (
+              SELECT 1 FROM ${names.streams} s WHERE s.stream_id = ${names.events}.stream_id AND s.archived_at IS NOT NULL)`
+          : sql`category = ANY(${categories})`
     return (direction === "forward"
-      ? sql`SELECT ${columns} FROM es_events WHERE ${filter} AND global_position >= ${from}
+      ? sql`SELECT ${columns} FROM ${names.events} WHERE ${filter} AND global_position >= ${from}
             ORDER BY global_position LIMIT ${limit}`
-      : sql`SELECT ${columns} FROM es_events WHERE ${filter} AND global_position <= ${from}
+      : sql`SELECT ${columns} FROM ${names.events} WHERE ${filter} AND global_position <= ${from}
             ORDER BY global_position DESC LIMIT ${limit}`
     ).pipe(refail("readLog"), Effect.flatMap(decodeEventRows))
   }
 
   const streamVersion = (streamId: string) =>
-    sql<{ version: number }>`SELECT version::float8 AS version FROM es_streams WHERE stream_id = ${streamId}`.pipe(
+    sql<{ version: number }>`SELECT version::float8 AS version FROM ${names.streams} WHERE stream_id = ${streamId}`.pipe(
       Effect.map((rows) => rows[0]?.version ?? 0),
       refail("streamVersion")
     )
 
   const lockStream = (streamId: string) =>
-    sql<{ version: number }>`SELECT version::float8 AS version FROM es_streams WHERE stream_id = ${streamId} FOR UPDATE`.pipe(
+    sql<{ version: number }>`SELECT version::float8 AS version FROM ${names.streams} WHERE stream_id = ${streamId} FOR UPDATE`.pipe(
       Effect.map((rows) => rows[0]?.version ?? 0),
       refail("lockStream")
     )
@@ -493,7 +534,7 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
   const readSnapshot = (streamId: string) =>
     sql<{ stream_version: number; snapshot_version: number; state: unknown }>`
       SELECT stream_version::float8 AS stream_version, snapshot_version, state
-      FROM es_snapshots WHERE stream_id = ${streamId}`.pipe(
+      FROM ${names.snapshots} WHERE stream_id = ${streamId}`.pipe(
       Effect.map((rows) =>
         Option.map(
           Option.fromNullable(rows[0]),
@@ -508,15 +549,21 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
       refail("readSnapshot")
     )
 
+  // Never below the stream's first kept version (a truncation's base), whose anchor event is gone: such
+  // a write is skipped. KEY SHARE on the stream row waits for a truncation's FOR UPDATE (then re-reads
+  // truncated_before), and does not block appends.
   const writeSnapshot = (snapshot: EventStore.StorableSnapshot) =>
     sql`
-      INSERT INTO es_snapshots (stream_id, stream_version, snapshot_version, state)
-      VALUES (${snapshot.streamId}, ${snapshot.streamVersion}, ${snapshot.snapshotVersion}, ${snapshot.stateJson}::jsonb)
+      INSERT INTO ${names.snapshots} AS kept (stream_id, stream_version, snapshot_version, state)
+      SELECT ${snapshot.streamId}::text, ${snapshot.streamVersion}::bigint, ${snapshot.snapshotVersion}::integer, ${snapshot.stateJson}::jsonb
+      WHERE coalesce(
+        (SELECT st.truncated_before FROM ${names.streams} st WHERE st.stream_id = ${snapshot.streamId} FOR KEY SHARE), 1
+      ) <= ${snapshot.streamVersion}::bigint
       ON CONFLICT (stream_id) DO UPDATE
         SET stream_version = excluded.stream_version, snapshot_version = excluded.snapshot_version,
             state = excluded.state, created_at = now()
-        WHERE es_snapshots.snapshot_version <> excluded.snapshot_version
-           OR es_snapshots.stream_version < excluded.stream_version`.pipe(
+        WHERE kept.snapshot_version <> excluded.snapshot_version
+           OR kept.stream_version < excluded.stream_version`.pipe(
       Effect.asVoid,
       // A savepoint inside a scope: a failed snapshot write must not abort the caller's transaction.
       (write) => Effect.flatMap(inTransaction, (nested) => (nested ? transaction(write) : write)),
@@ -536,7 +583,10 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
     inTransaction,
     currentTransactionId,
     readSnapshot,
-    writeSnapshot
+    writeSnapshot,
+    setArchived: lifecycle.setArchived,
+    deleteStream: lifecycle.deleteStream,
+    ...Truncation.make(sql, names)
   }
 })
 

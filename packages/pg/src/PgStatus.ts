@@ -20,6 +20,7 @@ import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import { refail } from "./internal/errors.js"
 import { decodeRows } from "./internal/schema.js"
+import * as PgSchema from "./PgSchema.js"
 import * as PgSubscriptionStore from "./PgSubscriptionStore.js"
 
 /**
@@ -60,6 +61,8 @@ export const SubscriptionStatus = Schema.Struct({
   categories: Schema.NullOr(Schema.Array(Schema.String)),
   lag: Schema.BigInt,
   failure: Schema.NullOr(Schema.Struct({ message: Schema.String, at: Schema.Date })),
+  /** Its dead letters (`onFailure: "skip"`), of every status; `mire dead-letters list` shows them. */
+  deadLetters: Schema.Number,
   updatedAt: Schema.Date
 })
 
@@ -117,6 +120,31 @@ export const Restore = Schema.Struct({
 export type Restore = typeof Restore.Type
 
 /**
+ * A projection runner registered in `es_workers`: when it started, when it
+ * last looked (its heartbeat, on the database's clock; a runner looks once
+ * per lease recheck interval, and the others count it live while its
+ * heartbeat is within their lease ttl), and the units (subscriptions or
+ * shards) whose live lease it holds.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export const WorkerStatus = Schema.Struct({
+  workerId: Schema.String,
+  startedAt: Schema.Date,
+  heartbeatAt: Schema.Date,
+  /** Milliseconds since its last heartbeat. */
+  silentMillis: Schema.Number,
+  leads: Schema.Array(Schema.String)
+})
+
+/**
+ * @since 0.2.0
+ * @category models
+ */
+export type WorkerStatus = typeof WorkerStatus.Type
+
+/**
  * The whole picture. `head` is the commit-safe head of the log: the cursor
  * of the last event a subscription could deliver now.
  *
@@ -126,6 +154,8 @@ export type Restore = typeof Restore.Type
 export const Status = Schema.Struct({
   head: CursorSchema,
   subscriptions: Schema.Array(SubscriptionStatus),
+  /** Every registered runner with the units it leads (see {@link WorkerStatus}). */
+  workers: Schema.Array(WorkerStatus),
   oldestTransaction: Schema.NullOr(OpenTransaction),
   /** `null` unless stored transaction ids are ahead of the server's (see {@link Restore}). */
   restore: Schema.NullOr(Restore)
@@ -152,8 +182,9 @@ const decodeTransactions = decodeRows(OpenTransaction, "status")
  */
 export const head: Effect.Effect<Cursor.Cursor, StoreError, SqlClient.SqlClient> = Effect.gen(function* () {
   const sql = (yield* SqlClient.SqlClient).withoutTransforms()
+  const names = yield* PgSchema.PgSchema
   const rows = yield* sql`
-    SELECT transaction_id::text AS "transactionId", global_position::text AS position FROM es_events
+    SELECT transaction_id::text AS "transactionId", global_position::text AS position FROM ${names.events}
     WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
     ORDER BY transaction_id DESC, global_position DESC LIMIT 1`.pipe(refail("head"))
   const [cursor] = yield* decodeHead(rows)
@@ -194,6 +225,7 @@ export const subscriptions = (
 ): Effect.Effect<ReadonlyArray<SubscriptionStatus>, StoreError, SqlClient.SqlClient> =>
   Effect.gen(function* () {
     const sql = (yield* SqlClient.SqlClient).withoutTransforms()
+    const names = yield* PgSchema.PgSchema
     const iso = (column: string) => sql.literal(`to_json(${column}) #>> '{}'`)
     const rows = yield* sql`
       SELECT s.subscription_id AS "subscriptionId", s.worker_id AS "leaseHolder",
@@ -204,24 +236,49 @@ export const subscriptions = (
                AS checkpoint,
              s.categories,
              (CASE WHEN s.categories IS NULL THEN
-               (SELECT count(*) FROM es_events e
+               (SELECT count(*) FROM ${names.events} e
                 WHERE (e.transaction_id, e.global_position) > (s.last_transaction_id, s.last_position)
                   AND (e.transaction_id, e.global_position) <= (${upTo.transactionId.toString()}::xid8, ${upTo.position}))
              ELSE
                -- One range of the (category, transaction_id, global_position) index per category.
                (SELECT COALESCE(sum(n), 0) FROM unnest(s.categories) AS c(category) CROSS JOIN LATERAL (
-                  SELECT count(*) AS n FROM es_events e
+                  SELECT count(*) AS n FROM ${names.events} e
                   WHERE e.category = c.category
                     AND (e.transaction_id, e.global_position) > (s.last_transaction_id, s.last_position)
                     AND (e.transaction_id, e.global_position) <= (${upTo.transactionId.toString()}::xid8, ${upTo.position})) per)
              END)::text AS lag,
              CASE WHEN s.failure IS NULL OR s.failed_at IS NULL THEN NULL
                ELSE json_build_object('message', s.failure, 'at', ${iso("s.failed_at")}) END AS failure,
+             (SELECT count(*) FROM ${names.table("es_dead_letters")} d
+              WHERE d.subscription_id = s.subscription_id)::float8 AS "deadLetters",
              ${iso("s.updated_at")} AS "updatedAt"
-      FROM es_subscriptions s
+      FROM ${names.subscriptions} s
       ORDER BY s.subscription_id`.pipe(refail("status"))
     return yield* decodeSubscriptions(rows)
   })
+
+const decodeWorkers = decodeRows(WorkerStatus, "status")
+
+/**
+ * Every runner registered in `es_workers`, by id, with the units whose live
+ * lease it holds.
+ *
+ * @since 0.2.0
+ * @category queries
+ */
+export const workers: Effect.Effect<ReadonlyArray<WorkerStatus>, StoreError, SqlClient.SqlClient> = Effect.gen(function* () {
+  const sql = (yield* SqlClient.SqlClient).withoutTransforms()
+  const names = yield* PgSchema.PgSchema
+  const rows = yield* sql`
+    SELECT w.worker_id AS "workerId", to_json(w.started_at) #>> '{}' AS "startedAt",
+           to_json(w.heartbeat_at) #>> '{}' AS "heartbeatAt",
+           GREATEST(extract(epoch FROM now() - w.heartbeat_at) * 1000, 0)::float8 AS "silentMillis",
+           ARRAY(SELECT s.subscription_id FROM ${names.subscriptions} s
+                 WHERE s.worker_id = w.worker_id AND s.leased_until > now() ORDER BY s.subscription_id) AS leads
+    FROM ${names.table("es_workers")} w
+    ORDER BY w.worker_id`.pipe(refail("status"))
+  return yield* decodeWorkers(rows)
+})
 
 /**
  * The restore condition of an {@link PgSubscriptionStore.XidStatus}, or `null`.
@@ -259,8 +316,10 @@ export const restoreOf = (xids: PgSubscriptionStore.XidStatus): Restore | null =
  */
 export const status: Effect.Effect<Status, StoreError, SqlClient.SqlClient> = Effect.gen(function* () {
   const at = yield* head
-  const [subs, oldest, xids] = yield* Effect.all([subscriptions(at), oldestTransaction, PgSubscriptionStore.xidStatus])
-  return { head: at, subscriptions: subs, oldestTransaction: oldest, restore: restoreOf(xids) }
+  // A database without es_workers yet (0017 not applied, a rolling upgrade): its runners look alone, none registered.
+  const registered = workers.pipe(Effect.catchIf((e) => e.kind === "NotMigrated", () => Effect.succeed<ReadonlyArray<WorkerStatus>>([])))
+  const [subs, runners, oldest, xids] = yield* Effect.all([subscriptions(at), registered, oldestTransaction, PgSubscriptionStore.xidStatus])
+  return { head: at, subscriptions: subs, workers: runners, oldestTransaction: oldest, restore: restoreOf(xids) }
 }).pipe(Effect.withSpan("PgStatus.status"))
 
 /**

@@ -11,6 +11,7 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import type * as Statement from "@effect/sql/Statement"
 import type * as Cursor from "@mire/core/Cursor"
 import { type StoreError, XidAhead } from "@mire/core/EventStoreError"
+import * as Partition from "@mire/core/Partition"
 import type * as Subscription from "@mire/core/Subscription"
 import * as SubscriptionStore from "@mire/core/SubscriptionStore"
 import * as Effect from "effect/Effect"
@@ -20,12 +21,90 @@ import * as Schema from "effect/Schema"
 import { deliveredJson, fencedUpdate } from "./internal/checkpoint.js"
 import { refail } from "./internal/errors.js"
 import { decodeEventRows, eventColumns } from "./internal/rows.js"
+import * as ShardIndex from "./internal/shardIndex.js"
 import { Delivered, decodeNonEmptyRows, decodeRows, decodeSingle, NonNegativeBigIntText, Timestamp } from "./internal/schema.js"
 import * as Xid from "./internal/xid.js"
+import * as PgSchema from "./PgSchema.js"
 import * as PgWakeups from "./PgWakeups.js"
 
 /**
- * The poll statement (exported for plan checks).
+ * The condition a filter's shard puts on events (none: `TRUE`): the shard of
+ * the stream among its count, `mire_shard(stream_id, K) = k`. A valid count
+ * (1-1024) is written as a literal, so the condition matches the index of
+ * that count ({@link shardIndex}) in every plan, generic ones too; an invalid
+ * one (which `Subscription.make` refuses first) is bound as a parameter.
+ *
+ * @since 0.2.0
+ * @category shards
+ */
+export const shardCondition = (
+  sql: PgClient.PgClient,
+  shard: Partition.Shard | undefined,
+  names: PgSchema.Names = PgSchema.defaultNames
+): Statement.Fragment => {
+  if (shard === undefined) return sql`TRUE`
+  const count = Partition.isShard(shard) ? sql.literal(String(shard.count)) : sql`${shard.count}::int`
+  return sql`${sql.literal(names.qualify("mire_shard"))}(stream_id, ${count}) = ${shard.index}`
+}
+
+/**
+ * The expression index the shards of a count poll through: its name and
+ * columns (`es_events_shard_<K>_idx` on the shard and the cursor; with
+ * `categories`, `es_events_shard_c<K>_idx` on the category first). For a
+ * valid count only.
+ *
+ * @since 0.2.0
+ * @category shards
+ */
+export const shardIndex = (
+  count: number,
+  categories: boolean,
+  names: PgSchema.Names = PgSchema.defaultNames
+): { readonly name: string; readonly columns: string } => {
+  const shard = `${names.qualify("mire_shard")}(stream_id, ${count})`
+  return categories
+    ? { name: `es_events_shard_c${count}_idx`, columns: `category, ${shard}, transaction_id, global_position` }
+    : { name: `es_events_shard_${count}_idx`, columns: `${shard}, transaction_id, global_position` }
+}
+
+/**
+ * The statement of `locate` (exported for plan checks), over `names`' tables
+ * (default `public`): one row, the cursor as text, or none.
+ *
+ * @since 0.2.0
+ */
+export const locateStatement = (
+  sql: SqlClient.SqlClient,
+  point: SubscriptionStore.Point,
+  names: PgSchema.Names = PgSchema.defaultNames
+): Statement.Statement<unknown> =>
+  point === "head"
+    ? sql`
+        SELECT transaction_id::text AS txid, global_position::text AS position FROM ${names.events}
+        WHERE transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+        ORDER BY transaction_id DESC, global_position DESC LIMIT 1`
+    : point === "last"
+      ? // The cursor index read backwards: the first visible (committed) row.
+        sql`
+          SELECT transaction_id::text AS txid, global_position::text AS position FROM ${names.events}
+          ORDER BY transaction_id DESC, global_position DESC LIMIT 1`
+    : "position" in point
+      ? sql`
+          SELECT transaction_id::text AS txid, global_position::text AS position FROM ${names.events}
+          WHERE global_position >= ${point.position} ORDER BY global_position LIMIT 1`
+      : // The events recorded from that time on, through the BRIN index on recorded_at (migration 0018):
+        // materialised, so that the planner cannot walk the cursor index from the start of the log instead
+        // (it would expect an early match, but recorded_at follows the log: every earlier event is read).
+        sql`
+          WITH recorded AS MATERIALIZED (
+            SELECT transaction_id, global_position FROM ${names.events}
+            WHERE recorded_at >= ${point.time.toISOString()}::timestamptz)
+          SELECT transaction_id::text AS txid, global_position::text AS position FROM recorded
+          ORDER BY transaction_id, global_position LIMIT 1`
+
+/**
+ * The poll statement (exported for plan checks), over `names`' tables
+ * (default `public`).
  *
  * @since 0.1.0
  */
@@ -33,25 +112,29 @@ export const pollStatement = (
   sql: PgClient.PgClient,
   filter: Subscription.Filter,
   after: Cursor.Cursor,
-  limit: number
+  limit: number,
+  names: PgSchema.Names = PgSchema.defaultNames
 ): Statement.Statement<unknown> => {
   const columns = sql.literal(eventColumns)
   const cursor = sql`(transaction_id, global_position) > (${after.transactionId.toString()}::xid8, ${after.position})`
-  const guard = sql`transaction_id < pg_snapshot_xmin(pg_current_snapshot())`
+  const guard =
+    filter.shard === undefined
+      ? sql`transaction_id < pg_snapshot_xmin(pg_current_snapshot())`
+      : sql`transaction_id < pg_snapshot_xmin(pg_current_snapshot()) AND ${shardCondition(sql, filter.shard, names)}`
   const categories = filter.categories
   if (categories === undefined) {
-    return sql`SELECT ${columns} FROM es_events WHERE ${cursor} AND ${guard}
+    return sql`SELECT ${columns} FROM ${names.events} WHERE ${cursor} AND ${guard}
                ORDER BY transaction_id, global_position LIMIT ${limit}`
   }
   if (categories.length === 1) {
-    return sql`SELECT ${columns} FROM es_events WHERE category = ${categories[0]!} AND ${cursor} AND ${guard}
+    return sql`SELECT ${columns} FROM ${names.events} WHERE category = ${categories[0]!} AND ${cursor} AND ${guard}
                ORDER BY transaction_id, global_position LIMIT ${limit}`
   }
   // One index range per category, merged in cursor order (a Merge Append, no sort).
   const parts = categories.map(
     (category) =>
       sql`(SELECT ${columns}, transaction_id AS cursor_xid, global_position AS cursor_position
-           FROM es_events WHERE category = ${category} AND ${cursor} AND ${guard}
+           FROM ${names.events} WHERE category = ${category} AND ${cursor} AND ${guard}
            ORDER BY transaction_id, global_position LIMIT ${limit})`
   )
   return sql`SELECT * FROM (${sql.join(" UNION ALL ", false)(parts)}) page
@@ -84,18 +167,46 @@ const VersionRow = Schema.Struct({ stream_id: Schema.String, version: Schema.Nul
 const decodeBaselineRows = decodeRows(VersionRow, "baseline")
 const decodePrefixRows = decodeRows(VersionRow, "prefixes")
 
-/** A stream version missing from the log. */
+/** A stream version missing from the log (with its stream's first kept version when it was removed by design). */
 const decodeMissingRows = decodeRows(
   Schema.transform(
-    Schema.Struct({ stream_id: Schema.String, version: Schema.Int }),
-    Schema.Struct({ streamId: Schema.String, version: Schema.Number }),
+    Schema.Struct({ stream_id: Schema.String, version: Schema.Int, first_retained: Schema.NullOr(Schema.Int) }),
+    Schema.Struct({ streamId: Schema.String, version: Schema.Number, firstRetained: Schema.optional(Schema.Number) }),
     {
       strict: true,
-      decode: (row) => ({ streamId: row.stream_id, version: row.version }),
-      encode: (missing) => ({ stream_id: missing.streamId, version: missing.version })
+      decode: (row) =>
+        row.first_retained === null
+          ? { streamId: row.stream_id, version: row.version }
+          : { streamId: row.stream_id, version: row.version, firstRetained: row.first_retained },
+      encode: (missing) => ({
+        stream_id: missing.streamId,
+        version: missing.version,
+        first_retained: missing.firstRetained ?? null
+      })
     }
   ),
   "missing"
+)
+
+/** A stored checkpoint (`initCheckpoint` found one). */
+const decodeStoredCheckpointRows = decodeRows(
+  Schema.transform(
+    Schema.Struct({ txid: NonNegativeBigIntText, position: NonNegativeBigIntText, delivered: Delivered }),
+    Schema.Struct({
+      cursor: Schema.Struct({ transactionId: Schema.BigIntFromSelf, position: Schema.BigIntFromSelf }),
+      delivered: Schema.typeSchema(Delivered)
+    }),
+    {
+      strict: true,
+      decode: (row) => ({ cursor: { transactionId: row.txid, position: row.position }, delivered: row.delivered }),
+      encode: (checkpoint) => ({
+        txid: checkpoint.cursor.transactionId,
+        position: checkpoint.cursor.position,
+        delivered: checkpoint.delivered
+      })
+    }
+  ),
+  "initCheckpoint"
 )
 
 /** A cursor as text columns. */
@@ -111,6 +222,9 @@ const decodeCursorRows = decodeRows(
   ),
   "inversionBelow"
 )
+
+/** Subscription ids. */
+const decodeIdRows = decodeRows(Schema.Struct({ subscription_id: Schema.String }), "shardIds")
 
 /** What `report` reads of a subscription's row. */
 const decodeReportRows = decodeRows(
@@ -154,9 +268,10 @@ export interface XidStatus {
  */
 export const xidStatus: Effect.Effect<XidStatus, StoreError, SqlClient.SqlClient> = Effect.gen(function* () {
   const sql = (yield* SqlClient.SqlClient).withoutTransforms()
+  const names = yield* PgSchema.PgSchema
   const rows = yield* sql`
-    SELECT ${sql.literal(Xid.xidColumns)}, s.subscription_id, s.last_transaction_id::text AS txid
-    FROM (SELECT 1) one LEFT JOIN es_subscriptions s
+    SELECT ${sql.literal(Xid.xidColumns(names))}, s.subscription_id, s.last_transaction_id::text AS txid
+    FROM (SELECT 1) one LEFT JOIN ${names.subscriptions} s
       ON s.last_transaction_id >= pg_snapshot_xmax(pg_current_snapshot())
     ORDER BY s.subscription_id`.pipe(refail("xidStatus"), Effect.flatMap(decodeXidStatusRows))
   const first = rows[0]
@@ -196,17 +311,35 @@ export const make: Effect.Effect<
 > = Effect.gen(function* () {
   const client = yield* PgClient.PgClient
   const listener = yield* PgWakeups.PgWakeups
+  const names = yield* PgSchema.PgSchema
   const sql = client.withoutTransforms()
   const categoryFilter = (filter: Subscription.Filter) =>
-    filter.categories === undefined ? sql`TRUE` : sql`category = ANY(${filter.categories})`
+    filter.categories === undefined
+      ? shardCondition(sql, filter.shard, names)
+      : sql`category = ANY(${filter.categories}) AND ${shardCondition(sql, filter.shard, names)}`
+  // A shard count's index is built by its first poll here (once per store and kind), CONCURRENTLY: appends
+  // and reads go on meanwhile; one build at a time, across processes too (internal/shardIndex.ts). It only
+  // speeds polls up, so a failure to build it is logged, not raised.
+  const buildIndex = yield* ShardIndex.make(sql, names)
+  const buildShardIndex = yield* Effect.cachedFunction((key: string) =>
+    buildIndex(shardIndex(Number(key.slice(1)), key.startsWith("c"), names))
+  )
+  const ensureShardIndex = (filter: Subscription.Filter) =>
+    filter.shard === undefined || !Partition.isShard(filter.shard)
+      ? Effect.void
+      : buildShardIndex(`${filter.categories === undefined ? "a" : "c"}${filter.shard.count}`)
 
   return {
     poll: (filter, after, limit) =>
-      pollStatement(sql, filter, after, limit).pipe(refail("poll"), Effect.flatMap(decodeEventRows)),
+      ensureShardIndex(filter).pipe(
+        Effect.zipRight(pollStatement(sql, filter, after, limit, names)),
+        refail("poll"),
+        Effect.flatMap(decodeEventRows)
+      ),
     baseline: (streamIds, upTo) =>
       sql`
         SELECT s.stream_id,
-          (SELECT e.stream_version FROM es_events e
+          (SELECT e.stream_version FROM ${names.events} e
            WHERE e.stream_id = s.stream_id
              AND (e.transaction_id, e.global_position) <= (${upTo.transactionId.toString()}::xid8, ${upTo.position})
            ORDER BY e.stream_version DESC LIMIT 1)::float8 AS version
@@ -222,22 +355,23 @@ export const make: Effect.Effect<
       wanted.length === 0
         ? Effect.succeed([])
         : sql`
-            SELECT w.stream_id, w.version::float8 AS version
+            SELECT w.stream_id, w.version::float8 AS version, s.truncated_before::float8 AS first_retained
             FROM unnest(${wanted.map((w) => w.streamId)}::text[], ${wanted.map((w) => w.version)}::int8[]) AS w(stream_id, version)
-            WHERE NOT EXISTS (
-              SELECT 1 FROM es_events e WHERE e.stream_id = w.stream_id AND e.stream_version = w.version)`.pipe(
+            LEFT JOIN ${names.streams} s ON s.stream_id = w.stream_id AND w.version < s.truncated_before
+            WHERE s.stream_id IS NOT NULL OR NOT EXISTS (
+              SELECT 1 FROM ${names.events} e WHERE e.stream_id = w.stream_id AND e.stream_version = w.version)`.pipe(
             refail("missing"),
             Effect.flatMap(decodeMissingRows)
           ),
     inversionBelow: (filter, upTo) =>
       sql`
         WITH after AS (
-          SELECT stream_id, min(stream_version) AS first_after FROM es_events
+          SELECT stream_id, min(stream_version) AS first_after FROM ${names.events}
           WHERE (transaction_id, global_position) > (${upTo.transactionId.toString()}::xid8, ${upTo.position})
             AND ${categoryFilter(filter)}
           GROUP BY stream_id)
         SELECT f.transaction_id::text AS txid, f.global_position::text AS position
-        FROM after JOIN es_events f ON f.stream_id = after.stream_id AND f.stream_version > after.first_after
+        FROM after JOIN ${names.events} f ON f.stream_id = after.stream_id AND f.stream_version > after.first_after
         WHERE (f.transaction_id, f.global_position) <= (${upTo.transactionId.toString()}::xid8, ${upTo.position})
         ORDER BY f.transaction_id, f.global_position LIMIT 1`.pipe(
         refail("inversionBelow"),
@@ -247,14 +381,14 @@ export const make: Effect.Effect<
     prefixes: (filter, after, upTo) =>
       sql`
         WITH s AS (
-          SELECT DISTINCT stream_id FROM es_events
+          SELECT DISTINCT stream_id FROM ${names.events}
           WHERE (transaction_id, global_position) > (${after.transactionId.toString()}::xid8, ${after.position})
             AND (transaction_id, global_position) <= (${upTo.transactionId.toString()}::xid8, ${upTo.position})
             AND ${categoryFilter(filter)})
         SELECT s.stream_id, COALESCE(
-          (SELECT min(e.stream_version) - 1 FROM es_events e WHERE e.stream_id = s.stream_id
+          (SELECT min(e.stream_version) - 1 FROM ${names.events} e WHERE e.stream_id = s.stream_id
              AND (e.transaction_id, e.global_position) > (${upTo.transactionId.toString()}::xid8, ${upTo.position})),
-          (SELECT max(e.stream_version) FROM es_events e WHERE e.stream_id = s.stream_id))::float8 AS version
+          (SELECT max(e.stream_version) FROM ${names.events} e WHERE e.stream_id = s.stream_id))::float8 AS version
         FROM s`.pipe(
         refail("prefixes"),
         Effect.flatMap(decodePrefixRows),
@@ -266,11 +400,14 @@ export const make: Effect.Effect<
         )
       ),
     // Also where a subscription starts: a log or checkpoint ahead of the server's xids fails it (XidAhead).
+    // A cursor moved off 0:0 is a checkpoint even unflagged: code older than 0018 (during a rolling deploy)
+    // checkpoints rows that a newer replica's lease acquisition created, without setting the flag.
     readCheckpoint: (subscriptionId) =>
       sql`
-        SELECT ${sql.literal(Xid.xidColumns)},
+        SELECT ${sql.literal(Xid.xidColumns(names))},
                s.last_transaction_id::text AS txid, s.last_position::text AS position, s.delivered
-        FROM (SELECT 1) one LEFT JOIN es_subscriptions s ON s.subscription_id = ${subscriptionId}`.pipe(
+        FROM (SELECT 1) one LEFT JOIN ${names.subscriptions} s ON s.subscription_id = ${subscriptionId}
+          AND (s.checkpointed OR s.last_transaction_id <> '0'::xid8 OR s.last_position <> 0)`.pipe(
         refail("readCheckpoint"),
         Effect.flatMap(decodeCheckpointRow),
         Effect.flatMap((row) => {
@@ -286,36 +423,96 @@ export const make: Effect.Effect<
           )
         })
       ),
+    initCheckpoint: (subscriptionId, checkpoint) =>
+      Effect.gen(function* () {
+        // One statement writes it unless a checkpoint is there; if one is, a second (a fresh snapshot,
+        // so it sees a concurrent first start's commit) reads it.
+        const written = yield* sql`
+          INSERT INTO ${names.subscriptions} AS s (subscription_id, last_transaction_id, last_position, delivered)
+          VALUES (${subscriptionId}, ${checkpoint.cursor.transactionId.toString()}::xid8, ${checkpoint.cursor.position},
+                  ${deliveredJson(checkpoint)}::jsonb)
+          ON CONFLICT (subscription_id) DO UPDATE
+            SET last_transaction_id = excluded.last_transaction_id, last_position = excluded.last_position,
+                delivered = excluded.delivered, failure = NULL, failed_at = NULL, checkpointed = true, updated_at = now()
+            WHERE NOT s.checkpointed AND s.last_transaction_id = '0'::xid8 AND s.last_position = 0
+          RETURNING 1`.pipe(refail("initCheckpoint"))
+        if (written.length > 0) return checkpoint
+        const [existing] = yield* sql`
+          SELECT last_transaction_id::text AS txid, last_position::text AS position, delivered
+          FROM ${names.subscriptions} WHERE subscription_id = ${subscriptionId}`.pipe(
+          refail("initCheckpoint"),
+          Effect.flatMap(decodeStoredCheckpointRows)
+        )
+        return existing ?? checkpoint
+      }),
+    locate: (point) =>
+      locateStatement(sql, point, names).pipe(
+        refail("locate"),
+        Effect.flatMap(decodeCursorRows),
+        Effect.map((rows) => {
+          const found = Option.fromNullable(rows[0])
+          return point === "head" ? Option.orElseSome(found, () => ({ transactionId: 0n, position: 0n })) : found
+        })
+      ),
     writeCheckpoint: (subscriptionId, checkpoint, fence) =>
       (Option.isNone(fence)
         ? sql`
-            INSERT INTO es_subscriptions (subscription_id, last_transaction_id, last_position, delivered)
+            INSERT INTO ${names.subscriptions} (subscription_id, last_transaction_id, last_position, delivered)
             VALUES (${subscriptionId}, ${checkpoint.cursor.transactionId.toString()}::xid8, ${checkpoint.cursor.position},
                     ${deliveredJson(checkpoint)}::jsonb)
             ON CONFLICT (subscription_id) DO UPDATE
               SET last_transaction_id = excluded.last_transaction_id, last_position = excluded.last_position,
-                  delivered = excluded.delivered, failure = NULL, failed_at = NULL, updated_at = now()
+                  delivered = excluded.delivered, failure = NULL, failed_at = NULL, checkpointed = true, updated_at = now()
             RETURNING 1`
-        : fencedUpdate(sql, subscriptionId, checkpoint, fence.value)
+        : fencedUpdate(sql, names, subscriptionId, checkpoint, fence.value)
       ).pipe(
         Effect.map((rows) => rows.length > 0),
         refail("writeCheckpoint")
       ),
     describe: (subscriptionId, filter) =>
-      sql`UPDATE es_subscriptions SET categories = ${filter.categories === undefined ? null : filter.categories}::text[]
+      sql`UPDATE ${names.subscriptions} SET categories = ${filter.categories === undefined ? null : filter.categories}::text[]
           WHERE subscription_id = ${subscriptionId}
             AND categories IS DISTINCT FROM ${filter.categories === undefined ? null : filter.categories}::text[]`.pipe(
         Effect.asVoid,
         refail("describe")
       ),
     recordFailure: (subscriptionId, failure) =>
-      sql`UPDATE es_subscriptions SET failure = ${failure}, failed_at = now() WHERE subscription_id = ${subscriptionId}`.pipe(
+      sql`UPDATE ${names.subscriptions} SET failure = ${failure}, failed_at = now() WHERE subscription_id = ${subscriptionId}`.pipe(
         Effect.asVoid,
         refail("recordFailure")
       ),
+    shardIds: (subscriptionId) =>
+      sql`
+        SELECT subscription_id FROM ${names.subscriptions}
+        WHERE (subscription_id = ${subscriptionId} OR starts_with(subscription_id, ${`${subscriptionId}#`}))
+          AND (checkpointed OR (worker_id IS NOT NULL AND leased_until > now()))`.pipe(
+        refail("shardIds"),
+        Effect.flatMap(decodeIdRows),
+        Effect.map((rows) =>
+          rows.flatMap((row) => (Option.isSome(Partition.parse(subscriptionId, row.subscription_id)) ? [row.subscription_id] : []))
+        )
+      ),
+    forget: (subscriptionIds) =>
+      subscriptionIds.length === 0
+        ? Effect.succeed([])
+        : sql`
+            WITH gone AS (
+              DELETE FROM ${names.subscriptions}
+              WHERE subscription_id = ANY(${subscriptionIds}::text[]) AND (worker_id IS NULL OR leased_until <= now())
+              RETURNING subscription_id),
+            -- Their dead letters go with them (nothing would ever redeliver them).
+            letters AS (
+              DELETE FROM ${names.table("es_dead_letters")} WHERE subscription_id IN (SELECT subscription_id FROM gone))
+            SELECT subscription_id FROM ${names.subscriptions}
+            WHERE subscription_id = ANY(${subscriptionIds}::text[])
+              AND subscription_id NOT IN (SELECT subscription_id FROM gone)`.pipe(
+            refail("forget"),
+            Effect.flatMap(decodeIdRows),
+            Effect.map((rows) => rows.map((row) => row.subscription_id))
+          ),
     report: (subscriptionId) =>
       sql`
-        SELECT categories, failure, failed_at FROM es_subscriptions WHERE subscription_id = ${subscriptionId}`.pipe(
+        SELECT categories, failure, failed_at FROM ${names.subscriptions} WHERE subscription_id = ${subscriptionId}`.pipe(
         refail("report"),
         Effect.flatMap(decodeReportRows),
         Effect.map((rows) =>
@@ -329,14 +526,14 @@ export const make: Effect.Effect<
         )
       ),
     // The store layer's one listener, fanned out (closing this stream never affects another subscription).
-    wakeups: listener.subscribe(PgWakeups.eventsChannel),
+    wakeups: listener.subscribe(names.eventsChannel),
     lag: (filter, after) =>
       sql`
         SELECT count(*)::float8 AS events,
                COALESCE(extract(epoch FROM now() - min(recorded_at)) * 1000, 0)::float8 AS age,
                (SELECT COALESCE(max(extract(epoch FROM now() - xact_start)) * 1000, 0)::float8
                 FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()) AS oldest
-        FROM es_events
+        FROM ${names.events}
         WHERE (transaction_id, global_position) > (${after.transactionId.toString()}::xid8, ${after.position})
           AND ${categoryFilter(filter)}`.pipe(
         refail("lag"),

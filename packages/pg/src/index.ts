@@ -24,3 +24,9 @@ export * as PgWakeups from "./PgWakeups.js"
 export * as PgTransaction from "./PgTransaction.js"
 /** @since 0.2.0 */
 export * as PgSchema from "./PgSchema.js"
+/** @since 0.2.0 */
+export * as PgCommandLog from "./PgCommandLog.js"
+/** @since 0.2.0 */
+export * as PgDeadLetterStore from "./PgDeadLetterStore.js"
+/** @since 0.2.0 */
+export * as PgWorkerStore from "./PgWorkerStore.js"

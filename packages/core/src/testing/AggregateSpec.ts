@@ -116,6 +116,7 @@ const toRecorded = (category: string, event: StoredEvent, i: number): RecordedEv
   // The given events play the stream's stored history, so their ids are branded as a store's are.
   streamId: StreamId.fromStored(StreamId.make(category, specId)),
   category: StreamId.categoryFromStored(category),
+  aggregateId: specId,
   streamVersion: i + 1,
   globalPosition: BigInt(i + 1),
   transactionId: 1n,

@@ -1,4 +1,4 @@
-import { isJsonObject, type RecordedEvent } from "@mire/core/RecordedEvent"
+import { aggregateIdOf, isJsonObject, type RecordedEvent } from "@mire/core/RecordedEvent"
 import { StoreError } from "@mire/core/EventStoreError"
 import type { FoldableEvent } from "@mire/core/EventStore"
 import * as StreamId from "@mire/core/StreamId"
@@ -86,6 +86,7 @@ export const decodeEventRow = (row: unknown): RecordedEvent | string => {
     eventId,
     streamId: StreamId.fromStored(streamId),
     category: StreamId.categoryFromStored(category),
+    aggregateId: aggregateIdOf(streamId, category),
     streamVersion,
     globalPosition,
     transactionId,

@@ -27,12 +27,14 @@ import * as Schema from "effect/Schema"
 import type * as Checkpoint from "../../Checkpoint.js"
 import * as Cursor from "../../Cursor.js"
 import * as EventStore from "../../EventStore.js"
-import { ConcurrencyConflict, type InvalidInput } from "../../EventStoreError.js"
+import { ConcurrencyConflict, StreamArchived, StreamDeleted, StreamNotFound } from "../../EventStoreError.js"
 import * as ExpectedVersion from "../../ExpectedVersion.js"
 import * as Json from "../json.js"
-import { type CommittedEvents, EventMetadata, type JsonObject, type RecordedEvent } from "../../RecordedEvent.js"
+import { aggregateIdOf, type CommittedEvents, EventMetadata, type JsonObject, type RecordedEvent } from "../../RecordedEvent.js"
 import type { LeaseStatus } from "../../Lease.js"
+import type * as Retention from "../../Retention.js"
 import type { StoredSnapshot } from "../../Snapshot.js"
+import * as StreamId from "../../StreamId.js"
 
 /**
  * A subscription's row: its checkpoint and, for projections, its lease.
@@ -50,23 +52,24 @@ export interface SubscriptionRow {
   categories?: ReadonlyArray<string> | undefined
   /** Why it stopped, until its next checkpoint or reset. */
   failure?: { readonly message: string; readonly at: Date } | undefined
+  /** Whether a checkpoint was ever written (a row made by a lease acquisition has none). */
+  checkpointed: boolean
 }
 
 /**
- * A new subscription row: at `checkpoint` (the start of the log when not
- * given), never leased.
+ * A new subscription row: at `checkpoint` (without one: at the start of the
+ * log, not checkpointed yet), never leased.
  *
  * @since 0.1.0
  * @category constructors
  */
-export const newRow = (
-  checkpoint: Checkpoint.Checkpoint = { cursor: Cursor.start, delivered: new Map() }
-): SubscriptionRow => ({
-  cursor: checkpoint.cursor,
-  delivered: checkpoint.delivered,
+export const newRow = (checkpoint?: Checkpoint.Checkpoint): SubscriptionRow => ({
+  cursor: checkpoint?.cursor ?? Cursor.start,
+  delivered: checkpoint?.delivered ?? new Map(),
   workerId: undefined,
   fenceToken: 0n,
-  leasedUntil: 0
+  leasedUntil: 0,
+  checkpointed: checkpoint !== undefined
 })
 
 /**
@@ -87,6 +90,12 @@ interface StreamState {
   readonly category: string
   version: number
   events: Array<RecordedEvent>
+  /** Archived: read-only, left out of loads and category reads unless asked. */
+  archived?: boolean | undefined
+  /** Deleted: only its tombstone is left, at `version`. */
+  deleted?: boolean | undefined
+  /** The first version kept (absent: 1); versions below it were removed by design. */
+  truncatedBefore?: number | undefined
 }
 
 /**
@@ -172,13 +181,19 @@ export interface Driver {
   /** Committed appends, for subscriptions' wake-ups. */
   readonly commits: PubSub.PubSub<ReadonlyArray<string>>
   /** Writes a stored event as-is (tests: legacy or corrupt rows). */
-  readonly unsafeInsert: (event: Omit<RecordedEvent, "globalPosition" | "transactionId" | "recordedAt">) => Effect.Effect<RecordedEvent>
+  readonly unsafeInsert: (event: Omit<RecordedEvent, "globalPosition" | "transactionId" | "recordedAt" | "aggregateId">) => Effect.Effect<RecordedEvent>
   /** Replaces a stored event's data (tests: a row that no longer decodes). */
   readonly unsafeUpdate: (streamId: string, streamVersion: number, patch: Partial<Pick<RecordedEvent, "data" | "eventType" | "schemaVersion">>) => Effect.Effect<void>
   /** Deletes a stored event (tests: a gap in versions). */
   readonly unsafeDelete: (streamId: string, streamVersion: number) => Effect.Effect<void>
   /** Replaces a stored snapshot (tests: a stale or lying snapshot). */
   readonly unsafeWriteSnapshot: (snapshot: StoredSnapshot) => Effect.Effect<void>
+  /**
+   * The in-memory dead-letter stores over this log, each as the lowest stream version of a
+   * stream's dead letters (`null`: none): truncation never cuts past it, as Postgres reads
+   * `es_dead_letters`. A dead-letter store registers itself here when it is built.
+   */
+  readonly deadLetterFloors: Array<(streamId: string) => number | null>
 }
 
 /**
@@ -194,6 +209,7 @@ const makeState = Effect.gen(function* () {
   const log: Array<RecordedEvent> = []
   const byCursor: Array<RecordedEvent> = []
   const snapshots = new Map<string, StoredSnapshot>()
+  const deadLetterFloors: Array<(streamId: string) => number | null> = []
   const inflight = new Map<bigint, number>()
   const subscriptions = new Map<string, SubscriptionRow>()
   const eventIds = new Set<string>()
@@ -255,6 +271,9 @@ const makeState = Effect.gen(function* () {
         else {
           committed.version = staged.version
           committed.events = staged.events
+          committed.archived = staged.archived
+          committed.deleted = staged.deleted
+          committed.truncatedBefore = staged.truncatedBefore
         }
       }
       for (const event of tx.written) {
@@ -336,19 +355,26 @@ const makeState = Effect.gen(function* () {
 
   const append = (
     requests: ReadonlyArray<EventStore.StorableAppend>
-  ): Effect.Effect<ReadonlyArray<CommittedEvents>, ConcurrencyConflict | InvalidInput> =>
+  ): Effect.Effect<ReadonlyArray<CommittedEvents>, EventStore.AppendError> =>
     inTransaction((tx) =>
       Effect.zipRight(
         Effect.forEach(requests, (request) => lock(tx, request.streamId), { discard: true }),
         Effect.flatMap(Clock.currentTimeMillis, (now) =>
-          Effect.suspend((): Effect.Effect<ReadonlyArray<CommittedEvents>, ConcurrencyConflict | InvalidInput> => {
+          Effect.suspend((): Effect.Effect<ReadonlyArray<CommittedEvents>, EventStore.AppendError> => {
             // As Postgres: a stream whose expectation fails writes nothing (so its event ids are
-            // not checked); an id already stored among the others fails the whole append.
-            let conflict: ConcurrencyConflict | undefined
+            // not checked); an id already stored among the others fails the whole append. An
+            // archived or deleted stream fails as such, whatever its expectation.
+            let conflict: ConcurrencyConflict | StreamArchived | StreamDeleted | undefined
             const passing: Array<EventStore.StorableAppend> = []
             for (const request of requests) {
-              const current = visible(Option.some(tx), request.streamId)?.version ?? 0
-              if (ExpectedVersion.matches(request.expected, current)) passing.push(request)
+              const stream = visible(Option.some(tx), request.streamId)
+              const current = stream?.version ?? 0
+              if (stream?.deleted === true || stream?.archived === true) {
+                conflict ??=
+                  stream.deleted === true
+                    ? new StreamDeleted({ streamId: request.streamId, tombstoneVersion: current })
+                    : new StreamArchived({ streamId: request.streamId })
+              } else if (ExpectedVersion.matches(request.expected, current)) passing.push(request)
               else if (conflict === undefined) {
                 conflict = new ConcurrencyConflict({
                   streamId: request.streamId,
@@ -367,16 +393,19 @@ const makeState = Effect.gen(function* () {
               const staged: StreamState = {
                 category: base?.category ?? request.category,
                 version: base?.version ?? 0,
-                events: [...(base?.events ?? [])]
+                events: [...(base?.events ?? [])],
+                truncatedBefore: base?.truncatedBefore
               }
               const firstVersion = staged.version + 1
               const firstPosition = nextPosition
+              const aggregateId = aggregateIdOf(request.streamId, request.category)
               for (const event of request.events) {
                 staged.version++
                 const recorded: RecordedEvent = {
                   eventId: event.eventId,
                   streamId: request.streamId,
                   category: request.category,
+                  aggregateId,
                   streamVersion: staged.version,
                   globalPosition: nextPosition++,
                   transactionId: xid,
@@ -424,7 +453,8 @@ const makeState = Effect.gen(function* () {
     const events = stream?.events ?? []
     const start = lowerBound(events, { streamVersion: from } as RecordedEvent, (a, b) => a.streamVersion - b.streamVersion)
     const page = events.slice(start, start + limit)
-    return { version: page.length === 0 ? 0 : (stream?.version ?? 0), events: page }
+    const state = stream?.deleted === true ? "deleted" : stream?.archived === true ? "archived" : undefined
+    return { version: page.length === 0 ? 0 : (stream?.version ?? 0), events: page, state: page.length === 0 ? undefined : state }
   }
 
   const loadPage = (streamId: string, from: number, limit: number) =>
@@ -443,7 +473,8 @@ const makeState = Effect.gen(function* () {
     categories: ReadonlyArray<string> | undefined,
     from: bigint,
     direction: EventStore.Direction,
-    limit: number
+    limit: number,
+    excludeArchived = false
   ) =>
     Effect.map(FiberRef.get(currentTransaction), (tx) => {
       let source: ReadonlyArray<RecordedEvent> = log
@@ -451,18 +482,19 @@ const makeState = Effect.gen(function* () {
         source = [...log, ...tx.value.written].sort(positionOrder)
       }
       const wanted = categories === undefined ? undefined : new Set(categories)
+      const archived = (e: RecordedEvent) => excludeArchived && visible(tx, e.streamId)?.archived === true
       const out: Array<RecordedEvent> = []
       const probe = { globalPosition: from } as RecordedEvent
       if (direction === "forward") {
         for (let i = lowerBound(source, probe, positionOrder); i < source.length && out.length < limit; i++) {
           const e = source[i]!
-          if (wanted === undefined || wanted.has(e.category)) out.push(e)
+          if ((wanted === undefined || wanted.has(e.category)) && !archived(e)) out.push(e)
         }
       } else {
         const end = lowerBound(source, { globalPosition: from + 1n } as RecordedEvent, positionOrder)
         for (let i = end - 1; i >= 0 && out.length < limit; i--) {
           const e = source[i]!
-          if (wanted === undefined || wanted.has(e.category)) out.push(e)
+          if ((wanted === undefined || wanted.has(e.category)) && !archived(e)) out.push(e)
         }
       }
       return out
@@ -499,10 +531,17 @@ const makeState = Effect.gen(function* () {
         Effect.map(Clock.currentTimeMillis, (now) => {
           const xid = assignXid(tx, now)
           const base = visible(Option.some(tx), event.streamId)
-          const recorded: RecordedEvent = { ...event, globalPosition: nextPosition++, transactionId: xid, recordedAt: new Date(now) }
+          const recorded: RecordedEvent = {
+            ...event,
+            aggregateId: aggregateIdOf(event.streamId, event.category),
+            globalPosition: nextPosition++,
+            transactionId: xid,
+            recordedAt: new Date(now)
+          }
           const events = [...(base?.events ?? []), recorded].sort((a, b) => a.streamVersion - b.streamVersion)
           tx.written.push(recorded)
           tx.staged.set(event.streamId, {
+            ...base,
             category: event.category,
             version: Math.max(base?.version ?? 0, event.streamVersion),
             events
@@ -534,11 +573,161 @@ const makeState = Effect.gen(function* () {
         remove(log)
         remove(byCursor)
       }),
-    unsafeWriteSnapshot: (snapshot) => Effect.sync(() => void snapshots.set(snapshot.streamId, snapshot))
+    unsafeWriteSnapshot: (snapshot) => Effect.sync(() => void snapshots.set(snapshot.streamId, snapshot)),
+    deadLetterFloors
   }
+
+  const setArchived = (streamId: StreamId.StreamId, archived: boolean) =>
+    inTransaction((tx) =>
+      Effect.zipRight(
+        lock(tx, streamId),
+        Effect.suspend((): Effect.Effect<void, StreamNotFound | StreamDeleted> => {
+          const stream = visible(Option.some(tx), streamId)
+          if (stream === undefined) return Effect.fail(new StreamNotFound({ streamId }))
+          if (stream.deleted === true) return Effect.fail(new StreamDeleted({ streamId, tombstoneVersion: stream.version }))
+          if ((stream.archived === true) !== archived) tx.staged.set(streamId, { ...stream, archived })
+          return Effect.void
+        })
+      )
+    )
+
+  /** As Postgres: under the stream's lock, its rows go and its tombstone is appended, all in one transaction. */
+  const deleteStream = (streamId: StreamId.StreamId, tombstone: EventStore.StorableEvent) =>
+    inTransaction((tx) =>
+      Effect.zipRight(
+        lock(tx, streamId),
+        Effect.flatMap(Clock.currentTimeMillis, (now) =>
+          Effect.suspend(() => {
+            const stream = visible(Option.some(tx), streamId)
+            if (stream === undefined) return Effect.fail(new StreamNotFound({ streamId }))
+            if (stream.deleted === true) return Effect.succeed(stream.version)
+            const version = stream.version + 1
+            const data = { deletedVersion: stream.version }
+            const recorded: RecordedEvent = {
+              eventId: tombstone.eventId,
+              streamId,
+              category: StreamId.categoryFromStored(stream.category),
+              aggregateId: aggregateIdOf(streamId, stream.category),
+              streamVersion: version,
+              globalPosition: nextPosition++,
+              transactionId: assignXid(tx, now),
+              eventType: tombstone.eventType,
+              schemaVersion: tombstone.schemaVersion,
+              data: parseObject(JSON.stringify(data)),
+              metadata: parseMetadata(tombstone.metadataJson),
+              recordedAt: new Date(now)
+            }
+            tx.written.push(recorded)
+            tx.staged.set(streamId, {
+              category: stream.category,
+              version,
+              events: [recorded],
+              archived: false,
+              deleted: true,
+              truncatedBefore: version
+            })
+            tx.stagedSnapshots.delete(streamId)
+            tx.onCommit.push(() => {
+              const gone = (e: RecordedEvent) => e.streamId === streamId && e.streamVersion < version
+              for (const array of [log, byCursor]) {
+                let kept = 0
+                for (const e of array) {
+                  if (gone(e)) eventIds.delete(e.eventId)
+                  else array[kept++] = e
+                }
+                array.length = kept
+              }
+              snapshots.delete(streamId)
+            })
+            return Effect.succeed(version)
+          })
+        )
+      )
+    )
+
+  /** A stream's extent as Postgres reads it (with `lock`: under its row lock, as `FOR UPDATE`). */
+  const streamExtent = (streamId: string, options: { readonly lock: boolean; readonly cutoff?: Date | undefined }) =>
+    Effect.flatMap(
+      options.lock ? inTransaction((tx) => lock(tx, streamId)) : Effect.void,
+      () =>
+        Effect.map(FiberRef.get(currentTransaction), (tx): Option.Option<Retention.Extent> => {
+          const stream = visible(tx, streamId)
+          if (stream === undefined) return Option.none()
+          const snapshot =
+            (Option.isSome(tx) ? tx.value.stagedSnapshots.get(streamId) : undefined) ?? snapshots.get(streamId)
+          const cutoff = options.cutoff?.getTime()
+          const young = cutoff === undefined ? undefined : stream.events.find((e) => e.recordedAt.getTime() >= cutoff)
+          let deadLetterFrom: number | null = null
+          for (const floor of deadLetterFloors) {
+            const low = floor(streamId)
+            if (low !== null && (deadLetterFrom === null || low < deadLetterFrom)) deadLetterFrom = low
+          }
+          return Option.some({
+            version: stream.version,
+            truncatedBefore: stream.truncatedBefore ?? 1,
+            snapshotVersion: snapshot?.streamVersion ?? null,
+            snapshotSchemaVersion: snapshot?.snapshotVersion ?? null,
+            deadLetterFrom,
+            deleted: stream.deleted === true,
+            youngFrom: young?.streamVersion ?? null
+          })
+        })
+    )
+
+  /** As Postgres: in the ambient transaction, the stream's events below `before` go and `before` is its first kept version. */
+  const removeBefore = (streamId: string, before: number) =>
+    inTransaction((tx) =>
+      Effect.zipRight(
+        lock(tx, streamId),
+        Effect.sync(() => {
+          const stream = visible(Option.some(tx), streamId)
+          if (stream === undefined) return 0
+          const kept = stream.events.filter((e) => e.streamVersion >= before)
+          const removed = stream.events.length - kept.length
+          tx.staged.set(streamId, {
+            ...stream,
+            events: kept,
+            truncatedBefore: Math.max(stream.truncatedBefore ?? 1, before)
+          })
+          tx.onCommit.push(() => {
+            const gone = (e: RecordedEvent) => e.streamId === streamId && e.streamVersion < before
+            for (const array of [log, byCursor]) {
+              let at = 0
+              for (const e of array) {
+                if (gone(e)) eventIds.delete(e.eventId)
+                else array[at++] = e
+              }
+              array.length = at
+            }
+          })
+          return removed
+        })
+      )
+    )
+
+  /** A category's stream ids in id order after `after`, deleted streams left out (committed, and this transaction's). */
+  const streamIdsPage = (category: string, after: string | undefined, limit: number) =>
+    Effect.map(FiberRef.get(currentTransaction), (tx) => {
+      const ids = new Set<string>(streams.keys())
+      if (Option.isSome(tx)) for (const id of tx.value.staged.keys()) ids.add(id)
+      const out: Array<StreamId.StreamId> = []
+      for (const id of [...ids].sort()) {
+        if (after !== undefined && id <= after) continue
+        const stream = visible(tx, id)
+        if (stream === undefined || stream.category !== category || stream.deleted === true) continue
+        out.push(StreamId.fromStored(id))
+        if (out.length >= limit) break
+      }
+      return out
+    })
 
   const storage: EventStore.Storage = {
     append,
+    streamExtent,
+    removeBefore,
+    streamIdsPage,
+    setArchived,
+    deleteStream,
     readStreamPage,
     readLogPage,
     loadPage,
@@ -564,10 +753,13 @@ const makeState = Effect.gen(function* () {
           const state = Json.parseAsJsonb(stateJson)
           const snapshot: StoredSnapshot = { ...stored, state }
           const existing = tx.stagedSnapshots.get(snapshot.streamId) ?? snapshots.get(snapshot.streamId)
+          // As Postgres: never below the stream's base (its first kept version), whose anchor is gone.
+          const base = visible(Option.some(tx), snapshot.streamId)?.truncatedBefore ?? 1
           if (
-            existing === undefined ||
-            existing.snapshotVersion !== snapshot.snapshotVersion ||
-            existing.streamVersion < snapshot.streamVersion
+            snapshot.streamVersion >= base &&
+            (existing === undefined ||
+              existing.snapshotVersion !== snapshot.snapshotVersion ||
+              existing.streamVersion < snapshot.streamVersion)
           ) {
             tx.stagedSnapshots.set(snapshot.streamId, snapshot)
           }
@@ -576,6 +768,15 @@ const makeState = Effect.gen(function* () {
   }
   return { driver, storage }
 })
+
+/**
+ * A fresh in-memory store's `Storage` primitives and its driver (tests wrap
+ * the primitives, e.g. to interleave a truncation between two pages of a load).
+ *
+ * @since 0.2.0
+ * @category constructors
+ */
+export const makeStorage: Effect.Effect<{ readonly driver: Driver; readonly storage: EventStore.Storage }> = makeState
 
 /**
  * Builds an in-memory `EventStore` and its driver, with the given limits

@@ -63,6 +63,22 @@ export const make = (mem: Memory.Driver): LeaseStore.LeaseStore => {
         })
       ),
     status: (subscriptionId) => Effect.sync(() => Option.fromNullable(statusOf(subscriptionId))),
+    reset: (subscriptionId, checkpoint, force) =>
+      locked(
+        subscriptionId,
+        Effect.map(Clock.currentTimeMillis, (now) => {
+          const decision = Lease.decideReset(statusOf(subscriptionId), now, force)
+          const row = mem.subscriptions.get(subscriptionId)
+          if (decision._tag !== "Reset" || row === undefined) return decision
+          row.cursor = checkpoint.cursor
+          row.delivered = checkpoint.delivered
+          row.checkpointed = true
+          row.failure = undefined
+          row.fenceToken = decision.fenceToken
+          row.leasedUntil = Number.NEGATIVE_INFINITY
+          return decision
+        })
+      ),
     commitFenced: (subscriptionId, fence, checkpoint, effect) =>
       // As on Postgres, the row is locked only by the final fenced write, so a takeover is never
       // blocked by a long handler; the lock then holds until this transaction commits.
@@ -77,6 +93,7 @@ export const make = (mem: Memory.Driver): LeaseStore.LeaseStore => {
               }
               row.cursor = checkpoint.cursor
               row.delivered = checkpoint.delivered
+              row.checkpointed = true
               row.failure = undefined
               return Effect.succeed(a)
             })

@@ -11,14 +11,19 @@ import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import * as Cursor from "../../Cursor.js"
 import * as Lease from "../../Lease.js"
+import * as Partition from "../../Partition.js"
 import type { RecordedEvent } from "../../RecordedEvent.js"
 import type * as Subscription from "../../Subscription.js"
 import type * as SubscriptionStore from "../../SubscriptionStore.js"
+import * as MemoryDeadLetters from "./deadLetterStore.js"
 import * as Memory from "./eventStore.js"
 
 const matches = (filter: Subscription.Filter) => {
   const wanted = filter.categories === undefined ? undefined : new Set(filter.categories)
-  return (event: RecordedEvent) => wanted === undefined || wanted.has(event.category)
+  const shard = filter.shard
+  return (event: RecordedEvent) =>
+    (wanted === undefined || wanted.has(event.category)) &&
+    (shard === undefined || Partition.shardOf(event.streamId, shard.count) === shard.index)
 }
 
 const firstAfter = (events: ReadonlyArray<RecordedEvent>, after: Cursor.Cursor): number => {
@@ -67,11 +72,15 @@ export const make = (mem: Memory.Driver): SubscriptionStore.SubscriptionStore =>
     }),
   missing: (wanted) =>
     Effect.sync(() =>
-      wanted.filter(({ streamId, version }) => {
-        const events = mem.streams.get(streamId)?.events ?? []
+      wanted.flatMap(({ streamId, version }) => {
+        const stream = mem.streams.get(streamId)
+        const events = stream?.events ?? []
+        const firstRetained = stream?.truncatedBefore ?? 1
+        // Removed by design (deleted or truncated): reported with the first version kept.
+        if (version < firstRetained) return [{ streamId, version, firstRetained }]
         // Versions are 1..n at their index unless rows were deleted (then they shift left).
-        if (events[version - 1]?.streamVersion === version) return false
-        return !events.some((e) => e.streamVersion === version)
+        if (events[version - 1]?.streamVersion === version) return []
+        return events.some((e) => e.streamVersion === version) ? [] : [{ streamId, version }]
       })
     ),
   inversionBelow: (filter, upTo) =>
@@ -117,11 +126,56 @@ export const make = (mem: Memory.Driver): SubscriptionStore.SubscriptionStore =>
     }),
   readCheckpoint: (subscriptionId) =>
     Effect.sync(() =>
-      Option.map(Option.fromNullable(mem.subscriptions.get(subscriptionId)), (row) => ({
-        cursor: row.cursor,
-        delivered: row.delivered
-      }))
+      Option.map(
+        Option.filter(Option.fromNullable(mem.subscriptions.get(subscriptionId)), (row) => row.checkpointed),
+        (row) => ({ cursor: row.cursor, delivered: row.delivered })
+      )
     ),
+  initCheckpoint: (subscriptionId, checkpoint) =>
+    Effect.sync(() => {
+      const row = mem.subscriptions.get(subscriptionId)
+      if (row === undefined) mem.subscriptions.set(subscriptionId, Memory.newRow(checkpoint))
+      else if (row.checkpointed) return { cursor: row.cursor, delivered: row.delivered }
+      else {
+        row.cursor = checkpoint.cursor
+        row.delivered = checkpoint.delivered
+        row.checkpointed = true
+        row.failure = undefined
+      }
+      return checkpoint
+    }),
+  locate: (point) =>
+    Effect.sync(() => {
+      if (point === "head") {
+        // Events older than the horizon are a prefix of the cursor order (it sorts by transaction id first).
+        const horizon = mem.xmin()
+        let lo = 0
+        let hi = mem.byCursor.length
+        while (lo < hi) {
+          const mid = (lo + hi) >>> 1
+          if (mem.byCursor[mid]!.transactionId < horizon) lo = mid + 1
+          else hi = mid
+        }
+        return Option.some(lo === 0 ? Cursor.start : Cursor.of(mem.byCursor[lo - 1]!))
+      }
+      // Only committed events are in the log, in cursor order.
+      if (point === "last") return Option.map(Option.fromNullable(mem.byCursor[mem.byCursor.length - 1]), Cursor.of)
+      if ("position" in point) {
+        let lo = 0
+        let hi = mem.log.length
+        while (lo < hi) {
+          const mid = (lo + hi) >>> 1
+          if (mem.log[mid]!.globalPosition < point.position) lo = mid + 1
+          else hi = mid
+        }
+        return Option.map(Option.fromNullable(mem.log[lo]), Cursor.of)
+      }
+      const at = point.time.getTime()
+      return Option.map(
+        Option.fromNullable(mem.byCursor.find((event) => event.recordedAt.getTime() >= at)),
+        Cursor.of
+      )
+    }),
   writeCheckpoint: (subscriptionId, checkpoint, fence) =>
     Effect.sync(() => {
       const row = mem.subscriptions.get(subscriptionId)
@@ -133,6 +187,7 @@ export const make = (mem: Memory.Driver): SubscriptionStore.SubscriptionStore =>
       if (Option.isSome(fence) && !Lease.holds(Memory.leaseOf(subscriptionId, row), fence.value)) return false
       row.cursor = checkpoint.cursor
       row.delivered = checkpoint.delivered
+      row.checkpointed = true
       row.failure = undefined
       return true
     }),
@@ -146,6 +201,28 @@ export const make = (mem: Memory.Driver): SubscriptionStore.SubscriptionStore =>
       const row = mem.subscriptions.get(subscriptionId)
       if (row !== undefined) row.failure = { message: failure, at: new Date(now) }
     }),
+  // Rows that hold a checkpoint or a live lease: a refused runner's released lease row counts for nothing.
+  shardIds: (subscriptionId) =>
+    Effect.map(Clock.currentTimeMillis, (now) =>
+      Array.from(mem.subscriptions.entries()).flatMap(([id, row]) =>
+        Option.isSome(Partition.parse(subscriptionId, id)) &&
+        (row.checkpointed || !Lease.isAcquirable(Memory.leaseOf(id, row), now))
+          ? [id]
+          : []
+      )
+    ),
+  forget: (subscriptionIds) =>
+    Effect.map(Clock.currentTimeMillis, (now) =>
+      subscriptionIds.filter((id) => {
+        const row = mem.subscriptions.get(id)
+        if (row === undefined) return false
+        if (!Lease.isAcquirable(Memory.leaseOf(id, row), now)) return true
+        mem.subscriptions.delete(id)
+        // Its dead letters go with it (nothing would ever redeliver them), as on Postgres.
+        MemoryDeadLetters.forget(mem, [id])
+        return false
+      })
+    ),
   report: (subscriptionId) =>
     Effect.sync(() =>
       Option.map(Option.fromNullable(mem.subscriptions.get(subscriptionId)), (row) => ({
