@@ -1645,11 +1645,37 @@ export const rebuild = <R, E = unknown>(
       Effect.zipRight(Deferred.succeed(cleared, undefined))
     )
     const rebuildUnit = (unit: Projection.Projection<R, E>, index: number) =>
-      Effect.flatMap(Ref.make<Slot<E>>(standby), (slot) => {
+      Effect.flatMap(Effect.all([Ref.make<Slot<E>>(standby), Ref.make(Option.none<number>())]), ([slot, totalOf]) => {
+      const filter = filterOf(unit)
+      /** How many of the shard's events are past its checkpoint. */
+      const remaining = Effect.flatMap(subscriptions.readCheckpoint(unit.subscriptionId), (checkpoint) =>
+        Effect.map(
+          subscriptions.lag(filter, Option.match(checkpoint, { onNone: () => Cursor.start, onSome: (c) => c.cursor })),
+          (lag) => lag.events
+        )
+      )
       const attempt = withLease(unit.subscriptionId, config, (lease) =>
         Effect.gen(function* () {
           const fence = { workerId: config.workerId, fenceToken: lease.fenceToken }
           const lost = new Lease.LeaseLost({ subscriptionId: unit.subscriptionId, ...fence })
+          if (Option.isSome(yield* Ref.get(totalOf))) {
+            // A leadership of this rebuild ended early (a store error): this one resumes from the shard's
+            // checkpoint, never from the start again, and ends when the shard has caught up.
+            const total = Option.getOrElse(yield* Ref.get(totalOf), () => 0)
+            const left = yield* remaining
+            if (left === 0) return { done: total, total }
+            yield* Effect.scoped(
+              lead(unit, lease, config, slot, () =>
+                remaining.pipe(
+                  Effect.retry(Schedule.spaced(config.recheck).pipe(Schedule.intersect(Schedule.recurs(3)))),
+                  Effect.flatMap((n) => Effect.as(report(unit.subscriptionId, { done: Math.max(0, total - n), total }), n > 0)),
+                  // The shard's lag cannot be read: go on leading (its next poll fails too, ending this leadership).
+                  Effect.orElseSucceed(() => true)
+                )
+              )
+            )
+            return { done: total, total }
+          }
           // Reset first, then cleared: a runner of the old count that takes a cleared shard meanwhile finds
           // this count checkpointed and refuses.
           const reset = yield* subscriptions.writeCheckpoint(unit.subscriptionId, Checkpoint.at(Cursor.start), Option.some(fence))
@@ -1662,7 +1688,8 @@ export const rebuild = <R, E = unknown>(
             Effect.zipRight(Effect.never)
           )
           yield* Effect.raceFirst(Deferred.await(cleared), hold)
-          const { events: total } = yield* subscriptions.lag(filterOf(unit), Cursor.start)
+          const { events: total } = yield* subscriptions.lag(filter, Cursor.start)
+          yield* Ref.set(totalOf, Option.some(total))
           yield* report(unit.subscriptionId, { done: 0, total })
           if (total === 0) return { done: 0, total }
           const done = yield* Effect.scoped(
@@ -1673,11 +1700,16 @@ export const rebuild = <R, E = unknown>(
           return { done: Math.min(Option.getOrElse(done, () => 0), total), total }
         })
       )
-      // Another worker holds the lease: try again after each recheck interval until this one leads.
+      // Another worker holds the lease: try again after each recheck interval until this one leads. A store
+      // error (a lost connection, a cancelled statement) ends a leadership, as in `run`: the next one resumes
+      // from the shard's checkpoint, up to 10 times.
       return Effect.repeat(
         Effect.tap(attempt, (led) => (Option.isNone(led) ? Effect.sleep(config.recheck) : Effect.void)),
         { until: (led): led is Option.Some<Progress> => Option.isSome(led) }
-      ).pipe(Effect.map((led) => led.value))
+      ).pipe(
+        Effect.retry({ while: (e) => e._tag === "StoreError", times: 10, schedule: Schedule.spaced(config.recheck) }),
+        Effect.map((led) => led.value)
+      )
     })
     const [, done] = yield* Effect.all(
       [clearObsolete, Effect.forEach(units, rebuildUnit, { concurrency: "unbounded" })],

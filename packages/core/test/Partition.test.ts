@@ -3,10 +3,15 @@ import { partitionSuite } from "@mire/core/conformance"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import * as EventStore from "../src/EventStore.js"
+import { StoreError } from "../src/EventStoreError.js"
+import * as ExpectedVersion from "../src/ExpectedVersion.js"
 import * as InMemory from "../src/InMemory.js"
 import * as Partition from "../src/Partition.js"
 import * as Projection from "../src/Projection.js"
+import * as ProjectionRunner from "../src/ProjectionRunner.js"
 import * as SubscriptionId from "../src/SubscriptionId.js"
+import * as SubscriptionStore from "../src/SubscriptionStore.js"
 import { memoryReadModel } from "./memoryRaw.js"
 
 partitionSuite("in-memory", memoryReadModel.pipe(Layer.provideMerge(InMemory.layer)))
@@ -103,4 +108,49 @@ describe("Partition", () => {
       assert.isFalse(Partition.isShard({ index: 1, count: 1 }))
       assert.strictEqual((yield* Effect.flip(Partition.validateShard({ index: 4, count: 4 }))).field, "shard")
     }))
+})
+
+describe("ProjectionRunner.rebuild after a store error", () => {
+  it.live("a leadership that ends with a store error resumes from the shard's checkpoint: each event handled, progress complete", () =>
+    Effect.gen(function* () {
+      const category = `rebuildfail${Date.now()}`
+      for (let s = 0; s < 4; s++) {
+        for (let v = 1; v <= 10; v++) {
+          yield* EventStore.append(`${category}-${s}`, category, ExpectedVersion.Any, [
+            { eventType: `${category}.marked`, schemaVersion: 1, data: { v } }
+          ])
+        }
+      }
+      const store = yield* SubscriptionStore.SubscriptionStore
+      // The third checkpoint write (a batch's, after the rebuild's reset) fails once, as a cancelled statement would.
+      let writes = 0
+      const failing: SubscriptionStore.SubscriptionStore = {
+        ...store,
+        writeCheckpoint: (id, checkpoint, fence) =>
+          ++writes === 3
+            ? Effect.fail(new StoreError({ kind: "Timeout", operation: "writeCheckpoint", cause: new Error("canceling statement due to user request") }))
+            : store.writeCheckpoint(id, checkpoint, fence)
+      }
+      const handled = new Map<string, number>()
+      const projection = Projection.atLeastOnce({
+        subscriptionId: `${category}-rebuild`,
+        categories: [category],
+        partitions: 2,
+        handle: ({ recorded }) =>
+          Effect.sync(() => void handled.set(`${recorded.streamId}@${recorded.streamVersion}`, (handled.get(`${recorded.streamId}@${recorded.streamVersion}`) ?? 0) + 1))
+      })
+      const progress = yield* ProjectionRunner.rebuild(projection, {
+        workerId: "rebuild-fail",
+        batchSize: 5,
+        pollInterval: "20 millis",
+        leaseRecheckInterval: "20 millis"
+      }).pipe(Effect.provideService(SubscriptionStore.SubscriptionStore, failing))
+      assert.isTrue(writes > 3, "the failing write happened")
+      assert.deepStrictEqual(progress, { done: 40, total: 40 })
+      // At least once: every event handled; only the batch whose checkpoint failed may come twice.
+      assert.strictEqual(handled.size, 40)
+      const twice = [...handled.values()].filter((n) => n > 1).length
+      assert.isTrue(twice <= 5, `${twice} events handled twice`)
+    }).pipe(Effect.provide(InMemory.layer))
+  )
 })
