@@ -6,28 +6,8 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as Cursor from "../src/Cursor.js"
 import * as HoldBack from "../src/HoldBack.js"
-import { aggregateIdOf, type RecordedEvent } from "../src/RecordedEvent.js"
-import * as StreamId from "../src/StreamId.js"
-
-const at = new Date(0)
-let position = 0n
-const event = (streamId: string, streamVersion: number, transactionId?: bigint): RecordedEvent => {
-  position++
-  return {
-    eventId: `e${position}`,
-    streamId: StreamId.fromStored(streamId),
-    category: StreamId.categoryFromStored("c"),
-    aggregateId: aggregateIdOf(streamId, "c"),
-    streamVersion,
-    globalPosition: position,
-    transactionId: transactionId ?? position,
-    eventType: "e",
-    schemaVersion: 1,
-    data: {},
-    metadata: {},
-    recordedAt: at
-  }
-}
+import type { RecordedEvent } from "../src/RecordedEvent.js"
+import { event } from "./holdBackFixtures.js"
 
 const planned = (
   state: HoldBack.State,

@@ -9,34 +9,8 @@ import { assert, describe, it } from "@effect/vitest"
 import type * as Checkpoint from "../src/Checkpoint.js"
 import * as Cursor from "../src/Cursor.js"
 import * as HoldBack from "../src/HoldBack.js"
-import { aggregateIdOf, type RecordedEvent } from "../src/RecordedEvent.js"
-import * as StreamId from "../src/StreamId.js"
-
-const at = new Date(0)
-let position = 0n
-const event = (streamId: string, streamVersion: number, transactionId: bigint): RecordedEvent => {
-  position++
-  return {
-    eventId: `e${position}`,
-    streamId: StreamId.fromStored(streamId),
-    category: StreamId.categoryFromStored("c"),
-    aggregateId: aggregateIdOf(streamId, "c"),
-    streamVersion,
-    globalPosition: position,
-    transactionId,
-    eventType: "e",
-    schemaVersion: 1,
-    data: {},
-    metadata: {},
-    recordedAt: at
-  }
-}
-
-const run = (state: HoldBack.State, page: ReadonlyArray<RecordedEvent>, baseline = new Map<string, number>()) => {
-  const result = HoldBack.step(state, page, baseline, "sub")
-  if ("_tag" in result) return assert.fail(result.message)
-  return result
-}
+import type { RecordedEvent } from "../src/RecordedEvent.js"
+import { event, run } from "./holdBackFixtures.js"
 
 const versions = (events: ReadonlyArray<RecordedEvent>) => events.map((e) => `${e.streamId}@${e.streamVersion}`)
 
