@@ -94,54 +94,56 @@ export interface Projection<R = never, E = unknown> {
 }
 
 /**
- * The options of a projection: its subscription, what it reads (an
- * aggregate's category with typed events, or categories as raw
- * `RecordedEvent`s; no categories: the whole log) and its handler.
+ * What every projection takes besides what it reads and its handler: its
+ * subscription, partitions, failure policy, start, and the tombstone hook.
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export interface Options<Err, R> {
+  readonly subscriptionId: string
+  /** Shards to run as, 1-1024, split by stream (see `Partition`). */
+  readonly partitions?: number | undefined
+  /** What to do with an event that keeps failing (default `"stop"`; see {@link OnFailure}). */
+  readonly onFailure?: OnFailure | undefined
+  /** Where it starts without a checkpoint (default `"start"`; see `Subscription.StartFrom`). */
+  readonly startFrom?: Subscription.StartFrom | undefined
+  /** Called for a deleted stream's tombstone (see {@link StreamDeletedNotice}); none: skipped. */
+  readonly onStreamDeleted?: ((deleted: StreamDeletedNotice) => Effect.Effect<void, Err, R>) | undefined
+}
+
+/**
+ * The projection constructors: what it reads (an aggregate's category with
+ * typed events, or categories as raw `RecordedEvent`s; no categories: the
+ * whole log) and its handler, besides the common {@link Options}.
  *
  * @since 0.1.0
  * @category models
  */
 export interface Constructor {
-  <S, E, Err, R>(options: {
-    readonly subscriptionId: string
-    readonly aggregate: Aggregate.Aggregate<S, E>
-    /** Shards to run as, 1-1024, split by stream (see `Partition`). */
-    readonly partitions?: number | undefined
-    /** What to do with an event that keeps failing (default `"stop"`; see {@link OnFailure}). */
-    readonly onFailure?: OnFailure | undefined
-    /** Where it starts without a checkpoint (default `"start"`; see `Subscription.StartFrom`). */
-    readonly startFrom?: Subscription.StartFrom | undefined
-    readonly handle: (event: HandledEvent<E>) => Effect.Effect<void, Err, R>
-    /** Called for a deleted stream's tombstone (see {@link StreamDeletedNotice}); none: skipped. */
-    readonly onStreamDeleted?: ((deleted: StreamDeletedNotice) => Effect.Effect<void, Err, R>) | undefined
-  }): Projection<R, Err>
-  <Err, R>(options: {
-    readonly subscriptionId: string
-    readonly categories?: ReadonlyArray<string> | undefined
-    /** Shards to run as, 1-1024, split by stream (see `Partition`). */
-    readonly partitions?: number | undefined
-    /** What to do with an event that keeps failing (default `"stop"`; see {@link OnFailure}). */
-    readonly onFailure?: OnFailure | undefined
-    /** Where it starts without a checkpoint (default `"start"`; see `Subscription.StartFrom`). */
-    readonly startFrom?: Subscription.StartFrom | undefined
-    readonly handle: (event: HandledEvent<RecordedEvent>) => Effect.Effect<void, Err, R>
-    /** Called for a deleted stream's tombstone (see {@link StreamDeletedNotice}); none: skipped. */
-    readonly onStreamDeleted?: ((deleted: StreamDeletedNotice) => Effect.Effect<void, Err, R>) | undefined
-  }): Projection<R, Err>
+  <S, E, Err, R>(
+    options: Options<Err, R> & {
+      readonly aggregate: Aggregate.Aggregate<S, E>
+      readonly handle: (event: HandledEvent<E>) => Effect.Effect<void, Err, R>
+    }
+  ): Projection<R, Err>
+  <Err, R>(
+    options: Options<Err, R> & {
+      readonly categories?: ReadonlyArray<string> | undefined
+      readonly handle: (event: HandledEvent<RecordedEvent>) => Effect.Effect<void, Err, R>
+    }
+  ): Projection<R, Err>
 }
 
 const build =
   (delivery: Delivery): Constructor =>
-  <E, Err, R>(options: {
-    readonly subscriptionId: string
-    readonly aggregate?: Aggregate.Aggregate<unknown, E>
-    readonly categories?: ReadonlyArray<string> | undefined
-    readonly partitions?: number | undefined
-    readonly onFailure?: OnFailure | undefined
-    readonly startFrom?: Subscription.StartFrom | undefined
-    readonly handle: (event: HandledEvent<E | RecordedEvent>) => Effect.Effect<void, Err, R>
-    readonly onStreamDeleted?: ((deleted: StreamDeletedNotice) => Effect.Effect<void, Err, R>) | undefined
-  }): Projection<R, Err> => {
+  <E, Err, R>(
+    options: Options<Err, R> & {
+      readonly aggregate?: Aggregate.Aggregate<unknown, E>
+      readonly categories?: ReadonlyArray<string> | undefined
+      readonly handle: (event: HandledEvent<E | RecordedEvent>) => Effect.Effect<void, Err, R>
+    }
+  ): Projection<R, Err> => {
     const aggregate = options.aggregate
     // A handler that throws before returning its effect dies like one whose effect dies: retried, then
     // the projection stops. Caught here, without an Effect frame per event.
