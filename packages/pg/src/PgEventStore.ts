@@ -47,8 +47,7 @@ import {
   decodeEventRows,
   decodeEventRowsSync,
   decodeFoldRowsSync,
-  eventColumns,
-  foldColumns
+  eventColumns
 } from "./internal/rows.js"
 import * as Lifecycle from "./internal/lifecycle.js"
 import { AfterCommit, transaction as transactionWith } from "./internal/transaction.js"
@@ -161,7 +160,6 @@ const makeNotifier = (
 export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.SqlClient | Scope.Scope> = Effect.gen(function* () {
   const sql = (yield* SqlClient.SqlClient).withoutTransforms()
   const columns = sql.literal(eventColumns)
-  const folding = sql.literal(foldColumns)
   const names = yield* PgSchema.PgSchema
   const channel = names.eventsChannel
   const notifier = yield* makeNotifier(sql, yield* Effect.serviceOption(PgWakeups.LocalWakeups), channel)
@@ -406,23 +404,23 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
 
   const stateOf = (u: unknown): EventStore.StreamState | undefined => (u === "deleted" || u === "archived" ? u : undefined)
 
-  /** The stream's lifecycle state, as a column of a load's statement (evaluated once per statement). */
-  const stateColumn = (streamId: StreamId.StreamId) =>
-    sql`(SELECT CASE WHEN deleted_at IS NOT NULL THEN 'deleted' WHEN archived_at IS NOT NULL THEN 'archived' END
-         FROM ${names.streams} WHERE stream_id = ${streamId}) AS "streamState"`
+  /**
+   * The reads of one stream forward are functions of migration 0021 (`mire_read_stream_page`,
+   * `mire_load_page`, `mire_load_snapshot_page`): their plans are kept for the session, where
+   * an unnamed statement is parsed and planned on every call (more than a short load costs).
+   */
+  const readPageText = `SELECT * FROM ${names.qualify("mire_read_stream_page")}($1, $2, $3)`
+  const loadPageText = `SELECT * FROM ${names.qualify("mire_load_page")}($1, $2, $3)`
+  const snapshotPageText = `SELECT * FROM ${names.qualify("mire_load_snapshot_page")}($1, $2)`
 
   /**
-   * One statement: a stream's events from version `from` (the `selected` columns, checked by
-   * `decode`) and the stream's version as the same statement saw it.
+   * One statement: a stream's events from version `from` (checked by `decode`) and the
+   * stream's version and state as the same statement saw them.
    */
   const pageFrom =
-    <A>(selected: typeof columns, decode: (rows: ReadonlyArray<unknown>, streamId: StreamId.StreamId) => Array<A> | StoreError) =>
+    <A>(text: string, decode: (rows: ReadonlyArray<unknown>, streamId: StreamId.StreamId) => Array<A> | StoreError) =>
     (streamId: StreamId.StreamId, from: number, limit: number) =>
-      sql<{ readonly head: unknown; readonly streamState: unknown }>`
-        SELECT ${selected}, (SELECT version FROM ${names.streams} WHERE stream_id = ${streamId})::float8 AS "head",
-          ${stateColumn(streamId)}
-        FROM ${names.events} WHERE stream_id = ${streamId} AND stream_version >= ${from}
-        ORDER BY stream_version LIMIT ${limit}`.pipe(
+      sql.unsafe<{ readonly head: unknown; readonly streamState: unknown }>(text, [streamId, from, limit]).pipe(
         refail("load"),
         Effect.flatMap((rows) => {
           const events = decode(rows, streamId)
@@ -436,12 +434,13 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
         })
       )
 
+  // Whole events, but their stream id: the read asked for it, so it is not sent on every row.
   const loadPage: (streamId: StreamId.StreamId, from: number, limit: number) => Effect.Effect<EventStore.LoadPage, StoreError> =
-    pageFrom(columns, (rows) => decodeEventRowsSync(rows))
+    pageFrom(readPageText, (rows, streamId) => decodeEventRowsSync(rows, 0, streamId))
 
   // A load's page: only the columns a fold reads (the rest of each row would be sent and decoded for nothing).
   const loadFoldPage: (streamId: StreamId.StreamId, from: number, limit: number) => Effect.Effect<EventStore.FoldPage, StoreError> =
-    pageFrom(folding, decodeFoldRowsSync)
+    pageFrom(loadPageText, decodeFoldRowsSync)
 
   interface SnapshotRow {
     readonly streamVersion: unknown
@@ -455,18 +454,7 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
   // One statement: the snapshot (its state on the first row only), the stream's version, and the
   // events from the snapshot's version (the anchor) or from 1; one row of NULL events when there are none.
   const loadSnapshotPage = (streamId: StreamId.StreamId, limit: number) =>
-    sql<SnapshotRow>`
-      SELECT e.*, (SELECT version FROM ${names.streams} WHERE stream_id = ${streamId})::float8 AS "head",
-        ${stateColumn(streamId)},
-        sn.stream_version::float8 AS "snapshotAt", sn.snapshot_version AS "snapshotVersion",
-        CASE WHEN row_number() OVER (ORDER BY e."streamVersion") = 1 THEN sn.state END AS "snapshotState"
-      FROM (SELECT 1) AS one
-      LEFT JOIN ${names.snapshots} sn ON sn.stream_id = ${streamId}
-      LEFT JOIN LATERAL (
-        SELECT ${folding} FROM ${names.events}
-        WHERE stream_id = ${streamId} AND stream_version >= COALESCE(sn.stream_version, 1)
-        ORDER BY stream_version LIMIT ${limit}) e ON true
-      ORDER BY e."streamVersion"`.pipe(
+    sql.unsafe<SnapshotRow>(snapshotPageText, [streamId, limit]).pipe(
       refail("loadSnapshotted"),
       Effect.flatMap((rows): Effect.Effect<EventStore.SnapshotLoadPage, StoreError> => {
         const first = rows[0]

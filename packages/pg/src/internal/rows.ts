@@ -60,11 +60,13 @@ const onlyMetadataFields = (metadata: { readonly [key: string]: unknown }): bool
  * a stored `__proto__` key stays an own property); `metadata` keeps only its
  * known fields, as the `EventMetadata` Schema does. `streamId` and
  * `category` are branded, not checked again: an append validated them before
- * storing them, and a pattern test per row would slow every read.
+ * storing them, and a pattern test per row would slow every read. A read of
+ * one stream passes its id (`known`): its rows then need no `streamId`.
  */
-export const decodeEventRow = (row: unknown): RecordedEvent | string => {
+export const decodeEventRow = (row: unknown, known?: StreamId.StreamId): RecordedEvent | string => {
   if (!Predicate.isRecord(row)) return "is not an object"
-  const { eventId, streamId, category, streamVersion, eventType, schemaVersion, data, metadata, recordedAt } = row
+  const { eventId, category, streamVersion, eventType, schemaVersion, data, metadata, recordedAt } = row
+  const streamId = known ?? row.streamId
   if (typeof eventId !== "string") return "eventId is not a string"
   if (typeof streamId !== "string") return "streamId is not a string"
   if (typeof category !== "string") return "category is not a string"
@@ -105,13 +107,10 @@ export const decodeEventRow = (row: unknown): RecordedEvent | string => {
 }
 
 /**
- * The columns a fold reads (`FoldableEvent`'s, but the stream id, which a
- * load knows): a load reads and decodes only these, not the whole row.
+ * Decodes one row of a load of `streamId` (the columns of `mire_load_page`,
+ * migration 0021: `FoldableEvent`'s, but the stream id, which a load knows):
+ * the reason it is not one, or the event.
  */
-export const foldColumns = `stream_version::float8 AS "streamVersion", global_position::text AS "globalPosition",
-  event_type AS "eventType", schema_version AS "schemaVersion", data`
-
-/** Decodes one {@link foldColumns} row of `streamId`: the reason it is not one, or the event. */
 export const decodeFoldRow = (row: unknown, streamId: StreamId.StreamId): FoldableEvent | string => {
   if (!Predicate.isRecord(row)) return "is not an object"
   const { streamVersion, eventType, schemaVersion, data } = row
@@ -124,7 +123,7 @@ export const decodeFoldRow = (row: unknown, streamId: StreamId.StreamId): Foldab
   return { streamId, streamVersion, globalPosition, eventType, schemaVersion, data }
 }
 
-/** Decodes {@link foldColumns} rows of `streamId`; a row of the wrong shape is a `StoreError`. */
+/** Decodes fold-column rows of `streamId`; a row of the wrong shape is a `StoreError`. */
 export const decodeFoldRowsSync = (
   rows: ReadonlyArray<unknown>,
   streamId: StreamId.StreamId
@@ -142,11 +141,18 @@ export const decodeFoldRowsSync = (
 export const corruptRow = (index: number, reason: string): StoreError =>
   new StoreError({ kind: "Other", operation: "decode event row", cause: new Error(`row ${index}: ${reason}`) })
 
-/** Decodes rows `start…` of `rows` as events; a row of the wrong shape is a `StoreError`. */
-export const decodeEventRowsSync = (rows: ReadonlyArray<unknown>, start = 0): Array<RecordedEvent> | StoreError => {
+/**
+ * Decodes rows `start…` of `rows` as events (of `streamId` when given: rows of one stream's read,
+ * without the column); a row of the wrong shape is a `StoreError`.
+ */
+export const decodeEventRowsSync = (
+  rows: ReadonlyArray<unknown>,
+  start = 0,
+  streamId?: StreamId.StreamId
+): Array<RecordedEvent> | StoreError => {
   const out: Array<RecordedEvent> = []
   for (let i = start; i < rows.length; i++) {
-    const event = decodeEventRow(rows[i])
+    const event = decodeEventRow(rows[i], streamId)
     if (typeof event === "string") return corruptRow(i, event)
     out.push(event)
   }
