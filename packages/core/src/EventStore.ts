@@ -634,36 +634,52 @@ const metadataFault = (metadata: { readonly [key: string]: unknown }): InvalidIn
   return undefined
 }
 
-/** Validates one event: the first problem, or the storable event (a plain loop: appends are hot). */
-const validateEvent = (options: Options, event: NewEvent, index: number, now: number): StorableEvent | InvalidInput => {
-  const field = `events[${index}]`
-  if (typeof event.eventType !== "string" || event.eventType.length === 0 || event.eventType.length > 255) {
-    return new InvalidInput({ field: `${field}.eventType`, reason: "must be 1-255 characters" })
-  }
-  const typeFault = Json.stringFault(event.eventType)
-  if (typeFault !== undefined) return new InvalidInput({ field: `${field}.eventType`, reason: typeFault })
-  if (event.eventType.charCodeAt(0) === 36) {
-    return new InvalidInput({ field: `${field}.eventType`, reason: "types starting with $ are reserved for mire's system events" })
+/** `events[3].data`: built only for a problem (a string per event is garbage on the hot path). */
+const eventField = (index: number, name: string): string => `events[${index}].${name}`
+
+/** The problem of an event type, or `undefined`. */
+const eventTypeFault = (eventType: unknown): string | undefined => {
+  if (typeof eventType !== "string" || eventType.length === 0 || eventType.length > 255) return "must be 1-255 characters"
+  const fault = Json.stringFault(eventType)
+  if (fault !== undefined) return fault
+  if (eventType.charCodeAt(0) === 36) return "types starting with $ are reserved for mire's system events"
+  return undefined
+}
+
+/**
+ * Validates one event: the first problem, or the storable event (a plain loop: appends are hot).
+ * `checkedType` is an event type already found valid (events of a batch mostly share theirs).
+ */
+const validateEvent = (
+  options: Options,
+  event: NewEvent,
+  index: number,
+  now: number,
+  checkedType: string | undefined
+): StorableEvent | InvalidInput => {
+  if (event.eventType !== checkedType) {
+    const typeFault = eventTypeFault(event.eventType)
+    if (typeFault !== undefined) return new InvalidInput({ field: eventField(index, "eventType"), reason: typeFault })
   }
   if (!Number.isSafeInteger(event.schemaVersion) || event.schemaVersion < 1) {
     return new InvalidInput({
-      field: `${field}.schemaVersion`,
+      field: eventField(index, "schemaVersion"),
       reason: `${event.schemaVersion} is not a positive integer`
     })
   }
   if (!Json.isPlainObject(event.data)) {
-    return new InvalidInput({ field: `${field}.data`, reason: "must be a JSON object" })
+    return new InvalidInput({ field: eventField(index, "data"), reason: "must be a JSON object" })
   }
   if (event.eventId !== undefined && (typeof event.eventId !== "string" || !uuidPattern.test(event.eventId))) {
-    return new InvalidInput({ field: `${field}.eventId`, reason: "must be a UUID" })
+    return new InvalidInput({ field: eventField(index, "eventId"), reason: "must be a UUID" })
   }
   const metadata = event.metadata ?? {}
   if (!Json.isPlainObject(metadata)) {
-    return new InvalidInput({ field: `${field}.metadata`, reason: "must be a JSON object" })
+    return new InvalidInput({ field: eventField(index, "metadata"), reason: "must be a JSON object" })
   }
   const dataJson = Json.encode(event.data, options.maxDepth, options.maxEventSize)
   if (dataJson instanceof Json.JsonFault) {
-    return new InvalidInput({ field: dataJson.path(`${field}.data`), reason: dataJson.reason })
+    return new InvalidInput({ field: dataJson.path(eventField(index, "data")), reason: dataJson.reason })
   }
   // No metadata (the common case) is `{}`: nothing to walk.
   const metadataJson =
@@ -671,10 +687,10 @@ const validateEvent = (options: Options, event: NewEvent, index: number, now: nu
       ? "{}"
       : Json.encode(metadata, options.maxDepth, options.maxEventSize, dataJson.length)
   if (metadataJson instanceof Json.JsonFault) {
-    return new InvalidInput({ field: metadataJson.path(`${field}.metadata`), reason: metadataJson.reason })
+    return new InvalidInput({ field: metadataJson.path(eventField(index, "metadata")), reason: metadataJson.reason })
   }
   const shape = event.metadata === undefined ? undefined : metadataFault(metadata)
-  if (shape !== undefined) return new InvalidInput({ field: `${field}.${shape.field}`, reason: shape.reason })
+  if (shape !== undefined) return new InvalidInput({ field: eventField(index, shape.field), reason: shape.reason })
   return {
     eventId: event.eventId === undefined ? Uuid.v7(now) : event.eventId.toLowerCase(),
     eventType: event.eventType,
@@ -689,7 +705,7 @@ const validateEvent = (options: Options, event: NewEvent, index: number, now: nu
 
 /**
  * Validates one request: the first problem, or the storable request with its
- * ids branded. `ids` collects the batch's event ids.
+ * ids branded. `ids` collects the batch's event ids of the caller's choosing.
  */
 const validateRequest = (
   options: Options,
@@ -707,16 +723,22 @@ const validateRequest = (
     return new InvalidInput({ field: "events", reason: "an append needs at least one event" })
   }
   const events: Array<StorableEvent> = []
+  let checkedType: string | undefined
   for (let i = 0; i < request.events.length; i++) {
-    const event = validateEvent(options, request.events[i]!, i, now)
+    const event = validateEvent(options, request.events[i]!, i, now, checkedType)
     if (event instanceof InvalidInput) return event
-    if (ids.has(event.eventId)) {
-      return new InvalidInput({
-        field: `events[${i}].eventId`,
-        reason: `event id ${event.eventId} appears twice in this append`
-      })
+    checkedType = event.eventType
+    // Only a caller's ids can repeat: a generated id has 74 random bits of its own (and the
+    // store's unique event id would refuse a repeat anyway).
+    if (event.eventIdGiven) {
+      if (ids.has(event.eventId)) {
+        return new InvalidInput({
+          field: `events[${i}].eventId`,
+          reason: `event id ${event.eventId} appears twice in this append`
+        })
+      }
+      ids.add(event.eventId)
     }
-    ids.add(event.eventId)
     events.push(event)
   }
   return { streamId, category, expected: request.expected, events }
