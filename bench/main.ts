@@ -30,6 +30,7 @@ import * as ProjectionRunner from "@mire/core/ProjectionRunner"
 import type { NewEvent } from "@mire/core/RecordedEvent"
 import * as Subscription from "@mire/core/Subscription"
 import * as PgMigrations from "@mire/pg/PgMigrations"
+import * as PgEventStore from "@mire/pg/PgEventStore"
 import * as PgStore from "@mire/pg/PgStore"
 import * as Data from "effect/Data"
 import * as Deferred from "effect/Deferred"
@@ -255,8 +256,8 @@ interface Result {
   readonly key: string
   readonly label: string
   readonly kind: Kind
-  /** rate: mire ÷ raw ≥ target; time: mire ÷ raw ≤ target. */
-  readonly target: number
+  /** rate: mire ÷ raw ≥ target; time: mire ÷ raw ≤ target; none for a diagnostic line. */
+  readonly target: number | undefined
   readonly mire: ReadonlyArray<number>
   readonly raw: ReadonlyArray<number>
   readonly note: string
@@ -293,7 +294,7 @@ const compare = <E1, R1, E2, R2, E3 = never, R3 = never>(spec: {
   readonly key: string
   readonly label: string
   readonly kind: Kind
-  readonly target: number
+  readonly target: number | undefined
   readonly before?: Effect.Effect<void, E3, R3>
   readonly warmup?: number
   readonly mire: (round: number, seconds: number) => Effect.Effect<number, E1, R1>
@@ -374,22 +375,33 @@ const appends = (db: pg.Pool, runId: string) =>
     const tag = (round: number, side: string) => `${runId}r${round}${side}`
     const results: Array<Result> = []
 
-    if (selected("append-new")) {
+    // The diagnostic `-alone` variants send every append as its own statement (coalescing off).
+    type Store = (
+      effect: Effect.Effect<number, EventStore.AppendError, EventStore.EventStore>
+    ) => Effect.Effect<number, EventStore.AppendError, EventStore.EventStore | SqlClient.SqlClient>
+    const alone: Store = (effect) =>
+      Effect.provide(effect, PgEventStore.layer.pipe(Layer.provide(PgEventStore.layerCoalescing({ statements: 0 })), Layer.orDie))
+    const variants: ReadonlyArray<{ suffix: string; label: string; target: number | undefined; store: Store }> = [
+      { suffix: "", label: "", target: 0.6, store: (effect) => effect },
+      { suffix: "-alone", label: ", each its own statement (diagnostic)", target: undefined, store: alone }
+    ]
+    for (const variant of variants) {
+    if (selected(`append-new${variant.suffix}`)) {
       results.push(
         yield* compare({
-          key: "append-new",
-          label: `1-event append, new streams, ${writers} concurrent`,
+          key: `append-new${variant.suffix}`,
+          label: `1-event append, new streams, ${writers} concurrent${variant.label}`,
           kind: "rate",
-          target: 0.6,
+          target: variant.target,
           before: reset,
           warmup: warmSeconds,
           mire: (round, seconds) => {
             let n = 0
-            return rateMire(seconds, writers, (w) =>
+            return variant.store(rateMire(seconds, writers, (w) =>
               EventStore.append(`${Cart.category}-${tag(round, "m")}w${w}n${n++}`, Cart.category, ExpectedVersion.NoStream, [
                 newEvent
               ]).pipe(Effect.as(1))
-            )
+            ))
           },
           raw: (round, seconds) => {
             let n = 0
@@ -401,25 +413,25 @@ const appends = (db: pg.Pool, runId: string) =>
       )
     }
 
-    if (selected("append-hot")) {
+    if (selected(`append-hot${variant.suffix}`)) {
       results.push(
         yield* compare({
-          key: "append-hot",
-          label: `1-event append, exact version, ${writers} hot streams`,
+          key: `append-hot${variant.suffix}`,
+          label: `1-event append, exact version, ${writers} hot streams${variant.label}`,
           kind: "rate",
-          target: 0.6,
+          target: variant.target,
           before: reset,
           warmup: warmSeconds,
           mire: (round, seconds) => {
             const versions = range(writers).map(() => 0)
-            return rateMire(seconds, writers, (w) =>
+            return variant.store(rateMire(seconds, writers, (w) =>
               EventStore.append(
                 `${Cart.category}-${tag(round, "m")}hot${w}`,
                 Cart.category,
                 ExpectedVersion.Exact(versions[w]!),
                 [newEvent]
               ).pipe(Effect.tap(() => Effect.sync(() => versions[w]!++)), Effect.as(1))
-            )
+            ))
           },
           raw: (round, seconds) => {
             const versions = range(writers).map(() => 0)
@@ -431,6 +443,8 @@ const appends = (db: pg.Pool, runId: string) =>
           }
         })
       )
+    }
+
     }
 
     if (selected("batch")) {
@@ -880,15 +894,16 @@ const report = (results: ReadonlyArray<Result>, latency: Latency | undefined) =>
     const ratio = median(ratios)
     const rate = r.kind === "rate"
     const value = (xs: ReadonlyArray<number>) => (rate ? `${fmt(median(xs))} ev/s` : `${fmt(median(xs), 2)} ms`)
-    const pass = rate ? ratio >= r.target : ratio <= r.target
-    const by = rate ? r.target / ratio : ratio / r.target
+    const target = r.target
+    const pass = target === undefined || (rate ? ratio >= target : ratio <= target)
+    const by = target === undefined ? 1 : rate ? target / ratio : ratio / target
     return [
       r.label,
       value(r.mire),
       value(r.raw),
       `${fmt(ratio, 2)}${rate ? "" : "x"} (${spread(ratios, 2)})`,
-      `${rate ? ">=" : "<="} ${r.target}${rate ? "" : "x"}`,
-      pass ? "PASS" : Number.isFinite(by) ? `MISS (x${fmt(by, 1)} off)` : "MISS",
+      target === undefined ? "-" : `${rate ? ">=" : "<="} ${target}${rate ? "" : "x"}`,
+      target === undefined ? "diagnostic" : pass ? "PASS" : Number.isFinite(by) ? `MISS (x${fmt(by, 1)} off)` : "MISS",
       [
         r.note,
         capped.has(r.key)

@@ -24,6 +24,7 @@ import type * as SqlError from "@effect/sql/SqlError"
 import * as EventStore from "@mire/core/EventStore"
 import {
   ConcurrencyConflict,
+  InvalidInput,
   StoreError,
   StreamArchived,
   StreamDeleted
@@ -32,7 +33,9 @@ import * as ExpectedVersion from "@mire/core/ExpectedVersion"
 import type { CommittedEvents } from "@mire/core/RecordedEvent"
 import type { StoredSnapshot } from "@mire/core/Snapshot"
 import * as StreamId from "@mire/core/StreamId"
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Predicate from "effect/Predicate"
@@ -40,6 +43,7 @@ import * as PubSub from "effect/PubSub"
 import * as Queue from "effect/Queue"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
+import * as Coalesce from "./internal/coalesce.js"
 import { refail, sqlState } from "./internal/errors.js"
 import {
   bigintOf,
@@ -71,6 +75,70 @@ export {
  * @since 0.1.0
  */
 export const channel = "mire_events"
+
+/**
+ * How a store layer coalesces concurrent appends (a `Context.Reference`:
+ * provide {@link layerCoalescing} to change it).
+ *
+ * A single-stream append made outside a transaction, with no event id of
+ * the caller's, waits for a free one of `statements` workers; every append
+ * waiting when one becomes free (at most `maxAppends`) goes out with it in
+ * one statement (`mire_append_each`), so concurrent commands share one round
+ * trip, one commit and one WAL flush. Each append is still decided on its
+ * own: its expectation, its refusal (`ConcurrencyConflict`,
+ * `StreamArchived`, `StreamDeleted`) and its result are its own, and an
+ * append that finds a worker free goes out at once. Appends of one statement
+ * share its transaction id. `statements: 0` sends every append as its own
+ * statement.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface CoalescingOptions {
+  /** Coalesced statements in flight at once (each holds a pool connection while it runs); 0 turns coalescing off. */
+  readonly statements: number
+  /** The most appends one statement carries. */
+  readonly maxAppends: number
+}
+
+const defaultCoalescing: CoalescingOptions = { statements: 2, maxAppends: 64 }
+
+/**
+ * The coalescing of the store layers built where it is provided; by default
+ * 2 statements of at most 64 appends.
+ *
+ * @since 0.3.0
+ * @category context
+ */
+export class Coalescing extends Context.Reference<Coalescing>()("@mire/pg/PgEventStore/Coalescing", {
+  defaultValue: (): CoalescingOptions => defaultCoalescing
+}) {}
+
+/**
+ * Provides {@link Coalescing} to the store layers built under it.
+ *
+ * @example
+ * ```ts
+ * import { PgEventStore, PgStore } from "@mire/pg"
+ * import { Layer } from "effect"
+ *
+ * // Every append in its own statement:
+ * const store = PgStore.layer.pipe(Layer.provide(PgEventStore.layerCoalescing({ statements: 0 })))
+ * ```
+ * @since 0.3.0
+ * @category layers
+ */
+export const layerCoalescing = (options: Partial<CoalescingOptions>): Layer.Layer<Coalescing, InvalidInput> => {
+  const statements = options.statements ?? defaultCoalescing.statements
+  const maxAppends = options.maxAppends ?? defaultCoalescing.maxAppends
+  if (!Number.isSafeInteger(statements) || statements < 0) {
+    return Layer.fail(new InvalidInput({ field: "statements", reason: `${statements} is not a non-negative integer` }))
+  }
+  if (!Number.isSafeInteger(maxAppends) || maxAppends < 1) {
+    return Layer.fail(new InvalidInput({ field: "maxAppends", reason: `${maxAppends} is not a positive integer` }))
+  }
+  return Layer.succeed(Coalescing, { statements, maxAppends })
+}
 
 /** The distinct categories of an append's requests. */
 const categoriesOf = (requests: ReadonlyArray<EventStore.StorableAppend>): ReadonlyArray<string> => {
@@ -321,6 +389,41 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
     )
   }
 
+  /** Independent single-stream appends: `mire_append_each`, one result row per append that held. */
+  const appendEachStatement = (requests: ReadonlyArray<EventStore.StorableAppend>) => {
+    const streamIds: Array<string> = []
+    const categories: Array<string> = []
+    const kinds: Array<string> = []
+    const expected: Array<number> = []
+    const counts: Array<number> = []
+    const eventIds: Array<string> = []
+    const types: Array<string> = []
+    const schemaVersions: Array<number> = []
+    const data: Array<string> = []
+    const metadata: Array<string> = []
+    for (const request of requests) {
+      streamIds.push(request.streamId)
+      categories.push(request.category)
+      kinds.push(kindOf(request.expected))
+      expected.push(request.expected._tag === "Exact" ? request.expected.version : 0)
+      counts.push(request.events.length)
+      for (const event of request.events) {
+        eventIds.push(event.eventId)
+        types.push(event.eventType)
+        schemaVersions.push(event.schemaVersion)
+        data.push(event.dataJson)
+        metadata.push(event.metadataJson)
+      }
+    }
+    const [dataSql, dataValue] = jsonbArray(data, 9)
+    const [metadataSql, metadataValue] = jsonbArray(metadata, 10)
+    return sql.unsafe<object>(
+      `SELECT * FROM ${names.qualify("mire_append_each")}($1::text[], $2::text[], $3::text[], $4::int8[], $5::int4[], $6::uuid[],
+         $7::text[], $8::int4[], ${dataSql}, ${metadataSql})`,
+      [streamIds, categories, kinds, numberArray(expected), numberArray(counts), eventIds, types, numberArray(schemaVersions), dataValue, metadataValue]
+    )
+  }
+
   const lifecycle = Lifecycle.make(sql, names, notifyCommitted)
 
   /**
@@ -377,20 +480,32 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
       return Effect.fail(lostExpectation(requests, error) ?? error)
     }
 
+  /**
+   * One append alone, as the coalescer reports it: its committed events, or `undefined` when its
+   * compare-and-set refused it (the caller reads why).
+   */
+  const appendAlone = (
+    request: EventStore.StorableAppend
+  ): Effect.Effect<CommittedEvents | undefined, SqlError.SqlError | EventStore.AppendError> =>
+    appendStreamStatement(request).pipe(
+      Effect.catchTag("SqlError", appendFailure([request])),
+      Effect.flatMap((rows) => {
+        if (rows.length === 0) return Effect.succeed(undefined)
+        const row = appendRow(rows[0], request.streamId)
+        return row instanceof StoreError ? Effect.fail(row) : Effect.succeed(row)
+      })
+    )
+
+  /** The outcome of one append: its committed events, or why its compare-and-set refused it. */
+  const refusedOr =
+    (request: EventStore.StorableAppend) =>
+    (committed: CommittedEvents | undefined): Effect.Effect<ReadonlyArray<CommittedEvents>, SqlError.SqlError | EventStore.AppendError> =>
+      committed === undefined ? Effect.flatMap(conflictOf(request), Effect.fail) : Effect.succeed([committed])
+
   const appendOnce = (
     requests: ReadonlyArray<EventStore.StorableAppend>
   ): Effect.Effect<ReadonlyArray<CommittedEvents>, SqlError.SqlError | EventStore.AppendError> => {
-    if (requests.length === 1) {
-      const request = requests[0]!
-      return appendStreamStatement(request).pipe(
-        Effect.catchTag("SqlError", appendFailure(requests)),
-        Effect.flatMap((rows): Effect.Effect<ReadonlyArray<CommittedEvents>, SqlError.SqlError | EventStore.AppendError> => {
-          if (rows.length === 0) return Effect.flatMap(conflictOf(request), Effect.fail)
-          const row = appendRow(rows[0], request.streamId)
-          return row instanceof StoreError ? Effect.fail(row) : Effect.succeed([row])
-        })
-      )
-    }
+    if (requests.length === 1) return Effect.flatMap(appendAlone(requests[0]!), refusedOr(requests[0]!))
     return appendAllStatement(requests).pipe(
       Effect.catchTag("SqlError", appendFailure(requests)),
       Effect.flatMap((rows): Effect.Effect<ReadonlyArray<CommittedEvents>, StoreError> => {
@@ -411,6 +526,56 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
     )
   }
 
+  type Coalesced = Exit.Exit<CommittedEvents | undefined, SqlError.SqlError | EventStore.AppendError>
+
+  /**
+   * A batch of the coalescer: one append alone; several in one `mire_append_each` statement, in
+   * stream-id order (so two statements lock streams in one order). When the statement fails with
+   * an error of the server's (it rolled back: nothing was written), each append runs alone, so each
+   * gets its own outcome; when the connection failed, every append gets that failure.
+   */
+  const appendBatch = (requests: ReadonlyArray<EventStore.StorableAppend>): Effect.Effect<ReadonlyArray<Coalesced>> => {
+    if (requests.length === 1) return Effect.map(Effect.exit(appendAlone(requests[0]!)), (exit) => [exit])
+    const order = requests.map((_, i) => i)
+    order.sort((a, b) => {
+      const x = requests[a]!.streamId
+      const y = requests[b]!.streamId
+      return x < y ? -1 : x > y ? 1 : a - b
+    })
+    const sorted = order.map((i) => requests[i]!)
+    const alone = Effect.forEach(requests, (request) => Effect.exit(appendAlone(request)))
+    return appendEachStatement(sorted).pipe(
+      Effect.map((rows): ReadonlyArray<Coalesced> => {
+        const results: Array<Coalesced> = requests.map(() => Exit.succeed(undefined))
+        for (const raw of rows) {
+          const ord = Predicate.isRecord(raw) ? raw.ord : undefined
+          const at = typeof ord === "number" && Number.isSafeInteger(ord) ? order[ord - 1] : undefined
+          if (at === undefined) return requests.map(() => Exit.fail(appendRowFault("ord is not an index of the batch")))
+          const row = appendRow(raw, requests[at]!.streamId)
+          results[at] = row instanceof StoreError ? Exit.fail(row) : Exit.succeed(row)
+        }
+        return results
+      }),
+      Effect.catchAll((error) =>
+        sqlState(error) === undefined ? Effect.succeed(requests.map((): Coalesced => Exit.fail(error))) : alone
+      )
+    )
+  }
+
+  const coalescing = yield* Coalescing
+  const coalescer =
+    coalescing.statements > 0
+      ? yield* Coalesce.make({ workers: coalescing.statements, max: coalescing.maxAppends, run: appendBatch })
+      : undefined
+
+  /** One append through the coalescer (outside a transaction), or alone (inside one). */
+  const appendCoalesced = (
+    request: EventStore.StorableAppend
+  ): Effect.Effect<ReadonlyArray<CommittedEvents>, SqlError.SqlError | EventStore.AppendError> =>
+    Effect.flatMap(inTransaction, (nested) => (nested || coalescer === undefined ? appendAlone(request) : coalescer.submit(request))).pipe(
+      Effect.flatMap(refusedOr(request))
+    )
+
   const append = (
     requests: ReadonlyArray<EventStore.StorableAppend>
   ): Effect.Effect<ReadonlyArray<CommittedEvents>, EventStore.AppendError> => {
@@ -421,7 +586,7 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
     const raises = requests.length > 1 || requests.some((r) => r.events.some((e) => e.eventIdGiven))
     const once = raises
       ? Effect.flatMap(inTransaction, (nested) => (nested ? transaction(appendOnce(requests)) : appendOnce(requests)))
-      : appendOnce(requests)
+      : appendCoalesced(requests[0]!)
     // `Any` can lose the race to create a stream; it has no expectation to violate, so it tries again.
     const retried = requests.some((r) => r.expected._tag === "Any")
       ? Effect.retry(once, {
