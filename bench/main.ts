@@ -173,8 +173,12 @@ const database = (url: string) => {
   )
 }
 
+/** `BENCH_COALESCE_STATEMENTS`: the store's coalesced append statements in flight (else its default). */
+const coalesceStatements = process.env.BENCH_COALESCE_STATEMENTS === undefined ? undefined : knob("BENCH_COALESCE_STATEMENTS", 2)
+
 const mireLayer = (url: string) =>
   PgStore.layer.pipe(
+    Layer.provide(coalesceStatements === undefined ? Layer.empty : Layer.orDie(PgEventStore.layerCoalescing({ statements: coalesceStatements }))),
     Layer.provideMerge(Layer.effectDiscard(PgMigrations.migrate().pipe(Effect.orDie))),
     Layer.provideMerge(PgClient.layer({ url: Redacted.make(url), maxConnections: writers + 4 }))
   )
