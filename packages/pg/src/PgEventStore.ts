@@ -158,6 +158,22 @@ const kindOf = (expected: ExpectedVersion.ExpectedVersion): string =>
         ? "exists"
         : "exact"
 
+/** The columns of several streams' appends (see `requestColumns`). */
+interface RequestColumns {
+  readonly streamIds: Array<string>
+  readonly categories: Array<string>
+  readonly kinds: Array<string>
+  readonly expected: Array<number>
+  readonly counts: Array<number>
+  readonly eventIds: Array<string>
+  readonly eventStreams: Array<string>
+  readonly indexes: Array<number>
+  readonly types: Array<string>
+  readonly schemaVersions: Array<number>
+  readonly data: Array<string>
+  readonly metadata: Array<string>
+}
+
 /** Backoff of a failed NOTIFY (retried with the same categories; later ones wait for the next). */
 const notifyRetry = Schedule.exponential("50 millis").pipe(Schedule.union(Schedule.spaced("2 seconds")))
 
@@ -336,53 +352,61 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
     )
   }
 
-  /** Several streams: `mire_append_all`, all or nothing; a lost expectation raises `MR409` naming the stream. */
-  const appendAllStatement = (requests: ReadonlyArray<EventStore.StorableAppend>) => {
-    const streamIds: Array<string> = []
-    const categories: Array<string> = []
-    const kinds: Array<string> = []
-    const expected: Array<number> = []
-    const counts: Array<number> = []
-    const eventIds: Array<string> = []
-    const eventStreams: Array<string> = []
-    const indexes: Array<number> = []
-    const types: Array<string> = []
-    const schemaVersions: Array<number> = []
-    const data: Array<string> = []
-    const metadata: Array<string> = []
+  /** The columns of several streams' appends, as `mire_append_all` and `mire_append_each` take them. */
+  const requestColumns = (requests: ReadonlyArray<EventStore.StorableAppend>) => {
+    const c: RequestColumns = {
+      streamIds: [],
+      categories: [],
+      kinds: [],
+      expected: [],
+      counts: [],
+      eventIds: [],
+      eventStreams: [],
+      indexes: [],
+      types: [],
+      schemaVersions: [],
+      data: [],
+      metadata: []
+    }
     for (const request of requests) {
-      streamIds.push(request.streamId)
-      categories.push(request.category)
-      kinds.push(kindOf(request.expected))
-      expected.push(request.expected._tag === "Exact" ? request.expected.version : 0)
-      counts.push(request.events.length)
+      c.streamIds.push(request.streamId)
+      c.categories.push(request.category)
+      c.kinds.push(kindOf(request.expected))
+      c.expected.push(request.expected._tag === "Exact" ? request.expected.version : 0)
+      c.counts.push(request.events.length)
       for (let i = 0; i < request.events.length; i++) {
         const event = request.events[i]!
-        eventIds.push(event.eventId)
-        eventStreams.push(request.streamId)
-        indexes.push(i + 1)
-        types.push(event.eventType)
-        schemaVersions.push(event.schemaVersion)
-        data.push(event.dataJson)
-        metadata.push(event.metadataJson)
+        c.eventIds.push(event.eventId)
+        c.eventStreams.push(request.streamId)
+        c.indexes.push(i + 1)
+        c.types.push(event.eventType)
+        c.schemaVersions.push(event.schemaVersion)
+        c.data.push(event.dataJson)
+        c.metadata.push(event.metadataJson)
       }
     }
-    const [dataSql, dataValue] = jsonbArray(data, 11)
-    const [metadataSql, metadataValue] = jsonbArray(metadata, 12)
+    return c
+  }
+
+  /** Several streams: `mire_append_all`, all or nothing; a lost expectation raises `MR409` naming the stream. */
+  const appendAllStatement = (requests: ReadonlyArray<EventStore.StorableAppend>) => {
+    const c = requestColumns(requests)
+    const [dataSql, dataValue] = jsonbArray(c.data, 11)
+    const [metadataSql, metadataValue] = jsonbArray(c.metadata, 12)
     return sql.unsafe<object>(
       `SELECT * FROM ${names.qualify("mire_append_all")}($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[], $6::uuid[],
          $7::text[], $8::int8[], $9::text[], $10::int4[], ${dataSql}, ${metadataSql})`,
       [
-        streamIds,
-        categories,
-        kinds,
-        expected,
-        counts,
-        eventIds,
-        eventStreams,
-        numberArray(indexes),
-        types,
-        numberArray(schemaVersions),
+        c.streamIds,
+        c.categories,
+        c.kinds,
+        c.expected,
+        c.counts,
+        c.eventIds,
+        c.eventStreams,
+        numberArray(c.indexes),
+        c.types,
+        numberArray(c.schemaVersions),
         dataValue,
         metadataValue
       ]
@@ -391,36 +415,24 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
 
   /** Independent single-stream appends: `mire_append_each`, one result row per append that held. */
   const appendEachStatement = (requests: ReadonlyArray<EventStore.StorableAppend>) => {
-    const streamIds: Array<string> = []
-    const categories: Array<string> = []
-    const kinds: Array<string> = []
-    const expected: Array<number> = []
-    const counts: Array<number> = []
-    const eventIds: Array<string> = []
-    const types: Array<string> = []
-    const schemaVersions: Array<number> = []
-    const data: Array<string> = []
-    const metadata: Array<string> = []
-    for (const request of requests) {
-      streamIds.push(request.streamId)
-      categories.push(request.category)
-      kinds.push(kindOf(request.expected))
-      expected.push(request.expected._tag === "Exact" ? request.expected.version : 0)
-      counts.push(request.events.length)
-      for (const event of request.events) {
-        eventIds.push(event.eventId)
-        types.push(event.eventType)
-        schemaVersions.push(event.schemaVersion)
-        data.push(event.dataJson)
-        metadata.push(event.metadataJson)
-      }
-    }
-    const [dataSql, dataValue] = jsonbArray(data, 9)
-    const [metadataSql, metadataValue] = jsonbArray(metadata, 10)
+    const c = requestColumns(requests)
+    const [dataSql, dataValue] = jsonbArray(c.data, 9)
+    const [metadataSql, metadataValue] = jsonbArray(c.metadata, 10)
     return sql.unsafe<object>(
       `SELECT * FROM ${names.qualify("mire_append_each")}($1::text[], $2::text[], $3::text[], $4::int8[], $5::int4[], $6::uuid[],
          $7::text[], $8::int4[], ${dataSql}, ${metadataSql})`,
-      [streamIds, categories, kinds, numberArray(expected), numberArray(counts), eventIds, types, numberArray(schemaVersions), dataValue, metadataValue]
+      [
+        c.streamIds,
+        c.categories,
+        c.kinds,
+        numberArray(c.expected),
+        numberArray(c.counts),
+        c.eventIds,
+        c.types,
+        numberArray(c.schemaVersions),
+        dataValue,
+        metadataValue
+      ]
     )
   }
 
