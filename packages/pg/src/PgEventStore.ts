@@ -2,10 +2,16 @@
  * The PostgreSQL event store: the `EventStore` service over `@effect/sql`'s
  * `SqlClient`.
  *
- * - An append is one statement per batch (`mire_append`, a function so its
- *   plan is prepared once per session): a compare-and-set on the stream rows
- *   and an `unnest` insert of every event, so a version conflict is seen at
- *   statement time (never at COMMIT) and a losing writer writes nothing.
+ * - An append is one statement (`mire_append_stream` for one stream,
+ *   `mire_append_all` for `appendMany`: functions, so their plans are kept
+ *   per session): a compare-and-set on the stream rows and an insert of
+ *   every event, so a version conflict is seen at statement time (never at
+ *   COMMIT) and a losing writer writes nothing.
+ * - Concurrent single-stream appends made outside a transaction share a
+ *   statement (`mire_append_each`, see {@link Coalescing}), each still
+ *   decided on its own.
+ * - One stream's forward reads and loads are functions too
+ *   (`mire_read_stream_page`, `mire_load_page`, `mire_load_snapshot_page`).
  * - It notifies `mire_events` after the commit, never inside the appending
  *   transaction (a notifying commit takes a database-wide lock through its
  *   WAL flush, which serialises commits): each store layer has one notifier
