@@ -27,6 +27,13 @@
 --
 -- Creating functions takes no table lock and reads no table: instant on a
 -- log of any size.
+-- A stream row's lifecycle state as the reads report it: 'deleted', 'archived' or NULL. IMMUTABLE
+-- and plain SQL, so it is inlined where it is called (and, inlinable, takes no search_path).
+CREATE OR REPLACE FUNCTION mire_stream_state(p_deleted_at timestamptz, p_archived_at timestamptz)
+RETURNS text LANGUAGE sql IMMUTABLE AS $$
+  SELECT CASE WHEN p_deleted_at IS NOT NULL THEN 'deleted' WHEN p_archived_at IS NOT NULL THEN 'archived' END
+$$;
+
 CREATE OR REPLACE FUNCTION mire_load_page(p_stream_id text, p_from bigint, p_limit integer)
 RETURNS TABLE (
   "streamVersion" float8,
@@ -38,12 +45,15 @@ RETURNS TABLE (
   "streamState" text
 ) LANGUAGE plpgsql STABLE SET search_path FROM CURRENT SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
+DECLARE
+  v_head float8;
+  v_state text;
 BEGIN
+  SELECT st.version::float8, mire_stream_state(st.deleted_at, st.archived_at) INTO v_head, v_state
+    FROM es_streams st WHERE st.stream_id = p_stream_id;
   RETURN QUERY
     SELECT e.stream_version::float8, e.global_position::text, e.event_type, e.schema_version, e.data,
-      (SELECT st.version FROM es_streams st WHERE st.stream_id = p_stream_id)::float8,
-      (SELECT CASE WHEN st.deleted_at IS NOT NULL THEN 'deleted' WHEN st.archived_at IS NOT NULL THEN 'archived' END
-       FROM es_streams st WHERE st.stream_id = p_stream_id)
+      v_head, v_state
     FROM es_events e
     WHERE e.stream_id = p_stream_id AND e.stream_version >= p_from
     ORDER BY e.stream_version
@@ -67,14 +77,17 @@ RETURNS TABLE (
   "streamState" text
 ) LANGUAGE plpgsql STABLE SET search_path FROM CURRENT SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
+DECLARE
+  v_head float8;
+  v_state text;
 BEGIN
+  SELECT st.version::float8, mire_stream_state(st.deleted_at, st.archived_at) INTO v_head, v_state
+    FROM es_streams st WHERE st.stream_id = p_stream_id;
   RETURN QUERY
     SELECT e.event_id::text, e.category, e.stream_version::float8, e.global_position::text, e.transaction_id::text,
       e.event_type, e.schema_version, e.data, e.metadata,
       round(date_part('epoch', date_trunc('milliseconds', e.recorded_at)) * 1000),
-      (SELECT st.version FROM es_streams st WHERE st.stream_id = p_stream_id)::float8,
-      (SELECT CASE WHEN st.deleted_at IS NOT NULL THEN 'deleted' WHEN st.archived_at IS NOT NULL THEN 'archived' END
-       FROM es_streams st WHERE st.stream_id = p_stream_id)
+      v_head, v_state
     FROM es_events e
     WHERE e.stream_id = p_stream_id AND e.stream_version >= p_from
     ORDER BY e.stream_version
@@ -104,9 +117,7 @@ DECLARE
   v_snapshot jsonb;
   v_first bigint;
 BEGIN
-  SELECT st.version::float8,
-      CASE WHEN st.deleted_at IS NOT NULL THEN 'deleted' WHEN st.archived_at IS NOT NULL THEN 'archived' END
-    INTO v_head, v_state
+  SELECT st.version::float8, mire_stream_state(st.deleted_at, st.archived_at) INTO v_head, v_state
     FROM es_streams st WHERE st.stream_id = p_stream_id;
   SELECT sn.stream_version, sn.snapshot_version, sn.state INTO v_at, v_version, v_snapshot
     FROM es_snapshots sn WHERE sn.stream_id = p_stream_id;
