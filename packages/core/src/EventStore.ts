@@ -1044,19 +1044,21 @@ const timed = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> 
 const loads = (storage: Storage): Pick<EventStore, "load" | "loadOrDefault" | "loadForUpdate"> => {
   const read = foldReader(storage)
 
-  const load = Effect.fn("EventStore.load")(function* <S, E>(
+  // Not `Effect.fn`: every command loads, and a generator plus a call-site stack per load cost
+  // more than the rest of mire's part of a short load. The span is the same.
+  const load = <S, E>(
     aggregate: Aggregate.Aggregate<S, E>,
     id: string,
     options?: LoadOptions
-  ) {
+  ): Effect.Effect<Option.Option<AggregateRoot.AggregateRoot<S, E>>, LoadError> => {
     // Checked in place, without an Effect per check: every load does it.
     const streamId = StreamId.parseAggregate(aggregate.category, id)
-    if (streamId instanceof InvalidInput) return yield* streamId
-    yield* Effect.annotateCurrentSpan("mire.stream_id", streamId)
-    const folded = yield* timed(replayAll(read, aggregate, streamId, options))
-    yield* Effect.annotateCurrentSpan("mire.version", folded.version)
-    return rootOf(aggregate, id, folded)
-  })
+    if (streamId instanceof InvalidInput) return Effect.withSpan(streamId, "EventStore.load", { captureStackTrace: false })
+    return timed(replayAll(read, aggregate, streamId, options)).pipe(
+      Effect.flatMap((folded) => Effect.as(Effect.annotateCurrentSpan("mire.version", folded.version), rootOf(aggregate, id, folded))),
+      Effect.withSpan("EventStore.load", { attributes: { "mire.stream_id": streamId }, captureStackTrace: false })
+    )
+  }
 
   const loadOrDefault = <S, E>(aggregate: Aggregate.Aggregate<S, E>, id: string, options?: LoadOptions) =>
     Effect.map(load(aggregate, id, options), Option.getOrElse(() => AggregateRoot.make(aggregate, id)))
@@ -1157,35 +1159,40 @@ const fromSnapshot = <S, E>(
   definition: Aggregate.SnapshotDefinition<S>,
   streamId: StreamId.StreamId,
   page: SnapshotLoadPage
-): Effect.Effect<{ readonly result: Option.Option<Aggregate.Folded<S>>; readonly hit: boolean }, LoadError> =>
-  Effect.gen(function* () {
-    if (Option.isNone(page.snapshot)) {
-      const folded = yield* replay(read, aggregate, streamId, { state: aggregate.initial, version: 0 }, page)
-      return { result: Option.some(folded), hit: false }
-    }
-    const snapshot = page.snapshot.value
-    const invalid = (rejection: Snapshot.Rejection, detail: string) =>
-      Effect.logWarning(`ignoring snapshot of ${streamId}: ${rejection} (${detail}); replaying in full`).pipe(
-        Effect.zipRight(Metric.increment(Metric.tagged(Metrics.snapshotInvalidations, "reason", rejection))),
-        Effect.as({ result: Option.none(), hit: false })
-      )
-    const decoded = yield* Effect.either(Snapshot.decode(definition, snapshot))
-    if (decoded._tag === "Left") return yield* invalid(decoded.left.rejection, decoded.left.detail)
+): Effect.Effect<{ readonly result: Option.Option<Aggregate.Folded<S>>; readonly hit: boolean }, LoadError> => {
+  if (Option.isNone(page.snapshot)) {
+    return Effect.map(replay(read, aggregate, streamId, { state: aggregate.initial, version: 0 }, page), (folded) => ({
+      result: Option.some(folded),
+      hit: false
+    }))
+  }
+  const snapshot = page.snapshot.value
+  type Outcome = { readonly result: Option.Option<Aggregate.Folded<S>>; readonly hit: boolean }
+  const invalid = (rejection: Snapshot.Rejection, detail: string): Effect.Effect<Outcome> =>
+    Effect.logWarning(`ignoring snapshot of ${streamId}: ${rejection} (${detail}); replaying in full`).pipe(
+      Effect.zipRight(Metric.increment(Metric.tagged(Metrics.snapshotInvalidations, "reason", rejection))),
+      Effect.as({ result: Option.none(), hit: false })
+    )
+  return Effect.flatMap(Effect.either(Snapshot.decode(definition, snapshot)), (decoded): Effect.Effect<Outcome, LoadError> => {
+    if (decoded._tag === "Left") return invalid(decoded.left.rejection, decoded.left.detail)
     // The event at the snapshot's version must exist, or the snapshot claims a version the stream doesn't have.
     const anchor = page.events[0]
     if (anchor === undefined || anchor.streamVersion !== snapshot.streamVersion) {
-      return yield* invalid("beyond-stream", `snapshot at v${snapshot.streamVersion}`)
+      return invalid("beyond-stream", `snapshot at v${snapshot.streamVersion}`)
     }
-    const folded = yield* replay(
-      read,
-      aggregate,
-      streamId,
-      { state: decoded.right, version: snapshot.streamVersion },
-      { version: page.version, events: page.events.slice(1) },
-      page.events.length >= loadPageSize
+    return Effect.map(
+      replay(
+        read,
+        aggregate,
+        streamId,
+        { state: decoded.right, version: snapshot.streamVersion },
+        { version: page.version, events: page.events.slice(1) },
+        page.events.length >= loadPageSize
+      ),
+      (folded) => ({ result: Option.some(folded), hit: true })
     )
-    return { result: Option.some(folded), hit: true }
   })
+}
 
 /**
  * The snapshot part of the service: loads that start from a stored snapshot
@@ -1199,29 +1206,33 @@ const snapshots = (
 ): Pick<EventStore, "loadSnapshotted" | "saveSnapshotting"> => {
   const read = foldReader(storage)
 
-  const loadSnapshotted = Effect.fn("EventStore.loadSnapshotted")(function* <S, E>(
+  // Not `Effect.fn`, for the reason `load` gives.
+  const loadSnapshotted = <S, E>(
     aggregate: Aggregate.Aggregate<S, E>,
     id: string,
     options?: LoadOptions
-  ) {
+  ): Effect.Effect<Option.Option<AggregateRoot.AggregateRoot<S, E>>, LoadError> => {
     const streamId = StreamId.parseAggregate(aggregate.category, id)
-    if (streamId instanceof InvalidInput) return yield* streamId
-    yield* Effect.annotateCurrentSpan("mire.stream_id", streamId)
-    if (Option.isNone(aggregate.snapshot)) return yield* loaded.load(aggregate, id, options)
+    if (streamId instanceof InvalidInput) return Effect.withSpan(streamId, "EventStore.loadSnapshotted", { captureStackTrace: false })
+    const span = Effect.withSpan("EventStore.loadSnapshotted", { attributes: { "mire.stream_id": streamId }, captureStackTrace: false })
+    if (Option.isNone(aggregate.snapshot)) return span(loaded.load(aggregate, id, options))
     const definition = aggregate.snapshot.value
     // One statement: the snapshot and the events from its version (from 1 without a snapshot).
-    const { result, hit } = yield* timed(
+    return timed(
       Effect.flatMap(storage.loadSnapshotPage(streamId, loadPageSize), (page) =>
         hidden(page, options)
           ? Effect.succeed({ result: Option.some<Aggregate.Folded<S>>({ state: aggregate.initial, version: 0 }), hit: false })
           : fromSnapshot(read, aggregate, definition, streamId, page)
       ).pipe(readSpan(streamId))
+    ).pipe(
+      Effect.flatMap(({ result, hit }) => {
+        if (Option.isNone(result)) return loaded.load(aggregate, id, options)
+        const root = Effect.succeed(rootOf(aggregate, id, result.value))
+        return result.value.version > 0 ? Effect.zipRight(Metric.increment(hit ? Metrics.snapshotHits : Metrics.snapshotMisses), root) : root
+      }),
+      span
     )
-    if (Option.isSome(result) && result.value.version > 0) {
-      yield* Metric.increment(hit ? Metrics.snapshotHits : Metrics.snapshotMisses)
-    }
-    return Option.isSome(result) ? rootOf(aggregate, id, result.value) : yield* loaded.load(aggregate, id, options)
-  })
+  }
 
   const saveSnapshotting = Effect.fn("EventStore.saveSnapshotting")(function* <S, E>(
     root: AggregateRoot.AggregateRoot<S, E>
