@@ -94,8 +94,11 @@ export const channel = "mire_events"
  * own: its expectation, its refusal (`ConcurrencyConflict`,
  * `StreamArchived`, `StreamDeleted`) and its result are its own, and an
  * append that finds a worker free goes out at once. Appends of one statement
- * share its transaction id. `statements: 0` sends every append as its own
- * statement.
+ * share its transaction id. A statement never waits long for a stream row
+ * another transaction holds (a `loadForUpdate` scope, a long transaction):
+ * its lock waits end after 50 ms, and each of its appends then runs alone,
+ * in its caller's fiber, while the worker goes on. `statements: 0` sends
+ * every append as its own statement.
  *
  * @since 0.3.0
  * @category models
@@ -107,11 +110,12 @@ export interface CoalescingOptions {
   readonly maxAppends: number
 }
 
-const defaultCoalescing: CoalescingOptions = { statements: 2, maxAppends: 64 }
+const defaultCoalescing: CoalescingOptions = { statements: 1, maxAppends: 64 }
 
 /**
  * The coalescing of the store layers built where it is provided; by default
- * 2 statements of at most 64 appends.
+ * 1 statement of at most 64 appends (one statement in flight makes the
+ * biggest batches, the fewest statements per append).
  *
  * @since 0.3.0
  * @category context
@@ -544,24 +548,27 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
     )
   }
 
-  type Coalesced = Exit.Exit<CommittedEvents | undefined, SqlError.SqlError | EventStore.AppendError>
+  type Coalesced = Coalesce.Outcome<CommittedEvents | undefined, SqlError.SqlError | EventStore.AppendError>
 
   /**
-   * A batch of the coalescer: one append alone; several in one `mire_append_each` statement, in
-   * stream-id order (so two statements lock streams in one order). When the statement fails with
-   * an error of the server's (it rolled back: nothing was written), each append runs alone, so each
-   * gets its own outcome; when the connection failed, every append gets that failure.
+   * A batch of the coalescer: one `mire_append_each` statement, even for one append (its lock
+   * waits end after 50 ms, migration 0022, so the worker never waits long for a stream row that
+   * another transaction holds), its appends in stream-id order (so two statements lock streams in
+   * one order). When the statement fails with an error of the server's (it rolled back: nothing
+   * was written; a lock wait that timed out, a trigger of the user's), each append is run alone by
+   * its own caller, in the caller's fiber, so each gets its own outcome and the worker is free at
+   * once; when the connection failed, every append gets that failure.
    */
   const appendBatch = (requests: ReadonlyArray<EventStore.StorableAppend>): Effect.Effect<ReadonlyArray<Coalesced>> => {
-    if (requests.length === 1) return Effect.map(Effect.exit(appendAlone(requests[0]!)), (exit) => [exit])
     const order = requests.map((_, i) => i)
-    order.sort((a, b) => {
-      const x = requests[a]!.streamId
-      const y = requests[b]!.streamId
-      return x < y ? -1 : x > y ? 1 : a - b
-    })
-    const sorted = order.map((i) => requests[i]!)
-    const alone = Effect.forEach(requests, (request) => Effect.exit(appendAlone(request)))
+    if (requests.length > 1) {
+      order.sort((a, b) => {
+        const x = requests[a]!.streamId
+        const y = requests[b]!.streamId
+        return x < y ? -1 : x > y ? 1 : a - b
+      })
+    }
+    const sorted = requests.length > 1 ? order.map((i) => requests[i]!) : requests
     return appendEachStatement(sorted).pipe(
       Effect.map((rows): ReadonlyArray<Coalesced> => {
         const results: Array<Coalesced> = requests.map(() => Exit.succeed(undefined))
@@ -575,7 +582,9 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
         return results
       }),
       Effect.catchAll((error) =>
-        sqlState(error) === undefined ? Effect.succeed(requests.map((): Coalesced => Exit.fail(error))) : alone
+        Effect.succeed(
+          sqlState(error) === undefined ? requests.map((): Coalesced => Exit.fail(error)) : requests.map((): Coalesced => Coalesce.alone)
+        )
       )
     )
   }
@@ -583,10 +592,13 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
   const coalescing = yield* Coalescing
   const coalescer =
     coalescing.statements > 0
-      ? yield* Coalesce.make({ workers: coalescing.statements, max: coalescing.maxAppends, run: appendBatch })
+      ? yield* Coalesce.make({ workers: coalescing.statements, max: coalescing.maxAppends, run: appendBatch, alone: appendAlone })
       : undefined
 
-  /** One append through the coalescer (outside a transaction), or alone (inside one). */
+  /**
+   * One append through the coalescer (outside a transaction), or alone (inside one). An append
+   * its statement could not decide (see `appendBatch`) runs alone here, in this fiber.
+   */
   const appendCoalesced = (
     request: EventStore.StorableAppend
   ): Effect.Effect<ReadonlyArray<CommittedEvents>, SqlError.SqlError | EventStore.AppendError> =>

@@ -1,12 +1,15 @@
 /**
  * The coalescer under the Postgres append path: natural batching (no timer),
- * each input's own result, interruption before and after a batch goes out.
+ * each input's own result, inputs a batch gives back run alone in their
+ * callers' fibers, interruption before and after a batch goes out.
  */
 import { assert, describe, it } from "@effect/vitest"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
+import * as FiberRef from "effect/FiberRef"
+import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import * as Coalesce from "../src/internal/coalesce.js"
 
@@ -18,6 +21,7 @@ const gated = (workers: number, max: number) =>
     const coalescer = yield* Coalesce.make<number, number, string>({
       workers,
       max,
+      alone: (n) => Effect.succeed(n),
       run: (inputs) =>
         Effect.zipRight(
           Effect.sync(() => batches.push(inputs)),
@@ -73,9 +77,47 @@ describe("Coalesce", () => {
 
   it.scoped("a defect of a batch reaches each of its callers", () =>
     Effect.gen(function* () {
-      const coalescer = yield* Coalesce.make<number, number, string>({ workers: 1, max: 8, run: () => Effect.die("boom") })
+      const coalescer = yield* Coalesce.make<number, number, string>({ workers: 1, max: 8, run: () => Effect.die("boom"), alone: Effect.succeed })
       const exit = yield* Effect.exit(coalescer.submit(1))
       assert.isTrue(Exit.isFailure(exit) && exit.cause._tag === "Die")
+    }))
+
+  it.scoped("an input its batch gives back runs alone in its caller's own fiber; the worker takes the next batch at once", () =>
+    Effect.gen(function* () {
+      const who = yield* FiberRef.make("worker")
+      const batches: Array<ReadonlyArray<number>> = []
+      const aloneGate = yield* Deferred.make<void>()
+      const interrupted: Array<number> = []
+      // Inputs of 100 and more are given back; run alone, they wait for `aloneGate`, and 200 and more fail.
+      const coalescer = yield* Coalesce.make<number, string, string>({
+        workers: 1,
+        max: 64,
+        run: (inputs) =>
+          Effect.sync(() => {
+            batches.push(inputs)
+            return inputs.map((n) => (n >= 100 ? Coalesce.alone : Exit.succeed(`batch ${n}`)))
+          }),
+        alone: (n) =>
+          Deferred.await(aloneGate).pipe(
+            Effect.zipRight(FiberRef.get(who)),
+            Effect.flatMap((w) => (n >= 200 ? Effect.fail(`alone ${n} failed in ${w}`) : Effect.succeed(`alone ${n} in ${w}`))),
+            Effect.onInterrupt(() => Effect.sync(() => interrupted.push(n)))
+          )
+      })
+      const slow = yield* Effect.fork(Effect.locally(coalescer.submit(100), who, "caller 100"))
+      const failing = yield* Effect.fork(Effect.either(Effect.locally(coalescer.submit(200), who, "caller 200")))
+      const dropped = yield* Effect.fork(coalescer.submit(300))
+      while (batches.flat().length < 3) yield* Effect.yieldNow()
+      // The three wait for `aloneGate` in their own fibers: the worker is free.
+      assert.strictEqual(yield* coalescer.submit(1), "batch 1")
+      assert.isTrue(Option.isNone(yield* Fiber.poll(slow)))
+      yield* Fiber.interrupt(dropped)
+      assert.deepStrictEqual(interrupted, [300])
+      yield* Deferred.succeed(aloneGate, undefined)
+      assert.strictEqual(yield* Fiber.join(slow), "alone 100 in caller 100")
+      const failed = yield* Fiber.join(failing)
+      assert.isTrue(failed._tag === "Left" && failed.left === "alone 200 failed in caller 200")
+      assert.deepStrictEqual(batches.flat().sort(), [1, 100, 200, 300])
     }))
 
   it.effect("closing the scope interrupts callers in flight and waiting: none waits forever", () =>

@@ -1,11 +1,15 @@
 /**
  * Coalesced appends (issue 12): concurrent single-stream appends outside a
  * transaction share one `mire_append_each` statement, and each still gets
- * exactly the outcome it would have had alone.
+ * exactly the outcome it would have had alone; a stream row another
+ * transaction holds never stalls the others.
  *
  * To put appends in one statement on purpose, the one worker
- * (`statements: 1`) is held on a row lock taken by a plain connection; the
- * appends made meanwhile wait, and go out together when it is released.
+ * (`statements: 1`) is held without a lock (a lock wait would end after
+ * 50 ms, migration 0022): a test-only trigger on `es_events` makes the
+ * insert of a `gate.hold` event wait until its gate row (one per holding
+ * stream) is opened by a plain connection; the appends made meanwhile wait
+ * for the worker, and go out together when it is released.
  */
 import { assert, describe, layer } from "@effect/vitest"
 import type { AppendError } from "@mire/core/EventStore"
@@ -19,6 +23,7 @@ import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import pg from "pg"
 import * as PgEventStore from "../src/PgEventStore.js"
@@ -46,28 +51,76 @@ const query = (c: pg.Client, text: string, values: ReadonlyArray<unknown> = []) 
   Effect.promise(() => c.query(text, [...values]))
 
 /**
- * Holds the coalescer's one worker: locks `streamId`'s row and appends to it, then waits until
- * that append's statement waits for the lock. `release` commits the lock; `held` is that append.
+ * The test gate: a `gate.hold` event's insert waits (in `pg_sleep` steps, each loop a new
+ * snapshot) while its stream's gate row is closed. Idempotent.
+ */
+const installGate = (c: pg.Client) =>
+  Effect.gen(function* () {
+    yield* query(c, "CREATE TABLE IF NOT EXISTS test_gate (name text PRIMARY KEY, open boolean NOT NULL)")
+    yield* query(
+      c,
+      `CREATE OR REPLACE FUNCTION test_gate_wait() RETURNS trigger LANGUAGE plpgsql AS $$
+       BEGIN
+         WHILE NOT coalesce((SELECT open FROM test_gate WHERE name = NEW.stream_id), true) LOOP
+           PERFORM pg_sleep(0.005);
+         END LOOP;
+         RETURN NEW;
+       END $$`
+    )
+    yield* query(
+      c,
+      `CREATE OR REPLACE TRIGGER test_gate BEFORE INSERT ON es_events
+       FOR EACH ROW WHEN (NEW.event_type = 'gate.hold') EXECUTE FUNCTION test_gate_wait()`
+    )
+  })
+
+/** Polls `condition` every 20 ms until it holds; dies with `what` after 20 s. */
+const waitUntil = (what: string, condition: Effect.Effect<boolean>) =>
+  Effect.gen(function* () {
+    const deadline = Date.now() + 20_000
+    while (!(yield* condition)) {
+      if (Date.now() > deadline) return yield* Effect.die(what)
+      yield* Effect.sleep("20 millis")
+    }
+  })
+
+/** How many backends of this test's database wait on `waitEvent` in a statement whose text contains `text`. */
+const waiting = (c: pg.Client, waitEvent: string, text: string) =>
+  Effect.map(
+    query(
+      c,
+      `SELECT count(*)::int AS n FROM pg_stat_activity
+       WHERE datname = current_database() AND wait_event = $1 AND strpos(query, $2) > 0`,
+      [waitEvent, text]
+    ),
+    (result): number => result.rows[0].n
+  )
+
+/** One event appended to `streamId` by `c` (in its transaction, if it has one open), as another process would. */
+const appendIn = (c: pg.Client, streamId: string, kind: "none" | "exact", expected: number) =>
+  query(
+    c,
+    `SELECT * FROM mire_append_stream($1, 'other', $2, $3, ARRAY[gen_random_uuid()], ARRAY['coalesce.e'], ARRAY[1],
+       ARRAY['{"n":1}'::jsonb], ARRAY['{}'::jsonb])`,
+    [streamId, kind, expected]
+  )
+
+/**
+ * Holds the coalescer's one worker: appends a `gate.hold` event to `streamId` with its gate
+ * closed, then waits until that append's statement (`mire_append_each`) sleeps in the gate.
+ * `release` opens the gate; `held` is that append.
  */
 const holdWorker = (streamId: string) =>
   Effect.gen(function* () {
-    yield* EventStore.append(streamId, "hold", ExpectedVersion.NoStream, [ev()])
-    const locker = yield* connection
-    const watcher = yield* connection
-    yield* query(locker, "BEGIN")
-    yield* query(locker, "SELECT 1 FROM es_streams WHERE stream_id = $1 FOR UPDATE", [streamId])
-    const held = yield* Effect.fork(EventStore.append(streamId, "hold", ExpectedVersion.Exact(1), [ev()]))
-    const deadline = Date.now() + 20_000
-    for (;;) {
-      const waiting = yield* query(
-        watcher,
-        "SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%mire_append_stream%'"
-      )
-      if (waiting.rows[0].n > 0) break
-      if (Date.now() > deadline) return yield* Effect.die("the held append never waited for the lock")
-      yield* Effect.sleep("20 millis")
-    }
-    return { held, release: query(locker, "COMMIT") }
+    const gate = yield* connection
+    yield* installGate(gate)
+    yield* query(gate, "INSERT INTO test_gate VALUES ($1, false) ON CONFLICT (name) DO UPDATE SET open = false", [streamId])
+    const held = yield* Effect.fork(EventStore.append(streamId, "hold", ExpectedVersion.NoStream, [ev("gate.hold")]))
+    yield* waitUntil(
+      "the held append never waited at its gate",
+      Effect.map(waiting(gate, "PgSleep", "mire_append_each"), (n) => n > 0)
+    )
+    return { held, release: query(gate, "UPDATE test_gate SET open = true WHERE name = $1", [streamId]) }
   })
 
 /** Runs `appends` while the worker is held, so they go out in one statement once it is released. */
@@ -174,7 +227,7 @@ describe("PgEventStore coalesced appends", () => {
         assert.strictEqual(yield* EventStore.streamVersion("mix-missing"), 0)
       }))
 
-    it.scoped("a statement the server refuses as a whole is run append by append: only the bad one fails", () =>
+    it.scoped("a statement the server refuses as a whole is run append by append, each by its caller: only the bad one fails", () =>
       Effect.gen(function* () {
         const c = yield* connection
         yield* query(
@@ -193,6 +246,106 @@ describe("PgEventStore coalesced appends", () => {
         const error = failed(poison!)
         assert.isTrue(error._tag === "StoreError" && error.message.includes("poisoned"), error.message)
         assert.strictEqual(yield* EventStore.streamVersion("poison-poison"), 0)
+      }))
+
+    it.scoped("a stream row another transaction locked stalls no other append; its appends get their outcome once it is released", () =>
+      Effect.gen(function* () {
+        yield* EventStore.append("locked-1", "locked", ExpectedVersion.NoStream, [ev()])
+        yield* EventStore.append("locked-2", "locked", ExpectedVersion.NoStream, [ev()])
+        // The locked streams' appends go out in one statement with twelve others.
+        const { held, release } = yield* holdWorker("hold-locked")
+        // Another transaction locks one stream (as `loadForUpdate` does) and appends to the other.
+        const locker = yield* connection
+        const watcher = yield* connection
+        yield* query(locker, "BEGIN")
+        yield* query(locker, "SELECT 1 FROM es_streams WHERE stream_id = 'locked-1' FOR UPDATE")
+        yield* appendIn(locker, "locked-2", "exact", 1)
+        const locked = yield* Effect.fork(
+          Effect.all(
+            [
+              Effect.either(EventStore.append("locked-1", "locked", ExpectedVersion.Exact(1), [ev()])),
+              Effect.either(EventStore.append("locked-2", "locked", ExpectedVersion.Exact(1), [ev()]))
+            ],
+            { concurrency: "unbounded" }
+          )
+        )
+        const ids = Array.from({ length: 12 }, (_, i) => `free-${i}`)
+        const others = yield* Effect.fork(
+          Effect.forEach(ids, (id) => EventStore.append(id, "free", ExpectedVersion.NoStream, [ev()]), { concurrency: "unbounded" })
+        )
+        yield* Effect.sleep("300 millis")
+        yield* release
+        yield* Fiber.join(held)
+        // All commit while the lock is held, and so do appends made after them (the worker is free).
+        const done = yield* Fiber.join(others).pipe(Effect.timeout("20 seconds"))
+        assert.deepStrictEqual(
+          done.map((r) => [r.streamId, r.lastVersion]),
+          ids.map((id) => [id, 1])
+        )
+        const later = yield* Effect.forEach(
+          Array.from({ length: 8 }, (_, i) => `later-${i}`),
+          (id) => EventStore.append(id, "free", ExpectedVersion.NoStream, [ev()]),
+          { concurrency: "unbounded" }
+        ).pipe(Effect.timeout("20 seconds"))
+        assert.strictEqual(later.length, 8)
+        // The locked streams' appends wait for the other transaction, each alone (its own `mire_append_stream`).
+        yield* waitUntil(
+          "the locked streams' appends never waited alone for the lock",
+          Effect.map(waiting(watcher, "transactionid", "mire_append_stream"), (n) => n === 2)
+        )
+        assert.isTrue(Option.isNone(yield* Fiber.poll(locked)))
+        yield* query(locker, "COMMIT")
+        const [stillHolds, stale] = yield* Fiber.join(locked)
+        assert.deepStrictEqual([committed(stillHolds!).firstVersion, committed(stillHolds!).lastVersion], [2, 2])
+        assert.deepStrictEqual(conflict(failed(stale!)), { streamId: "locked-2", expected: "exact(1)", actual: 2 })
+        assert.strictEqual(yield* EventStore.streamVersion("locked-1"), 2)
+        assert.strictEqual(yield* EventStore.streamVersion("locked-2"), 2)
+      }))
+
+    it.scoped("a new stream another transaction inserted stalls no other append; a NoStream append to it conflicts once that commits, commits once it rolls back", () =>
+      Effect.gen(function* () {
+        const { held, release } = yield* holdWorker("hold-pending")
+        const committer = yield* connection
+        const rollsBack = yield* connection
+        const watcher = yield* connection
+        yield* query(committer, "BEGIN")
+        yield* appendIn(committer, "pending-commit", "none", 0)
+        yield* query(rollsBack, "BEGIN")
+        yield* appendIn(rollsBack, "pending-rollback", "none", 0)
+        const pending = yield* Effect.fork(
+          Effect.all(
+            [
+              Effect.either(EventStore.append("pending-commit", "pending", ExpectedVersion.NoStream, [ev(), ev()])),
+              Effect.either(EventStore.append("pending-rollback", "pending", ExpectedVersion.NoStream, [ev(), ev()]))
+            ],
+            { concurrency: "unbounded" }
+          )
+        )
+        const ids = Array.from({ length: 12 }, (_, i) => `beside-${i}`)
+        const others = yield* Effect.fork(
+          Effect.forEach(ids, (id) => EventStore.append(id, "beside", ExpectedVersion.NoStream, [ev()]), { concurrency: "unbounded" })
+        )
+        yield* Effect.sleep("300 millis")
+        yield* release
+        yield* Fiber.join(held)
+        const done = yield* Fiber.join(others).pipe(Effect.timeout("20 seconds"))
+        assert.strictEqual(done.length, 12)
+        const later = yield* EventStore.append("beside-later", "beside", ExpectedVersion.NoStream, [ev()]).pipe(
+          Effect.timeout("20 seconds")
+        )
+        assert.strictEqual(later.lastVersion, 1)
+        yield* waitUntil(
+          "the pending streams' appends never waited alone for the other transactions",
+          Effect.map(waiting(watcher, "transactionid", "mire_append_stream"), (n) => n === 2)
+        )
+        assert.isTrue(Option.isNone(yield* Fiber.poll(pending)))
+        yield* query(committer, "COMMIT")
+        yield* query(rollsBack, "ROLLBACK")
+        const [lost, won] = yield* Fiber.join(pending)
+        assert.deepStrictEqual(conflict(failed(lost!)), { streamId: "pending-commit", expected: "no-stream", actual: 1 })
+        assert.deepStrictEqual([committed(won!).firstVersion, committed(won!).lastVersion], [1, 2])
+        assert.strictEqual(yield* EventStore.streamVersion("pending-commit"), 1)
+        assert.strictEqual(yield* EventStore.streamVersion("pending-rollback"), 2)
       }))
 
     it.scoped("an append interrupted while it waits for the worker writes nothing", () =>

@@ -150,7 +150,9 @@ describe("an unmigrated database", () => {
         )
         yield* PgMigrations.migrate()
         assert.deepStrictEqual(yield* PgMigrations.pending, [])
+        // A single append goes out as `mire_append_each`, then alone as `mire_append_stream` when the server refuses it.
         yield* sql.unsafe("DROP FUNCTION mire_append_stream")
+        yield* sql.unsafe("DROP FUNCTION mire_append_each")
         const error = yield* Effect.flip(EventStore.append("newuser-2", "newuser", ExpectedVersion.NoStream, [event]))
         assert.strictEqual(error._tag, "StoreError")
         if (error._tag !== "StoreError") return

@@ -1,0 +1,37 @@
+-- mire: a coalesced append statement gives up on a lock wait instead of
+-- waiting. `mire_append_each` (0020) carries the appends of many callers of
+-- one process; when one of its appends needs a stream row that another
+-- transaction holds (a `loadForUpdate` scope, a long transaction appending
+-- to that stream, an uncommitted transaction that created the same new
+-- stream), the statement would wait for that transaction to end, and every
+-- append in it, and every append queued behind it for the process's append
+-- worker, would wait with it. With this clause any lock wait inside the
+-- function (the UPDATE of a locked stream row, the INSERT ... ON CONFLICT
+-- of a stream another transaction inserted and has not committed: both wait
+-- on that transaction's lock) ends after 50 ms with SQLSTATE 55P03; the
+-- statement rolls back (nothing was written) and the client runs each of its
+-- appends alone (`mire_append_stream`, which waits as long as it must), each
+-- in its caller's own fiber, so the worker is free at once.
+--
+-- 50 ms: above the ordinary wait for another process's coalesced statement
+-- on the same stream, which holds the row until its commit (a 1-row
+-- autocommit insert with fsync on took p50 4 ms, p99 22 ms on mire's loaded
+-- 2-core test host), so contention between processes rarely turns a
+-- statement into appends run alone; and short enough that a lock held for
+-- long (seconds) holds the process's other appends for 50 ms, not for as
+-- long as the lock.
+--
+-- A function's SET clause applies only while the function runs, and the
+-- function already carries one (`search_path`, 0011), so PostgreSQL already
+-- saves and restores settings around each call: one more setting costs
+-- nothing measurable (PG 15, server-side loops of 2,000 one-event calls, 12
+-- alternations: median 119 µs per call with the clause, 118 µs without, and
+-- 128 µs for `mire_append_stream`). ALTER FUNCTION rewrites one pg_proc row: no table
+-- lock, nothing read from the log, instant on any size of log.
+--
+-- Rolling deploys: processes on older code already run each append of a
+-- coalesced statement alone when the statement fails with any error of the
+-- server's (they then wait for the lock in `mire_append_stream`), so they
+-- keep working against a migrated schema.
+ALTER FUNCTION mire_append_each(text[], text[], text[], bigint[], integer[], uuid[], text[], integer[], jsonb[], jsonb[])
+  SET lock_timeout = '50ms';
