@@ -24,6 +24,7 @@
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Ref from "effect/Ref"
@@ -352,6 +353,12 @@ const recordFailure = (
   error: { readonly _tag: string; readonly message: string }
 ): Effect.Effect<void> => Effect.ignore(store.recordFailure(subscriptionId, `${error._tag}: ${error.message}`))
 
+/** What a poll that delivers nothing returns. */
+const noEvents: Effect.Effect<ReadonlyArray<RecordedEvent>> = Effect.succeed([])
+
+/** The baseline of a page whose streams are all remembered. */
+const noBaseline: ReadonlyMap<string, number> = new Map()
+
 interface Internal {
   readonly read: Cursor.Cursor
   readonly start: Cursor.Cursor
@@ -489,23 +496,52 @@ export const make = (
      * updated in place: an interruption cannot leave it ahead of the read cursor). A reset
      * meanwhile wins: the plan was made for the state it replaced (nothing is delivered).
      */
-    const apply = (current: Internal, decided: HoldBack.Plan, read: Cursor.Cursor) =>
-      Effect.gen(function* () {
-        const next = yield* Ref.modify(state, (s): readonly [Internal | undefined, Internal] => {
+    const apply = (current: Internal, decided: HoldBack.Plan, read: Cursor.Cursor): Effect.Effect<ReadonlyArray<RecordedEvent>> =>
+      Effect.flatMap(
+        Ref.modify(state, (s): readonly [Internal | undefined, Internal] => {
           if (s !== current) return [undefined, s]
           const applied: Internal = { ...s, read, ordering: HoldBack.commit(s.ordering, decided) }
           return [applied, applied]
-        })
-        if (next === undefined) return []
-        yield* Metric.set(heldGauge, HoldBack.heldCount(next.ordering))
-        yield* Metric.incrementBy(deliveredCounter, decided.deliver.length)
-        return decided.deliver
-      })
+        }),
+        (next) =>
+          next === undefined
+            ? noEvents
+            : Effect.as(
+                Effect.zipRight(
+                  Metric.set(heldGauge, HoldBack.heldCount(next.ordering)),
+                  Metric.incrementBy(deliveredCounter, decided.deliver.length)
+                ),
+                decided.deliver
+              )
+      )
 
-    const poll = Effect.gen(function* () {
-      const current = yield* Ref.get(state)
-      const page = yield* store.poll(filter, current.read, batchSize)
-      if (page.length === 0) {
+    /**
+     * A page read: its unknown streams' baselines looked up, then planned and applied. Without
+     * generators (it runs once per page of a catch-up): a plan whose streams wait for no version
+     * (the usual case) is applied at once, as `decide` would return it; otherwise `decide` checks
+     * the gaps.
+     */
+    const deliverPage = (current: Internal, page: ReadonlyArray<RecordedEvent>) => {
+      // Before anything is applied: streams held in this page are checked at once; a short page (caught up)
+      // checks every held stream.
+      const every = page.length < batchSize
+      const planned = (baseline: ReadonlyMap<string, number>) => {
+        const decided = HoldBack.plan(current.ordering, page, baseline, subscriptionId)
+        if ("_tag" in decided) return Effect.fail(decided)
+        const waiting = every ? HoldBack.waiting(current.ordering, decided) : HoldBack.waitingIn(decided)
+        return waiting.length === 0
+          ? apply(current, decided, decided.read)
+          : Effect.flatMap(decide(current.ordering, page, baseline, every), (d) => apply(current, d, d.read))
+      }
+      // Streams not remembered (never seen, or forgotten behind the safe cursor): their delivered version
+      // is the highest at or below the read cursor, since every event of theirs up to it was read.
+      const unknown = HoldBack.unknownStreams(current.ordering, page, Cursor.isZero(current.start))
+      return unknown.length === 0 ? planned(noBaseline) : Effect.flatMap(store.baseline(unknown, current.read), planned)
+    }
+
+    /** A poll that found nothing (caught up). */
+    const caughtUp = (current: Internal) =>
+      Effect.gen(function* () {
         // Caught up: every held stream's missing version is checked again (it may have been deleted since,
         // by design: then the stream moves past it).
         if (HoldBack.heldCount(current.ordering) > 0) {
@@ -529,19 +565,29 @@ export const make = (
           }
         }
         return []
-      }
-      // Streams not remembered (never seen, or forgotten behind the safe cursor): their delivered version
-      // is the highest at or below the read cursor, since every event of theirs up to it was read.
-      const unknown = HoldBack.unknownStreams(current.ordering, page, Cursor.isZero(current.start))
-      const baseline = unknown.length === 0 ? new Map<string, number>() : yield* store.baseline(unknown, current.read)
-      // Before anything is applied: streams held in this page are checked at once; a short page (caught up)
-      // checks every held stream.
-      const decided = yield* decide(current.ordering, page, baseline, page.length < batchSize)
-      return yield* apply(current, decided, decided.read)
-    }).pipe(
-      Effect.tapError((e) => (e._tag === "StoreError" ? Effect.void : recordFailure(store, subscriptionId, e))),
-      Effect.tap((delivered) => Effect.annotateCurrentSpan("mire.batch_size", delivered.length)),
-      Effect.withSpan("Subscription.poll", { attributes: { "mire.subscription_id": subscriptionId } })
+      })
+
+    const pollPage = Effect.flatMap(Ref.get(state), (current) =>
+      Effect.flatMap(store.poll(filter, current.read, batchSize), (page) =>
+        page.length === 0 ? caughtUp(current) : deliverPage(current, page)
+      )
+    ).pipe(Effect.tapError((e) => (e._tag === "StoreError" ? Effect.void : recordFailure(store, subscriptionId, e))))
+
+    // The poll's span, as `Effect.withSpan` would make it (its statements are its children), but ended with
+    // the number of events delivered instead of the events: a span keeps the exit it ends with, and a page
+    // kept by it survives young-generation collections (measured: about 500 B per event promoted to the old
+    // generation, half of a catch-up's Node CPU in garbage collection).
+    const pollSpan = Effect.makeSpan("Subscription.poll", { attributes: { "mire.subscription_id": subscriptionId } })
+    const poll = Effect.flatMap(pollSpan, (span) =>
+      Effect.onExit(
+        Effect.tap(Effect.withParentSpan(pollPage, span), (delivered) =>
+          Effect.sync(() => span.attribute("mire.batch_size", delivered.length))
+        ),
+        (exit) =>
+          Effect.flatMap(Clock.currentTimeNanos, (now) =>
+            Effect.sync(() => span.end(now, Exit.map(exit, (delivered) => delivered.length)))
+          )
+      )
     )
 
     const position = Effect.map(Ref.get(state), (s) => {
