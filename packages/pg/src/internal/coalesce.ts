@@ -23,7 +23,11 @@ export const alone: unique symbol = Symbol.for("@mire/pg/internal/coalesce/alone
 /** @internal */
 export type Alone = typeof alone
 
-/** What a batch gives one input: its exit, or {@link alone}. @internal */
+/**
+ * What a batch gives one input: its exit, or {@link alone}.
+ *
+ * @internal
+ */
 export type Outcome<A, E> = Exit.Exit<A, E> | Alone
 
 interface Entry<I, A, E> {
