@@ -473,8 +473,17 @@ export const make = (
      * floor, see `HoldBack.plan`), and the page is planned again with it. Floors only rise, so
      * this ends.
      */
-    const decide = (ordering: HoldBack.State, page: ReadonlyArray<RecordedEvent>, baseline: ReadonlyMap<string, number>, every: boolean) =>
-      Effect.gen(function* () {
+    const decide = (
+      ordering: HoldBack.State,
+      page: ReadonlyArray<RecordedEvent>,
+      baseline: ReadonlyMap<string, number>,
+      every: boolean
+    ): Effect.Effect<HoldBack.Plan, StoreError | OrderingViolation | MissingVersion> => {
+      // The usual page: no stream waits for a version, so there is no gap to check (and no generator).
+      const first = HoldBack.plan(ordering, page, baseline, subscriptionId)
+      if ("_tag" in first) return Effect.fail(first)
+      if ((every ? HoldBack.waiting(ordering, first) : HoldBack.waitingIn(first)).length === 0) return Effect.succeed(first)
+      return Effect.gen(function* () {
         const floors = new Map<string, number>()
         for (;;) {
           const decided = HoldBack.plan(ordering, page, baseline, subscriptionId, floors)
@@ -490,6 +499,7 @@ export const make = (
           if (!raised) return decided
         }
       })
+    }
 
     /**
      * Applies a plan and records the read cursor in one synchronous step (the state's storage is
@@ -516,23 +526,15 @@ export const make = (
       )
 
     /**
-     * A page read: its unknown streams' baselines looked up, then planned and applied. Without
-     * generators (it runs once per page of a catch-up): a plan whose streams wait for no version
-     * (the usual case) is applied at once, as `decide` would return it; otherwise `decide` checks
-     * the gaps.
+     * A page read: its unknown streams' baselines looked up, then planned and applied (without
+     * generators: it runs once per page of a catch-up).
      */
     const deliverPage = (current: Internal, page: ReadonlyArray<RecordedEvent>) => {
       // Before anything is applied: streams held in this page are checked at once; a short page (caught up)
       // checks every held stream.
       const every = page.length < batchSize
-      const planned = (baseline: ReadonlyMap<string, number>) => {
-        const decided = HoldBack.plan(current.ordering, page, baseline, subscriptionId)
-        if ("_tag" in decided) return Effect.fail(decided)
-        const waiting = every ? HoldBack.waiting(current.ordering, decided) : HoldBack.waitingIn(decided)
-        return waiting.length === 0
-          ? apply(current, decided, decided.read)
-          : Effect.flatMap(decide(current.ordering, page, baseline, every), (d) => apply(current, d, d.read))
-      }
+      const planned = (baseline: ReadonlyMap<string, number>) =>
+        Effect.flatMap(decide(current.ordering, page, baseline, every), (decided) => apply(current, decided, decided.read))
       // Streams not remembered (never seen, or forgotten behind the safe cursor): their delivered version
       // is the highest at or below the read cursor, since every event of theirs up to it was read.
       const unknown = HoldBack.unknownStreams(current.ordering, page, Cursor.isZero(current.start))
