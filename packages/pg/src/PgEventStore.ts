@@ -561,14 +561,12 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
    */
   const appendBatch = (requests: ReadonlyArray<EventStore.StorableAppend>): Effect.Effect<ReadonlyArray<Coalesced>> => {
     const order = requests.map((_, i) => i)
-    if (requests.length > 1) {
-      order.sort((a, b) => {
-        const x = requests[a]!.streamId
-        const y = requests[b]!.streamId
-        return x < y ? -1 : x > y ? 1 : a - b
-      })
-    }
-    const sorted = requests.length > 1 ? order.map((i) => requests[i]!) : requests
+    order.sort((a, b) => {
+      const x = requests[a]!.streamId
+      const y = requests[b]!.streamId
+      return x < y ? -1 : x > y ? 1 : a - b
+    })
+    const sorted = order.map((i) => requests[i]!)
     return appendEachStatement(sorted).pipe(
       Effect.map((rows): ReadonlyArray<Coalesced> => {
         const results: Array<Coalesced> = requests.map(() => Exit.succeed(undefined))

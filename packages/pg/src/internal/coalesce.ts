@@ -20,15 +20,12 @@ import type * as Scope from "effect/Scope"
  */
 export const alone: unique symbol = Symbol.for("@mire/pg/internal/coalesce/alone")
 
-/** @internal */
-export type Alone = typeof alone
-
 /**
  * What a batch gives one input: its exit, or {@link alone}.
  *
  * @internal
  */
-export type Outcome<A, E> = Exit.Exit<A, E> | Alone
+export type Outcome<A, E> = Exit.Exit<A, E> | typeof alone
 
 interface Entry<I, A, E> {
   readonly input: I
