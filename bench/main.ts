@@ -43,6 +43,7 @@ import * as Stream from "effect/Stream"
 import { type ChildProcess, fork } from "node:child_process"
 import { availableParallelism, loadavg } from "node:os"
 import { fileURLToPath } from "node:url"
+import { PerformanceObserver } from "node:perf_hooks"
 import type pg from "pg"
 import { startEmbedded } from "../test/embeddedPostgres.js"
 import * as Raw from "./raw.js"
@@ -188,6 +189,26 @@ const mireLayer = (url: string) =>
 
 const now = () => performance.now()
 
+/** This process's garbage-collection pauses as `perf_hooks` reports them: [start, duration] in ms. */
+const gcPauses: Array<readonly [number, number]> = []
+new PerformanceObserver((list) => {
+  for (const entry of list.getEntries()) gcPauses.push([entry.startTime, entry.duration])
+}).observe({ entryTypes: ["gc"] })
+
+/**
+ * The share of `[from, to]` the process spent paused in garbage collection (main thread). Read a
+ * macrotask later: the observer is told of a pause after it ends, not during the run.
+ */
+const gcShare = (from: number, to: number) =>
+  Effect.promise(() => new Promise<void>((resolve) => setImmediate(resolve))).pipe(
+    Effect.map(() => {
+      let paused = 0
+      for (const [start, duration] of gcPauses) if (start >= from && start < to) paused += duration
+      gcPauses.length = 0
+      return to > from ? paused / (to - from) : 0
+    })
+  )
+
 /** Runs `step(worker)` on `workers` concurrent fibers for `seconds`; events per second. */
 const rateMire = <E, R>(seconds: number, workers: number, step: (worker: number) => Effect.Effect<number, E, R>) =>
   Effect.gen(function* () {
@@ -264,6 +285,8 @@ interface Result {
   readonly target: number | undefined
   readonly mire: ReadonlyArray<number>
   readonly raw: ReadonlyArray<number>
+  /** Per run, the share of its time spent in garbage-collection pauses. */
+  readonly gc: { readonly mire: ReadonlyArray<number>; readonly raw: ReadonlyArray<number> }
   readonly note: string
 }
 
@@ -308,6 +331,7 @@ const compare = <E1, R1, E2, R2, E3 = never, R3 = never>(spec: {
   Effect.gen(function* () {
     const mire: Array<number> = []
     const rawRuns: Array<number> = []
+    const gc = { mire: [] as Array<number>, raw: [] as Array<number> }
     const unit = spec.kind === "rate" ? "events/s" : "ms"
     const run = (side: "mire" | "raw", round: number, seconds: number) =>
       side === "mire" ? spec.mire(round, seconds) : spec.raw(round, seconds)
@@ -319,13 +343,15 @@ const compare = <E1, R1, E2, R2, E3 = never, R3 = never>(spec: {
           yield* run(side, round + 1000, spec.warmup)
         }
         if (spec.before !== undefined) yield* spec.before
+        const started = now()
         const value = yield* run(side, round, appendSeconds)
+        gc[side].push(yield* gcShare(started, now()))
         if (side === "mire") mire.push(value)
         else rawRuns.push(value)
         yield* log(`  ${spec.key.padEnd(10)} round ${round} ${side.padEnd(4)} ${fmt(value, spec.kind === "rate" ? 0 : 2).padStart(10)} ${unit}`)
       }
     }
-    return { key: spec.key, label: spec.label, kind: spec.kind, target: spec.target, mire, raw: rawRuns, note: spec.note ?? "" } satisfies Result
+    return { key: spec.key, label: spec.label, kind: spec.kind, target: spec.target, mire, raw: rawRuns, gc, note: spec.note ?? "" } satisfies Result
   })
 
 // ---------------------------------------------------------------------------
@@ -910,6 +936,7 @@ const report = (results: ReadonlyArray<Result>, latency: Latency | undefined) =>
       target === undefined ? "diagnostic" : pass ? "PASS" : Number.isFinite(by) ? `MISS (x${fmt(by, 1)} off)` : "MISS",
       [
         r.note,
+        `GC pauses: mire ${fmt(100 * median(r.gc.mire))}%, raw ${fmt(100 * median(r.gc.raw))}% of run time`,
         capped.has(r.key)
           ? `${capped.get(r.key)} of ${2 * rounds} runs hit the ${catchupSeconds} s cap (rate over the events committed by then)`
           : ""
