@@ -135,6 +135,30 @@ const together = <A>(hold: string, appends: ReadonlyArray<Effect.Effect<A, Appen
     return yield* Fiber.join(all)
   })
 
+/**
+ * While the `worker` is held: `waiting` (forked, each as an `Either`: they may wait for a lock) and
+ * one-event appends to the new streams `ids`, which go out in one statement with them; then the
+ * worker is released. The fiber of `waiting`, and what the others committed (within 20 s).
+ */
+const besideHeld = (
+  worker: Effect.Effect.Success<ReturnType<typeof holdWorker>>,
+  waiting: ReadonlyArray<Effect.Effect<CommittedEvents, AppendError, EventStore.EventStore>>,
+  ids: ReadonlyArray<string>,
+  category: string
+) =>
+  Effect.gen(function* () {
+    const fiber = yield* Effect.fork(Effect.forEach(waiting, Effect.either, { concurrency: "unbounded" }))
+    const others = yield* Effect.fork(
+      Effect.forEach(ids, (id) => EventStore.append(id, category, ExpectedVersion.NoStream, [ev()]), { concurrency: "unbounded" })
+    )
+    // Every append has queued well before this (they only validate and enqueue).
+    yield* Effect.sleep("300 millis")
+    yield* worker.release
+    yield* Fiber.join(worker.held)
+    const done = yield* Fiber.join(others).pipe(Effect.timeout("20 seconds"))
+    return { waiting: fiber, done }
+  })
+
 const committed = (result: Either.Either<CommittedEvents, AppendError>): CommittedEvents => {
   if (Either.isLeft(result)) return assert.fail(`expected a commit, got ${result.left._tag}: ${result.left.message}`)
   return result.right
@@ -253,31 +277,24 @@ describe("PgEventStore coalesced appends", () => {
         yield* EventStore.append("locked-1", "locked", ExpectedVersion.NoStream, [ev()])
         yield* EventStore.append("locked-2", "locked", ExpectedVersion.NoStream, [ev()])
         // The locked streams' appends go out in one statement with twelve others.
-        const { held, release } = yield* holdWorker("hold-locked")
+        const worker = yield* holdWorker("hold-locked")
         // Another transaction locks one stream (as `loadForUpdate` does) and appends to the other.
         const locker = yield* connection
         const watcher = yield* connection
         yield* query(locker, "BEGIN")
         yield* query(locker, "SELECT 1 FROM es_streams WHERE stream_id = 'locked-1' FOR UPDATE")
         yield* appendIn(locker, "locked-2", "exact", 1)
-        const locked = yield* Effect.fork(
-          Effect.all(
-            [
-              Effect.either(EventStore.append("locked-1", "locked", ExpectedVersion.Exact(1), [ev()])),
-              Effect.either(EventStore.append("locked-2", "locked", ExpectedVersion.Exact(1), [ev()]))
-            ],
-            { concurrency: "unbounded" }
-          )
-        )
         const ids = Array.from({ length: 12 }, (_, i) => `free-${i}`)
-        const others = yield* Effect.fork(
-          Effect.forEach(ids, (id) => EventStore.append(id, "free", ExpectedVersion.NoStream, [ev()]), { concurrency: "unbounded" })
+        const { waiting: locked, done } = yield* besideHeld(
+          worker,
+          [
+            EventStore.append("locked-1", "locked", ExpectedVersion.Exact(1), [ev()]),
+            EventStore.append("locked-2", "locked", ExpectedVersion.Exact(1), [ev()])
+          ],
+          ids,
+          "free"
         )
-        yield* Effect.sleep("300 millis")
-        yield* release
-        yield* Fiber.join(held)
         // All commit while the lock is held, and so do appends made after them (the worker is free).
-        const done = yield* Fiber.join(others).pipe(Effect.timeout("20 seconds"))
         assert.deepStrictEqual(
           done.map((r) => [r.streamId, r.lastVersion]),
           ids.map((id) => [id, 1])
@@ -304,7 +321,7 @@ describe("PgEventStore coalesced appends", () => {
 
     it.scoped("a new stream another transaction inserted stalls no other append; a NoStream append to it conflicts once that commits, commits once it rolls back", () =>
       Effect.gen(function* () {
-        const { held, release } = yield* holdWorker("hold-pending")
+        const worker = yield* holdWorker("hold-pending")
         const committer = yield* connection
         const rollsBack = yield* connection
         const watcher = yield* connection
@@ -312,23 +329,15 @@ describe("PgEventStore coalesced appends", () => {
         yield* appendIn(committer, "pending-commit", "none", 0)
         yield* query(rollsBack, "BEGIN")
         yield* appendIn(rollsBack, "pending-rollback", "none", 0)
-        const pending = yield* Effect.fork(
-          Effect.all(
-            [
-              Effect.either(EventStore.append("pending-commit", "pending", ExpectedVersion.NoStream, [ev(), ev()])),
-              Effect.either(EventStore.append("pending-rollback", "pending", ExpectedVersion.NoStream, [ev(), ev()]))
-            ],
-            { concurrency: "unbounded" }
-          )
+        const { waiting: pending, done } = yield* besideHeld(
+          worker,
+          [
+            EventStore.append("pending-commit", "pending", ExpectedVersion.NoStream, [ev(), ev()]),
+            EventStore.append("pending-rollback", "pending", ExpectedVersion.NoStream, [ev(), ev()])
+          ],
+          Array.from({ length: 12 }, (_, i) => `beside-${i}`),
+          "beside"
         )
-        const ids = Array.from({ length: 12 }, (_, i) => `beside-${i}`)
-        const others = yield* Effect.fork(
-          Effect.forEach(ids, (id) => EventStore.append(id, "beside", ExpectedVersion.NoStream, [ev()]), { concurrency: "unbounded" })
-        )
-        yield* Effect.sleep("300 millis")
-        yield* release
-        yield* Fiber.join(held)
-        const done = yield* Fiber.join(others).pipe(Effect.timeout("20 seconds"))
         assert.strictEqual(done.length, 12)
         const later = yield* EventStore.append("beside-later", "beside", ExpectedVersion.NoStream, [ev()]).pipe(
           Effect.timeout("20 seconds")
