@@ -40,6 +40,7 @@ import type { CommittedEvents } from "@mire/core/RecordedEvent"
 import type { StoredSnapshot } from "@mire/core/Snapshot"
 import * as StreamId from "@mire/core/StreamId"
 import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
@@ -188,10 +189,19 @@ interface RequestColumns {
 const notifyRetry = Schedule.exponential("50 millis").pipe(Schedule.union(Schedule.spaced("2 seconds")))
 
 /**
+ * The least time between two `pg_notify` statements of one store. The first after a quiet
+ * spell goes at once; under load, what is marked meanwhile goes in the next one. Sent back to
+ * back, they were one per coalesced append statement, half of all statements with 16 writers
+ * on PostgreSQL 18 (issue 12): 5 ms apart, the same appends ran 25-30% faster.
+ */
+const notifySpacing = Duration.millis(5)
+
+/**
  * The coalescing notifier of one store layer: `mark` wakes this process's
- * subscribers (through `hub`, when there is one) and marks the categories
- * dirty; one fiber, living in the current scope, sends every dirty category
- * in one `pg_notify` statement, at most one in flight.
+ * subscribers (through `hub`, when there is one) at once and marks the
+ * categories dirty; one fiber, living in the current scope, sends every dirty
+ * category in one `pg_notify` statement, at most one in flight and at least
+ * {@link notifySpacing} apart.
  */
 const makeNotifier = (
   sql: SqlClient.SqlClient,
@@ -223,7 +233,7 @@ const makeNotifier = (
             )
       )
     )
-    yield* Effect.forkScoped(Effect.repeat(send, Schedule.forever))
+    yield* Effect.forkScoped(Effect.repeat(send, Schedule.spaced(notifySpacing)))
     const publish = Option.match(hub, {
       onNone: () => (_: ReadonlyArray<string>) => Effect.void,
       onSome:

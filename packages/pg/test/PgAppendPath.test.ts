@@ -8,6 +8,7 @@ import { assert, describe, layer } from "@effect/vitest"
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as EventStore from "@mire/core/EventStore"
 import * as ExpectedVersion from "@mire/core/ExpectedVersion"
+import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as PubSub from "effect/PubSub"
@@ -175,6 +176,21 @@ describe("PgEventStore append path", () => {
         assert.isAtLeast(coal, 1)
         assert.isBelow(coal, n)
         assert.deepStrictEqual(new Set(payloads), new Set(["coal", "coalend"]))
+      }))
+
+    it.scoped("appends one after another get at most one NOTIFY per 5 ms between them", () =>
+      Effect.gen(function* () {
+        const { heard } = yield* listener
+        // Each append commits before the next starts: sent back to back, nearly every one had its own NOTIFY.
+        const started = yield* Clock.currentTimeMillis
+        let n = 0
+        while ((yield* Clock.currentTimeMillis) - started < 500) yield* appendTo("steady", ++n)
+        const elapsed = (yield* Clock.currentTimeMillis) - started
+        yield* appendTo("steadyend")
+        const steady = (yield* heardUntil(heard, "steadyend")).filter((p) => p === "steady").length
+        assert.isAtLeast(steady, 1)
+        // At least 5 ms apart (4 here: a timer may fire within a millisecond of its time), the first at once.
+        assert.isAtMost(steady, Math.floor(elapsed / 4) + 1)
       }))
   })
 })
