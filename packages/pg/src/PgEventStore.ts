@@ -201,7 +201,8 @@ const notifySpacing = Duration.millis(5)
  * subscribers (through `hub`, when there is one) at once and marks the
  * categories dirty; one fiber, living in the current scope, sends every dirty
  * category in one `pg_notify` statement, at most one in flight and at least
- * {@link notifySpacing} apart.
+ * {@link notifySpacing} apart. What is still marked when the scope closes is
+ * sent then.
  */
 const makeNotifier = (
   sql: SqlClient.SqlClient,
@@ -218,21 +219,27 @@ const makeNotifier = (
       dirty.clear()
       return categories
     })
+    // Its own transaction writes nothing to keep: committing it without waiting for the WAL
+    // flush spares the appends' flushes (delivery is the same; notifications are never durable).
+    const notify = (categories: ReadonlyArray<string>) =>
+      categories.length === 0
+        ? Effect.void
+        : Effect.asVoid(
+            sql`SELECT pg_notify(${channel}, c), set_config('synchronous_commit', 'off', true)
+                FROM unnest(${categories}::text[]) AS c`
+          )
     const send = Queue.take(signal).pipe(
       Effect.zipRight(drain),
       Effect.flatMap((categories) =>
-        categories.length === 0
-          ? Effect.void
-          : // Its own transaction writes nothing to keep: committing it without waiting for the WAL
-            // flush spares the appends' flushes (delivery is the same; notifications are never durable).
-            sql`SELECT pg_notify(${channel}, c), set_config('synchronous_commit', 'off', true)
-                FROM unnest(${categories}::text[]) AS c`.pipe(
-              Effect.tapError((error) => Effect.logWarning(`mire: notifying ${channel} failed (${error.message}); retrying`)),
-              Effect.retry(notifyRetry),
-              Effect.asVoid
-            )
+        notify(categories).pipe(
+          Effect.tapError((error) => Effect.logWarning(`mire: notifying ${channel} failed (${error.message}); retrying`)),
+          Effect.retry(notifyRetry)
+        )
       )
     )
+    // Registered before the sender is forked, so it runs after the sender is stopped: what was
+    // marked in the last spacing still reaches the other processes when the store closes.
+    yield* Effect.addFinalizer(() => Effect.flatMap(drain, notify).pipe(Effect.timeout("1 second"), Effect.ignore))
     yield* Effect.forkScoped(Effect.repeat(send, Schedule.spaced(notifySpacing)))
     const publish = Option.match(hub, {
       onNone: () => (_: ReadonlyArray<string>) => Effect.void,

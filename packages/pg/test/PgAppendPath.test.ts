@@ -192,5 +192,13 @@ describe("PgEventStore append path", () => {
         // At least 5 ms apart (4 here: a timer may fire within a millisecond of its time), the first at once.
         assert.isAtMost(steady, Math.floor(elapsed / 4) + 1)
       }))
+
+    it.scoped("what a store marked in its last 5 ms is still notified when it closes", () =>
+      Effect.gen(function* () {
+        const { heard } = yield* listener
+        // A store of its own, closed right after two appends: the second's NOTIFY waits out the spacing after the first's.
+        yield* Effect.provide(Effect.zipRight(appendTo("lasta"), appendTo("lastb")), PgEventStore.layer)
+        assert.deepStrictEqual(yield* heardUntil(heard, "lastb"), ["lasta", "lastb"])
+      }))
   })
 })
