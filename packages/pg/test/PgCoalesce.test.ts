@@ -136,6 +136,16 @@ const together = <A>(hold: string, appends: ReadonlyArray<Effect.Effect<A, Appen
   })
 
 /**
+ * Waits until two appends wait for another transaction's lock, each in its own `mire_append_stream`
+ * (run alone, off the coalescer's statement), and checks that `fiber`, running them, has no answer yet.
+ */
+const bothWaitAlone = (watcher: pg.Client, fiber: Fiber.Fiber<unknown, unknown>, what: string) =>
+  Effect.gen(function* () {
+    yield* waitUntil(what, Effect.map(waiting(watcher, "transactionid", "mire_append_stream"), (n) => n === 2))
+    assert.isTrue(Option.isNone(yield* Fiber.poll(fiber)))
+  })
+
+/**
  * While the `worker` is held: `waiting` (forked, each as an `Either`: they may wait for a lock) and
  * one-event appends to the new streams `ids`, which go out in one statement with them; then the
  * worker is released. The fiber of `waiting`, and what the others committed (within 20 s).
@@ -306,11 +316,7 @@ describe("PgEventStore coalesced appends", () => {
         ).pipe(Effect.timeout("20 seconds"))
         assert.strictEqual(later.length, 8)
         // The locked streams' appends wait for the other transaction, each alone (its own `mire_append_stream`).
-        yield* waitUntil(
-          "the locked streams' appends never waited alone for the lock",
-          Effect.map(waiting(watcher, "transactionid", "mire_append_stream"), (n) => n === 2)
-        )
-        assert.isTrue(Option.isNone(yield* Fiber.poll(locked)))
+        yield* bothWaitAlone(watcher, locked, "the locked streams' appends never waited alone for the lock")
         yield* query(locker, "COMMIT")
         const [stillHolds, stale] = yield* Fiber.join(locked)
         assert.deepStrictEqual([committed(stillHolds!).firstVersion, committed(stillHolds!).lastVersion], [2, 2])
@@ -343,11 +349,7 @@ describe("PgEventStore coalesced appends", () => {
           Effect.timeout("20 seconds")
         )
         assert.strictEqual(later.lastVersion, 1)
-        yield* waitUntil(
-          "the pending streams' appends never waited alone for the other transactions",
-          Effect.map(waiting(watcher, "transactionid", "mire_append_stream"), (n) => n === 2)
-        )
-        assert.isTrue(Option.isNone(yield* Fiber.poll(pending)))
+        yield* bothWaitAlone(watcher, pending, "the pending streams' appends never waited alone for the other transactions")
         yield* query(committer, "COMMIT")
         yield* query(rollsBack, "ROLLBACK")
         const [lost, won] = yield* Fiber.join(pending)
