@@ -9,28 +9,13 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import * as Tracer from "effect/Tracer"
 import * as EventStore from "../src/EventStore.js"
 import * as ExpectedVersion from "../src/ExpectedVersion.js"
 import * as InMemory from "../src/InMemory.js"
 import * as Subscription from "../src/Subscription.js"
 import { unique } from "@mire/core/conformance"
 import { memoryRaw } from "./memoryRaw.js"
-
-/** Runs `effect` with every span it opens recorded (the spans are the default tracer's). */
-const traced = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-  Tracer.tracerWith((base) => {
-    const spans: Array<Tracer.Span> = []
-    const recording = Tracer.make({
-      span: (name, parent, context, links, startTime, kind, options) => {
-        const span = base.span(name, parent, context, links, startTime, kind, options)
-        spans.push(span)
-        return span
-      },
-      context: (f, fiber) => base.context(f, fiber)
-    })
-    return Effect.map(Effect.withTracer(effect, recording), (value) => ({ value, spans }))
-  })
+import { traced } from "../../../test/spans.js"
 
 const store = memoryRaw.pipe(Layer.provideMerge(InMemory.layer))
 

@@ -25,6 +25,7 @@
  *
  * @since 0.1.0
  */
+import * as PgClient from "@effect/sql-pg/PgClient"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type * as SqlError from "@effect/sql/SqlError"
 import * as EventStore from "@mire/core/EventStore"
@@ -52,6 +53,7 @@ import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import * as Coalesce from "./internal/coalesce.js"
 import { refail, sqlState } from "./internal/errors.js"
+import * as Execute from "./internal/execute.js"
 import {
   bigintOf,
   corruptRow,
@@ -270,6 +272,7 @@ const makeNotifier = (
  */
 export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.SqlClient | Scope.Scope> = Effect.gen(function* () {
   const sql = (yield* SqlClient.SqlClient).withoutTransforms()
+  const execute = Execute.make(sql, yield* Effect.serviceOption(PgClient.PgClient))
   const columns = sql.literal(eventColumns)
   const names = yield* PgSchema.PgSchema
   const channel = names.eventsChannel
@@ -363,7 +366,7 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
   /** One stream: `mire_append_stream`; no row means its expectation did not hold. */
   const appendStreamStatement = (request: EventStore.StorableAppend) => {
     const e = eventArrays(request.events)
-    return sql.unsafe<object>(
+    return execute(
       `SELECT * FROM ${names.qualify("mire_append_stream")}($1, $2, $3, $4, $5::uuid[], $6::text[], $7::int4[], ${e.data[0]}, ${e.metadata[0]})`,
       [
         request.streamId,
@@ -420,7 +423,7 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
     const c = requestColumns(requests)
     const [dataSql, dataValue] = jsonbArray(c.data, 11)
     const [metadataSql, metadataValue] = jsonbArray(c.metadata, 12)
-    return sql.unsafe<object>(
+    return execute(
       `SELECT * FROM ${names.qualify("mire_append_all")}($1::text[], $2::text[], $3::text[], $4::int8[], $5::int8[], $6::uuid[],
          $7::text[], $8::int8[], $9::text[], $10::int4[], ${dataSql}, ${metadataSql})`,
       [
@@ -445,7 +448,7 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
     const c = requestColumns(requests)
     const [dataSql, dataValue] = jsonbArray(c.data, 9)
     const [metadataSql, metadataValue] = jsonbArray(c.metadata, 10)
-    return sql.unsafe<object>(
+    return execute(
       `SELECT * FROM ${names.qualify("mire_append_each")}($1::text[], $2::text[], $3::text[], $4::int8[], $5::int4[], $6::uuid[],
          $7::text[], $8::int4[], ${dataSql}, ${metadataSql})`,
       [
@@ -647,7 +650,7 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
   }
 
   const readStreamPage = (streamId: string, from: number, direction: EventStore.Direction, limit: number) =>
-    (direction === "forward"
+    Execute.statement(execute, direction === "forward"
       ? sql`SELECT ${columns} FROM ${names.events} WHERE stream_id = ${streamId} AND stream_version >= ${from}
             ORDER BY stream_version LIMIT ${limit}`
       : sql`SELECT ${columns} FROM ${names.events} WHERE stream_id = ${streamId} AND stream_version <= ${from}
@@ -674,17 +677,18 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
   const pageFrom =
     <A>(text: string, decode: (rows: ReadonlyArray<unknown>, streamId: StreamId.StreamId) => Array<A> | StoreError) =>
     (streamId: StreamId.StreamId, from: number, limit: number) =>
-      sql.unsafe<{ readonly head: unknown; readonly streamState: unknown }>(text, [streamId, from, limit]).pipe(
+      execute(text, [streamId, from, limit]).pipe(
         refail("load"),
         Effect.flatMap((rows) => {
           const events = decode(rows, streamId)
-          return events instanceof StoreError
-            ? Effect.fail(events)
-            : Effect.succeed({
-                version: events.length === 0 ? 0 : headOf(rows[0]!.head),
-                events,
-                state: events.length === 0 ? undefined : stateOf(rows[0]!.streamState)
-              })
+          if (events instanceof StoreError) return Effect.fail(events)
+          // The decode checked the rows are records; with no events the stream row is not read.
+          const first = events.length === 0 ? undefined : rows[0]
+          return Effect.succeed({
+            version: Predicate.isRecord(first) ? headOf(first.head) : 0,
+            events,
+            state: Predicate.isRecord(first) ? stateOf(first.streamState) : undefined
+          })
         })
       )
 
@@ -696,23 +700,14 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
   const loadFoldPage: (streamId: StreamId.StreamId, from: number, limit: number) => Effect.Effect<EventStore.FoldPage, StoreError> =
     pageFrom(loadPageText, decodeFoldRowsSync)
 
-  interface SnapshotRow {
-    readonly streamVersion: unknown
-    readonly head: unknown
-    readonly snapshotAt: unknown
-    readonly snapshotVersion: unknown
-    readonly snapshotState: unknown
-    readonly streamState: unknown
-  }
-
   // One statement: the snapshot (its state on the first row only), the stream's version, and the
   // events from the snapshot's version (the anchor) or from 1; one row of NULL events when there are none.
   const loadSnapshotPage = (streamId: StreamId.StreamId, limit: number) =>
-    sql.unsafe<SnapshotRow>(snapshotPageText, [streamId, limit]).pipe(
+    execute(snapshotPageText, [streamId, limit]).pipe(
       refail("loadSnapshotted"),
       Effect.flatMap((rows): Effect.Effect<EventStore.SnapshotLoadPage, StoreError> => {
         const first = rows[0]
-        if (first === undefined) return Effect.fail(corruptRow(0, "no row"))
+        if (!Predicate.isRecord(first)) return Effect.fail(corruptRow(0, first === undefined ? "no row" : "is not an object"))
         const events = first.streamVersion === null ? [] : decodeFoldRowsSync(rows, streamId)
         if (events instanceof StoreError) return Effect.fail(events)
         const snapshotAt = first.snapshotAt
@@ -748,7 +743,7 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
           ? sql`category = ANY(${categories}) AND NOT EXISTS (
               SELECT 1 FROM ${names.streams} s WHERE s.stream_id = ${names.events}.stream_id AND s.archived_at IS NOT NULL)`
           : sql`category = ANY(${categories})`
-    return (direction === "forward"
+    return Execute.statement(execute, direction === "forward"
       ? sql`SELECT ${columns} FROM ${names.events} WHERE ${filter} AND global_position >= ${from}
             ORDER BY global_position LIMIT ${limit}`
       : sql`SELECT ${columns} FROM ${names.events} WHERE ${filter} AND global_position <= ${from}

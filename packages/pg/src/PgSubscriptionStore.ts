@@ -20,6 +20,7 @@ import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import { deliveredJson, fencedUpdate } from "./internal/checkpoint.js"
 import { refail } from "./internal/errors.js"
+import * as Execute from "./internal/execute.js"
 import { decodeEventRows, eventColumns } from "./internal/rows.js"
 import * as ShardIndex from "./internal/shardIndex.js"
 import { Delivered, decodeNonEmptyRows, decodeRows, decodeSingle, NonNegativeBigIntText, Timestamp } from "./internal/schema.js"
@@ -313,6 +314,7 @@ export const make: Effect.Effect<
   const listener = yield* PgWakeups.PgWakeups
   const names = yield* PgSchema.PgSchema
   const sql = client.withoutTransforms()
+  const execute = Execute.make(client, Option.some(client))
   const categoryFilter = (filter: Subscription.Filter) =>
     filter.categories === undefined
       ? shardCondition(sql, filter.shard, names)
@@ -332,7 +334,7 @@ export const make: Effect.Effect<
   return {
     poll: (filter, after, limit) =>
       ensureShardIndex(filter).pipe(
-        Effect.zipRight(pollStatement(sql, filter, after, limit, names)),
+        Effect.zipRight(Execute.statement(execute, pollStatement(sql, filter, after, limit, names))),
         refail("poll"),
         Effect.flatMap(decodeEventRows)
       ),
@@ -455,7 +457,7 @@ export const make: Effect.Effect<
         })
       ),
     writeCheckpoint: (subscriptionId, checkpoint, fence) =>
-      (Option.isNone(fence)
+      Execute.statement(execute, Option.isNone(fence)
         ? sql`
             INSERT INTO ${names.subscriptions} (subscription_id, last_transaction_id, last_position, delivered)
             VALUES (${subscriptionId}, ${checkpoint.cursor.transactionId.toString()}::xid8, ${checkpoint.cursor.position},

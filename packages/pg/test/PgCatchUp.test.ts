@@ -7,66 +7,23 @@ import * as EventStore from "@mire/core/EventStore"
 import * as ExpectedVersion from "@mire/core/ExpectedVersion"
 import * as Projection from "@mire/core/Projection"
 import * as ProjectionRunner from "@mire/core/ProjectionRunner"
-import type * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
-import type * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import * as Tracer from "effect/Tracer"
+import type * as Tracer from "effect/Tracer"
 import { catchUpSuite, waitUntil } from "@mire/core/conformance"
 import * as PgStore from "../src/PgStore.js"
 import { migratedLayer } from "./utils.js"
+import { traced } from "../../../test/spans.js"
 
 const storeLayer = PgStore.layer.pipe(Layer.provideMerge(migratedLayer({ maxConnections: 20 })))
 
 catchUpSuite("postgres", storeLayer)
 
-/** A span that records its name and parent. */
-class RecordingSpan implements Tracer.Span {
-  readonly _tag = "Span"
-  readonly spanId = crypto.randomUUID()
-  readonly traceId: string
-  readonly sampled = true
-  readonly attributes = new Map<string, unknown>()
-  links: ReadonlyArray<Tracer.SpanLink>
-  status: Tracer.SpanStatus
-  constructor(
-    readonly name: string,
-    readonly parent: Option.Option<Tracer.AnySpan>,
-    readonly context: Context.Context<never>,
-    links: ReadonlyArray<Tracer.SpanLink>,
-    startTime: bigint,
-    readonly kind: Tracer.SpanKind
-  ) {
-    this.traceId = Option.match(parent, { onNone: () => crypto.randomUUID(), onSome: (p) => p.traceId })
-    this.links = links
-    this.status = { _tag: "Started", startTime }
-  }
-  end(endTime: bigint, exit: Exit.Exit<unknown, unknown>): void {
-    this.status = { _tag: "Ended", startTime: this.status.startTime, endTime, exit }
-  }
-  attribute(key: string, value: unknown): void {
-    this.attributes.set(key, value)
-  }
-  event(): void {}
-  addLinks(links: ReadonlyArray<Tracer.SpanLink>): void {
-    this.links = [...this.links, ...links]
-  }
-}
-
 describe("catch-up round trips (postgres)", () => {
   layer(storeLayer, { timeout: "120 seconds", excludeTestServices: true })((it) => {
     it.effect("an at-least-once batch checkpoints with one fenced UPDATE and no transaction", () =>
       Effect.gen(function* () {
-        const spans: Array<RecordingSpan> = []
-        const tracer = Tracer.make({
-          span: (name, parent, context, links, startTime, kind) => {
-            const span = new RecordingSpan(name, parent, context, links, startTime, kind)
-            spans.push(span)
-            return span
-          },
-          context: (f) => f()
-        })
         const category = `rt${crypto.randomUUID().slice(0, 8)}`
         for (let s = 0; s < 3; s++) {
           yield* EventStore.append(`${category}-${s}`, category, ExpectedVersion.NoStream, [
@@ -81,16 +38,18 @@ describe("catch-up round trips (postgres)", () => {
           categories: [category],
           handle: () => Effect.sync(() => void seen++)
         })
-        yield* Effect.scoped(
-          Effect.gen(function* () {
-            const runner = yield* ProjectionRunner.run([projection], { workerId: "rt", batchSize: 2, pollInterval: "50 millis" })
-            yield* waitUntil(Effect.sync(() => seen >= 6), "every event handled")
-            yield* runner.whenCaughtUp(subscriptionId)
-          })
-        ).pipe(Effect.withTracer(tracer))
+        const { spans } = yield* traced(
+          Effect.scoped(
+            Effect.gen(function* () {
+              const runner = yield* ProjectionRunner.run([projection], { workerId: "rt", batchSize: 2, pollInterval: "50 millis" })
+              yield* waitUntil(Effect.sync(() => seen >= 6), "every event handled")
+              yield* runner.whenCaughtUp(subscriptionId)
+            })
+          )
+        )
         const batches = spans.filter((s) => s.name === "ProjectionRunner.batch" && s.status._tag === "Ended")
         assert.isAtLeast(batches.length, 3)
-        const under = (batch: RecordingSpan, span: RecordingSpan): boolean => {
+        const under = (batch: Tracer.Span, span: Tracer.Span): boolean => {
           let p = span.parent
           while (Option.isSome(p)) {
             if (p.value.spanId === batch.spanId) return true

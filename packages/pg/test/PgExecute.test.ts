@@ -1,0 +1,115 @@
+/**
+ * The executor of mire's hot statements (issue 12): the connection it runs
+ * on, the span it leaves, and a pool connection never lost to an interrupt.
+ */
+import { assert, describe, layer } from "@effect/vitest"
+import * as SqlClient from "@effect/sql/SqlClient"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Execute from "../src/internal/execute.js"
+import { clientLayer, database } from "./utils.js"
+import { traced } from "../../../test/spans.js"
+
+describe("Execute (postgres)", () => {
+  layer(clientLayer({ maxConnections: 4 }).pipe(Layer.provideMerge(database)), { timeout: "60 seconds", excludeTestServices: true })(
+    (it) => {
+      it.effect("inside sql.withTransaction it runs on the transaction's connection", () =>
+        Effect.gen(function* () {
+          const sql = yield* SqlClient.SqlClient
+          const execute = yield* Execute.fromContext
+          // A temporary table exists only on the connection that made it.
+          const rows = yield* sql.withTransaction(
+            Effect.gen(function* () {
+              yield* sql`CREATE TEMP TABLE execute_probe (n int) ON COMMIT DROP`
+              yield* sql`INSERT INTO execute_probe VALUES (7)`
+              return yield* execute("SELECT n FROM execute_probe", [])
+            })
+          )
+          assert.deepStrictEqual(rows, [{ n: 7 }])
+          // Outside a transaction it takes a connection of the pool, which has no such table.
+          const outside = yield* Effect.exit(execute("SELECT n FROM execute_probe", []))
+          assert.isTrue(Exit.isFailure(outside), "a table of another connection was visible")
+        })
+      )
+
+      it.effect("its sql.execute span is a child of the caller's and ends with the row count, not the rows", () =>
+        Effect.gen(function* () {
+          const execute = yield* Execute.fromContext
+          const { value: rows, spans } = yield* traced(
+            Effect.withSpan(execute("SELECT generate_series(1, $1::int) AS n", [3]), "caller")
+          )
+          assert.strictEqual(rows.length, 3)
+          const statement = spans.find((s) => s.name === "sql.execute")
+          const caller = spans.find((s) => s.name === "caller")
+          assert.isDefined(statement)
+          assert.isDefined(caller)
+          assert.strictEqual(statement.kind, "client")
+          assert.strictEqual(Option.map(statement.parent, (p) => p.spanId).pipe(Option.getOrUndefined), caller.spanId)
+          assert.strictEqual(statement.attributes.get("db.query.text"), "SELECT generate_series(1, $1::int) AS n")
+          assert.strictEqual(statement.attributes.get("db.system.name"), "postgresql")
+          assert.strictEqual(statement.status._tag, "Ended")
+          if (statement.status._tag === "Ended") assert.deepStrictEqual(statement.status.exit, Exit.succeed(3))
+        })
+      )
+
+      it.scoped("interrupted while it waits for a connection, it gives that connection back", () =>
+        Effect.gen(function* () {
+          const sql = yield* SqlClient.SqlClient
+          const execute = yield* Execute.fromContext
+          // Every connection of the pool (4) held until `release`.
+          const release = yield* Deferred.make<void>()
+          const held = yield* Deferred.make<void>()
+          let holding = 0
+          const holders = yield* Effect.forkScoped(
+            Effect.forEach(
+              [1, 2, 3, 4],
+              () =>
+                Effect.scoped(
+                  Effect.zipRight(
+                    Effect.zipRight(
+                      sql.reserve,
+                      Effect.suspend(() => (++holding === 4 ? Deferred.succeed(held, undefined) : Effect.void))
+                    ),
+                    Deferred.await(release)
+                  )
+                ),
+              { concurrency: "unbounded", discard: true }
+            )
+          )
+          yield* Deferred.await(held)
+          const waiting = yield* Effect.fork(execute("SELECT 1 AS one", []))
+          yield* Effect.yieldNow()
+          // The interrupt completes once the pool hands the waiting statement a connection.
+          const interrupted = yield* Effect.fork(Fiber.interrupt(waiting))
+          yield* Deferred.succeed(release, undefined)
+          yield* Fiber.join(holders)
+          const exit = yield* Fiber.join(interrupted)
+          assert.isTrue(Exit.isInterrupted(exit), "the waiting statement was not interrupted")
+          // All four connections are back: four statements hold one each at once.
+          const together = yield* Deferred.make<void>()
+          let running = 0
+          yield* Effect.forEach(
+            [1, 2, 3, 4],
+            () =>
+              sql.withTransaction(
+                Effect.zipRight(
+                  Effect.suspend(() => (++running === 4 ? Deferred.succeed(together, undefined) : Effect.void)),
+                  Deferred.await(together)
+                )
+              ),
+            { concurrency: "unbounded", discard: true }
+          ).pipe(
+            Effect.timeoutFail({
+              duration: "10 seconds",
+              onTimeout: () => new Error(`only ${running} of the pool's 4 connections came back`)
+            })
+          )
+        })
+      )
+    }
+  )
+})
