@@ -33,9 +33,17 @@ export const schema = `
   CREATE TABLE bench_totals (id text PRIMARY KEY, n bigint NOT NULL DEFAULT 0);
 `
 
-/** A pool of `size` plain `pg` clients, kept open between workloads. */
-export const pool = (url: string, size: number): pg.Pool =>
-  new pg.Pool({ connectionString: url, max: size, idleTimeoutMillis: 0 })
+/**
+ * A pool of `size` plain `pg` clients, kept open between workloads. An idle
+ * client the server ends (the run's `DROP DATABASE … WITH (FORCE)` while
+ * `end()` is still closing them) is dropped, not raised: without a listener,
+ * the pool's `error` event would end the process.
+ */
+export const pool = (url: string, size: number): pg.Pool => {
+  const p = new pg.Pool({ connectionString: url, max: size, idleTimeoutMillis: 0 })
+  p.on("error", () => undefined)
+  return p
+}
 
 const insertOne = "INSERT INTO raw_events (stream_id, stream_version, event_type, data) VALUES ($1, $2, $3, $4)"
 
