@@ -10,6 +10,7 @@ import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import * as Schedule from "effect/Schedule"
 import * as Execute from "../src/internal/execute.js"
 import { clientLayer, database } from "./utils.js"
 import { traced } from "../../../test/spans.js"
@@ -21,18 +22,18 @@ describe("Execute (postgres)", () => {
         Effect.gen(function* () {
           const sql = yield* SqlClient.SqlClient
           const execute = yield* Execute.fromContext
-          // A temporary table exists only on the connection that made it.
-          const rows = yield* sql.withTransaction(
+          const [pids, rows] = yield* sql.withTransaction(
             Effect.gen(function* () {
+              // A temporary table, and a row not committed yet: visible on this connection only.
               yield* sql`CREATE TEMP TABLE execute_probe (n int) ON COMMIT DROP`
               yield* sql`INSERT INTO execute_probe VALUES (7)`
-              return yield* execute("SELECT n FROM execute_probe", [])
+              const ours = yield* sql<{ readonly pid: number }>`SELECT pg_backend_pid() AS pid`
+              const theirs = yield* execute("SELECT pg_backend_pid() AS pid", [])
+              return [[ours, theirs], yield* execute("SELECT n FROM execute_probe", [])] as const
             })
           )
+          assert.deepStrictEqual(pids[1], pids[0])
           assert.deepStrictEqual(rows, [{ n: 7 }])
-          // Outside a transaction it takes a connection of the pool, which has no such table.
-          const outside = yield* Effect.exit(execute("SELECT n FROM execute_probe", []))
-          assert.isTrue(Exit.isFailure(outside), "a table of another connection was visible")
         })
       )
 
@@ -56,7 +57,7 @@ describe("Execute (postgres)", () => {
         })
       )
 
-      it.scoped("interrupted while it waits for a connection, it gives that connection back", () =>
+      it.scoped("interrupted while it waits for a connection, it ends once one is free and gives it back", () =>
         Effect.gen(function* () {
           const sql = yield* SqlClient.SqlClient
           const execute = yield* Execute.fromContext
@@ -82,14 +83,20 @@ describe("Execute (postgres)", () => {
           )
           yield* Deferred.await(held)
           const waiting = yield* Effect.fork(execute("SELECT 1 AS one", []))
-          yield* Effect.yieldNow()
+          // Suspended: waiting for the pool (nothing else can answer it while every connection is held).
+          yield* Effect.repeat(Fiber.status(waiting), {
+            until: (status) => status._tag === "Suspended",
+            schedule: Schedule.spaced("5 millis")
+          }).pipe(Effect.timeoutFail({ duration: "5 seconds", onTimeout: () => new Error("the statement never waited") }))
           // The interrupt completes once the pool hands the waiting statement a connection.
           const interrupted = yield* Effect.fork(Fiber.interrupt(waiting))
           yield* Deferred.succeed(release, undefined)
           yield* Fiber.join(holders)
-          const exit = yield* Fiber.join(interrupted)
+          const exit = yield* Fiber.join(interrupted).pipe(
+            Effect.timeoutFail({ duration: "10 seconds", onTimeout: () => new Error("the interrupt never completed") })
+          )
           assert.isTrue(Exit.isInterrupted(exit), "the waiting statement was not interrupted")
-          // All four connections are back: four statements hold one each at once.
+          // All four connections are back: four transactions hold one each at once.
           const together = yield* Deferred.make<void>()
           let running = 0
           yield* Effect.forEach(

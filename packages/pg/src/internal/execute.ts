@@ -1,7 +1,7 @@
 /**
  * The statements of mire's hot paths (appends, reads, loads, subscription
- * pages), run on the client's pool as `@effect/sql` runs a statement, but
- * without keeping the rows past the statement.
+ * pages, checkpoints), run on a connection of the client's pool (or the
+ * transaction's), without keeping the rows past the statement.
  *
  * `@effect/sql` runs each statement in `Effect.useSpan` and `Effect.scoped`:
  * both end with the statement's `Exit`, which holds its rows, and both
@@ -10,7 +10,8 @@
  * 1,000-row pages, 1.3–4 MB promoted per scavenge against 0.03 MB here
  * (bench/README.md). Here the statement's connection is reserved from the
  * same pool in a `Scope` closed with `Exit.void`, and its `sql.execute` span
- * (the same name and attributes) ends with the number of rows.
+ * (the same name, and the attributes `@effect/sql-pg` derives from the client's
+ * config) ends with the number of rows.
  *
  * Inside `sql.withTransaction` the statement runs on the transaction's
  * connection, as `@effect/sql` would run it. Statement transformers
@@ -46,11 +47,17 @@ const spanAttributes = (client: Option.Option<PgClient.PgClient>): Record<string
 /**
  * The executor of the `SqlClient`'s pool.
  *
- * The connection is reserved in `acquireUseRelease`'s acquire step, which is
- * uninterruptible: interrupted while it waits for a free connection, the
- * statement gives that connection back once the pool hands it over
- * (reserved in an interruptible step, the pool's callback would keep it
- * forever).
+ * Outside a transaction the connection is reserved in `acquireUseRelease`'s
+ * acquire step, which is uninterruptible, as `sql.withTransaction` reserves
+ * its connection: an interrupt that arrives while the statement waits for a
+ * free connection takes effect once the pool hands one over, and the
+ * connection goes back (`PgClient`'s `connectTimeout` bounds that wait).
+ * Reserved in an interruptible step, the connection the pool hands over
+ * later would be kept forever; waited for in a fiber of its own, a short
+ * statement costs 30–40 µs more (a 1-event load, measured). Interrupted
+ * while it runs, the query is cancelled (`@effect/sql-pg`'s canceller)
+ * before its connection goes back. The span is made and its end installed
+ * uninterruptibly, so it always ends.
  */
 export const make = (client: SqlClient.SqlClient, pg: Option.Option<PgClient.PgClient>): Execute => {
   const attributes = spanAttributes(pg)
@@ -65,16 +72,18 @@ export const make = (client: SqlClient.SqlClient, pg: Option.Option<PgClient.PgC
       Option.isSome(transaction) ? transaction.value[0].execute(text, params, undefined) : onPool(text, params)
     )
   const execute: Execute = (text, params) =>
-    Effect.flatMap(
-      Effect.makeSpan("sql.execute", {
-        kind: "client",
-        captureStackTrace: false,
-        attributes: { ...attributes, "db.operation.name": "execute", "db.query.text": text }
-      }),
-      (span) =>
-        Effect.onExit(Effect.withParentSpan(run(text, params), span), (exit) =>
-          Effect.flatMap(Clock.currentTimeNanos, (now) => Effect.sync(() => span.end(now, Exit.map(exit, (rows) => rows.length))))
-        )
+    Effect.uninterruptibleMask((restore) =>
+      Effect.flatMap(
+        Effect.makeSpan("sql.execute", {
+          kind: "client",
+          captureStackTrace: false,
+          attributes: { ...attributes, "db.operation.name": "execute", "db.query.text": text }
+        }),
+        (span) =>
+          Effect.onExit(restore(Effect.withParentSpan(run(text, params), span)), (exit) =>
+            Effect.flatMap(Clock.currentTimeNanos, (now) => Effect.sync(() => span.end(now, Exit.map(exit, (rows) => rows.length))))
+          )
+      )
     )
   return execute
 }
