@@ -25,7 +25,6 @@
  *
  * @since 0.1.0
  */
-import * as PgClient from "@effect/sql-pg/PgClient"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type * as SqlError from "@effect/sql/SqlError"
 import * as EventStore from "@mire/core/EventStore"
@@ -272,7 +271,7 @@ const makeNotifier = (
  */
 export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.SqlClient | Scope.Scope> = Effect.gen(function* () {
   const sql = (yield* SqlClient.SqlClient).withoutTransforms()
-  const execute = Execute.make(sql, yield* Effect.serviceOption(PgClient.PgClient))
+  const execute = yield* Execute.fromContext
   const columns = sql.literal(eventColumns)
   const names = yield* PgSchema.PgSchema
   const channel = names.eventsChannel
