@@ -235,8 +235,16 @@ describe("telemetry: metrics", () => {
       yield* EventStore.loadSnapshotted(Account, "2")
       assert.strictEqual((yield* count(Metrics.snapshotMisses)) - misses, 1)
       yield* raw.setSnapshot(`${Account.category}-1`, 2, 99, {})
-      yield* EventStore.loadSnapshotted(Account, "1")
+      const { spans } = yield* traced(EventStore.loadSnapshotted(Account, "1"))
       assert.strictEqual((yield* count(oldVersion)) - invalidations, 1)
+      // The snapshot page is read under the snapshotted load; the full load it falls back to is
+      // its child too, with its own read.
+      const streamId = `${Account.category}-1`
+      const reads = named(spans, "EventStore.readStream").map(parentName)
+      assert.deepStrictEqual(reads, ["EventStore.loadSnapshotted", "EventStore.load"])
+      assert.strictEqual(parentName(one(spans, "EventStore.load", streamId)), "EventStore.loadSnapshotted")
+      assert.strictEqual(one(spans, "EventStore.load", streamId).attributes.get("mire.version"), 2)
+      assert.isTrue(spans.every(ended), "every span ended")
     }).pipe(Effect.provide(store)))
 
   it.live("subscriptions: delivered, held back and lag, tagged by subscription", () =>
