@@ -5,11 +5,10 @@
  *
  * @internal
  */
-import * as Chunk from "effect/Chunk"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
-import * as Queue from "effect/Queue"
+import * as FiberId from "effect/FiberId"
 import type * as Scope from "effect/Scope"
 
 /**
@@ -62,13 +61,27 @@ export const make = <I, A, E>(options: {
   readonly alone: (input: I) => Effect.Effect<A, E>
 }): Effect.Effect<Coalescer<I, A, E>, never, Scope.Scope> =>
   Effect.gen(function* () {
-    const queue = yield* Queue.unbounded<Entry<I, A, E>>()
+    // The calls no worker has taken, in arrival order. A plain array and a `Deferred` replaced
+    // when it is completed, not a `Queue`: a submit is on the path of every append, and this
+    // costs it a third of the Effect operations.
+    let waiting: Array<Entry<I, A, E>> = []
+    let open = true
+    // Completed (and replaced) when a call arrives to find none waiting, or when the scope closes.
+    let arrived = Deferred.unsafeMake<void>(FiberId.none)
+    const signal = () => {
+      const done = arrived
+      arrived = Deferred.unsafeMake<void>(FiberId.none)
+      Deferred.unsafeDone(done, Exit.void)
+    }
     // Runs after the workers are interrupted (finalizers run in reverse): nobody waits forever.
     yield* Effect.addFinalizer(() =>
-      Queue.takeAll(queue).pipe(
-        Effect.flatMap((left) => Effect.forEach(left, (entry) => Deferred.interrupt(entry.deferred), { discard: true })),
-        Effect.zipRight(Queue.shutdown(queue))
-      )
+      Effect.suspend(() => {
+        open = false
+        const left = waiting
+        waiting = []
+        signal()
+        return Effect.forEach(left, (entry) => Deferred.interrupt(entry.deferred), { discard: true })
+      })
     )
     // Each caller's deferred gets its exit, or the effect `alone(input)`, which a deferred's waiter
     // runs itself (`Deferred.completeWith`'s semantics): so the caller's own fiber runs it.
@@ -81,26 +94,32 @@ export const make = <I, A, E>(options: {
           Deferred.unsafeDone(entry.deferred, outcome === alone ? options.alone(entry.input) : outcome)
         }
       })
-    const batch = (taken: Chunk.Chunk<Entry<I, A, E>>) => {
-      const entries = Chunk.toReadonlyArray(taken).filter((entry) => !entry.cancelled)
-      if (entries.length === 0) return Effect.void
-      return options.run(entries.map((entry) => entry.input)).pipe(
+    const batch = (entries: ReadonlyArray<Entry<I, A, E>>) =>
+      options.run(entries.map((entry) => entry.input)).pipe(
         Effect.exit,
         Effect.flatMap((exit) => settle(entries, exit)),
         Effect.onInterrupt(() => Effect.forEach(entries, (entry) => Deferred.interrupt(entry.deferred), { discard: true }))
       )
-    }
-    const worker = Effect.forever(Effect.flatMap(Queue.takeBetween(queue, 1, options.max), batch))
-    for (let i = 0; i < options.workers; i++) yield* Effect.forkScoped(worker)
+    // A worker takes every waiting call (at most `max`), or waits for one to arrive.
+    const next: Effect.Effect<void> = Effect.suspend(() => {
+      if (waiting.length === 0) return open ? Deferred.await(arrived) : Effect.never
+      const taken = waiting.length <= options.max ? waiting : waiting.slice(0, options.max)
+      waiting = waiting.length <= options.max ? [] : waiting.slice(options.max)
+      const entries = taken.filter((entry) => !entry.cancelled)
+      return entries.length === 0 ? Effect.void : batch(entries)
+    })
+    for (let i = 0; i < options.workers; i++) yield* Effect.forkScoped(Effect.forever(next))
     return {
       submit: (input) =>
         Effect.uninterruptibleMask((restore) =>
-          Effect.flatMap(Deferred.make<A, E>(), (deferred) => {
+          Effect.withFiberRuntime<A, E>((fiber) => {
+            if (!open) return Effect.interrupt
+            const deferred = Deferred.unsafeMake<A, E>(fiber.id())
             const entry: Entry<I, A, E> = { input, deferred, cancelled: false }
-            return Effect.zipRight(
-              Queue.offer(queue, entry),
-              restore(Deferred.await(deferred)).pipe(Effect.onInterrupt(() => Effect.sync(() => (entry.cancelled = true))))
-            )
+            waiting.push(entry)
+            // A worker waits for `arrived` only when it found none waiting.
+            if (waiting.length === 1) signal()
+            return restore(Deferred.await(deferred)).pipe(Effect.onInterrupt(() => Effect.sync(() => (entry.cancelled = true))))
           })
         )
     }
