@@ -254,8 +254,11 @@ const makeNotifier = (
         Effect.zipRight(
           publish(categories),
           Effect.suspend(() => {
+            // While some category is marked, the sender has a signal to take or is about to drain
+            // the set (it drains right after it takes one): only the first mark signals.
+            const idle = dirty.size === 0
             for (const category of categories) dirty.add(category)
-            return Effect.asVoid(Queue.offer(signal, undefined))
+            return idle ? Effect.asVoid(Queue.offer(signal, undefined)) : Effect.void
           })
         )
     }
@@ -283,17 +286,17 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
    * open (no commit hook), NOTIFY within it (delivered when it commits).
    */
   const notifyCommitted = (categories: ReadonlyArray<string>) =>
-    Effect.flatMap(Effect.serviceOption(SqlClient.TransactionConnection), (connection) =>
-      Option.isNone(connection)
-        ? notifier.mark(categories)
-        : Effect.flatMap(Effect.serviceOption(AfterCommit), (hooks) =>
-            Option.isSome(hooks)
-              ? hooks.value.register(notifier.mark(categories))
-              : Effect.asVoid(sql`SELECT pg_notify(${channel}, c) FROM unnest(${categories}::text[]) AS c`)
-          )
-    )
+    Effect.contextWithEffect((context: Context.Context<never>) => {
+      if (Option.isNone(Context.getOption(context, SqlClient.TransactionConnection))) return notifier.mark(categories)
+      const hooks = Context.getOption(context, AfterCommit)
+      return Option.isSome(hooks)
+        ? hooks.value.register(notifier.mark(categories))
+        : Effect.asVoid(sql`SELECT pg_notify(${channel}, c) FROM unnest(${categories}::text[]) AS c`)
+    })
 
-  const inTransaction = Effect.map(Effect.serviceOption(SqlClient.TransactionConnection), Option.isSome)
+  const inTransaction = Effect.contextWith((context: Context.Context<never>) =>
+    Option.isSome(Context.getOption(context, SqlClient.TransactionConnection))
+  )
 
   const transaction = transactionWith(sql)
 
