@@ -258,15 +258,36 @@ export interface Storage {
     direction: Direction,
     limit: number
   ) => Effect.Effect<ReadonlyArray<RecordedEvent>, StoreError>
-  /** One read (one statement): up to `limit` events of a stream from version `from` forward, and its version. */
-  readonly loadPage: (streamId: StreamId.StreamId, from: number, limit: number) => Effect.Effect<LoadPage, StoreError>
+  /**
+   * One read (one statement): up to `limit` events of a stream from version `from` forward, and its
+   * version. `span`, when given, is the span the read belongs to (a load's `EventStore.readStream`,
+   * which is not put in the context): a store that traces its statements makes it their parent.
+   */
+  readonly loadPage: (
+    streamId: StreamId.StreamId,
+    from: number,
+    limit: number,
+    span?: Tracer.AnySpan
+  ) => Effect.Effect<LoadPage, StoreError>
   /**
    * {@link loadPage} with only what a fold reads: a load uses it when the store has it
    * (it spares reading and decoding the rest of every row), `loadPage` otherwise.
    */
-  readonly loadFoldPage?: (streamId: StreamId.StreamId, from: number, limit: number) => Effect.Effect<FoldPage, StoreError>
-  /** One read (one statement): the stream's snapshot, up to `limit` events from it (see {@link SnapshotLoadPage}), and its version. */
-  readonly loadSnapshotPage: (streamId: StreamId.StreamId, limit: number) => Effect.Effect<SnapshotLoadPage, StoreError>
+  readonly loadFoldPage?: (
+    streamId: StreamId.StreamId,
+    from: number,
+    limit: number,
+    span?: Tracer.AnySpan
+  ) => Effect.Effect<FoldPage, StoreError>
+  /**
+   * One read (one statement): the stream's snapshot, up to `limit` events from it (see
+   * {@link SnapshotLoadPage}), and its version; `span` as for {@link loadPage}.
+   */
+  readonly loadSnapshotPage: (
+    streamId: StreamId.StreamId,
+    limit: number,
+    span?: Tracer.AnySpan
+  ) => Effect.Effect<SnapshotLoadPage, StoreError>
   /**
    * Up to `limit` events by global position from `from` (inclusive), optionally of some categories;
    * with `excludeArchived`, none of an archived stream.
@@ -966,7 +987,11 @@ const reads = (storage: Storage): Pick<EventStore, "readStream" | "readCategory"
 /** How a load reads a page: only the fold's columns when the store can, whole events otherwise. */
 type FoldReader = (streamId: StreamId.StreamId, from: number, limit: number) => Effect.Effect<FoldPage, StoreError>
 
-const foldReader = (storage: Storage): FoldReader => storage.loadFoldPage ?? storage.loadPage
+/** A load's page reads, under its `EventStore.readStream` span. */
+const foldReader =
+  (storage: Storage, span: Tracer.AnySpan): FoldReader =>
+  (streamId, from, limit) =>
+    storage.loadFoldPage === undefined ? storage.loadPage(streamId, from, limit, span) : storage.loadFoldPage(streamId, from, limit, span)
 
 /**
  * Folds a stream from `start`, given its first page (read from `start.version + 1`): a plain
@@ -1008,17 +1033,18 @@ const replayRest = <S, E>(
   })
 
 /**
- * A load's reads, traced as the stream read they are, a child of the load's span (`parent`). The
- * stack trace is the enclosing operation's (this span's own would only show mire's internals), and
- * capturing one per load costs.
+ * A load's reads, traced as the stream read they are, a child of the load's span (`parent`), and
+ * handed to `f` for the reads to name as their statements' parent (see `Storage.loadPage`): not put
+ * in the context either. The stack trace is the enclosing operation's (this span's own would only
+ * show mire's internals), and capturing one per load costs.
  */
-const readSpan = (streamId: string, parent: Tracer.Span) =>
-  Effect.withSpan("EventStore.readStream", { attributes: { "mire.stream_id": streamId }, captureStackTrace: false, parent })
+const readSpan = <A, E>(streamId: string, parent: Tracer.Span, f: (span: Tracer.Span) => Effect.Effect<A, E>): Effect.Effect<A, E> =>
+  Effect.useSpan("EventStore.readStream", { attributes: { "mire.stream_id": streamId }, captureStackTrace: false, parent }, f)
 
 /**
  * The span of a load, handed to `f` rather than put in the context: its reads name it as their
- * parent (`readSpan`) and its attributes are set on it, so a load changes the context once (for its
- * statements' spans), not twice, where each change costs a short load a few microseconds.
+ * parent (`readSpan`) and its attributes are set on it. A load changes no context for its spans,
+ * where each change (a fiber-ref round trip) costs a short load a few microseconds.
  */
 const loadSpan = <A, E>(name: string, streamId: string, f: (span: Tracer.Span) => Effect.Effect<A, E>): Effect.Effect<A, E> =>
   Effect.useSpan(name, { attributes: { "mire.stream_id": streamId }, captureStackTrace: false }, f)
@@ -1029,17 +1055,20 @@ const hidden = (page: FoldPage, options: LoadOptions | undefined): boolean =>
 
 /** Folds a whole stream from version 1 (version 0, nothing folded, when the load leaves it out). */
 const replayAll = <S, E>(
-  read: FoldReader,
+  storage: Storage,
   aggregate: Aggregate.Aggregate<S, E>,
   streamId: StreamId.StreamId,
   span: Tracer.Span,
   options?: LoadOptions
 ) =>
-  Effect.flatMap(read(streamId, 1, loadPageSize), (page) =>
-    hidden(page, options)
-      ? Effect.succeed<Aggregate.Folded<S>>({ state: aggregate.initial, version: 0 })
-      : replay(read, aggregate, streamId, { state: aggregate.initial, version: 0 }, page)
-  ).pipe(readSpan(streamId, span))
+  readSpan(streamId, span, (readStream) => {
+    const read = foldReader(storage, readStream)
+    return Effect.flatMap(read(streamId, 1, loadPageSize), (page) =>
+      hidden(page, options)
+        ? Effect.succeed<Aggregate.Folded<S>>({ state: aggregate.initial, version: 0 })
+        : replay(read, aggregate, streamId, { state: aggregate.initial, version: 0 }, page)
+    )
+  })
 
 /** The root of a fold: `None` when the stream has no events. */
 const rootOf = <S, E>(aggregate: Aggregate.Aggregate<S, E>, id: string, folded: Aggregate.Folded<S>) =>
@@ -1056,8 +1085,6 @@ const timed = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> 
 
 /** The load part of the service: a fold of the whole stream, with or without a row lock. */
 const loads = (storage: Storage): Pick<EventStore, "load" | "loadOrDefault" | "loadForUpdate"> => {
-  const read = foldReader(storage)
-
   // Not `Effect.fn`: every command loads, and a generator plus a call-site stack per load cost
   // more than the rest of mire's part of a short load. The span is the same.
   const load = <S, E>(
@@ -1069,7 +1096,7 @@ const loads = (storage: Storage): Pick<EventStore, "load" | "loadOrDefault" | "l
     const streamId = StreamId.parseAggregate(aggregate.category, id)
     if (streamId instanceof InvalidInput) return Effect.withSpan(streamId, "EventStore.load", { captureStackTrace: false })
     return loadSpan("EventStore.load", streamId, (span) =>
-      Effect.map(timed(replayAll(read, aggregate, streamId, span, options)), (folded) => {
+      Effect.map(timed(replayAll(storage, aggregate, streamId, span, options)), (folded) => {
         span.attribute("mire.version", folded.version)
         return rootOf(aggregate, id, folded)
       })
@@ -1220,7 +1247,6 @@ const snapshots = (
   loaded: Pick<EventStore, "load">,
   saving: Pick<EventStore, "save">
 ): Pick<EventStore, "loadSnapshotted" | "saveSnapshotting"> => {
-  const read = foldReader(storage)
 
   // Not `Effect.fn`, for the reason `load` gives.
   const loadSnapshotted = <S, E>(
@@ -1242,11 +1268,13 @@ const snapshots = (
       const full = Effect.withParentSpan(loaded.load(aggregate, id, options), span)
       // One statement: the snapshot and the events from its version (from 1 without a snapshot).
       return timed(
-        Effect.flatMap(storage.loadSnapshotPage(streamId, loadPageSize), (page) =>
-          hidden(page, options)
-            ? Effect.succeed({ result: Option.some<Aggregate.Folded<S>>({ state: aggregate.initial, version: 0 }), hit: false })
-            : fromSnapshot(read, aggregate, definition, streamId, page)
-        ).pipe(readSpan(streamId, span))
+        readSpan(streamId, span, (readStream) =>
+          Effect.flatMap(storage.loadSnapshotPage(streamId, loadPageSize, readStream), (page) =>
+            hidden(page, options)
+              ? Effect.succeed({ result: Option.some<Aggregate.Folded<S>>({ state: aggregate.initial, version: 0 }), hit: false })
+              : fromSnapshot(foldReader(storage, readStream), aggregate, definition, streamId, page)
+          )
+        )
       ).pipe(
         Effect.flatMap(({ result, hit }) => {
           if (Option.isNone(result)) return full

@@ -50,6 +50,7 @@ import * as PubSub from "effect/PubSub"
 import * as Queue from "effect/Queue"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
+import type * as Tracer from "effect/Tracer"
 import * as Coalesce from "./internal/coalesce.js"
 import { refail, sqlState } from "./internal/errors.js"
 import * as Execute from "./internal/execute.js"
@@ -678,8 +679,8 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
    */
   const pageFrom =
     <A>(text: string, decode: (rows: ReadonlyArray<unknown>, streamId: StreamId.StreamId) => Array<A> | StoreError) =>
-    (streamId: StreamId.StreamId, from: number, limit: number) =>
-      execute(text, [streamId, from, limit]).pipe(
+    (streamId: StreamId.StreamId, from: number, limit: number, span?: Tracer.AnySpan) =>
+      execute(text, [streamId, from, limit], span).pipe(
         refail("load"),
         Effect.flatMap((rows) => {
           const events = decode(rows, streamId)
@@ -695,17 +696,15 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
       )
 
   // Whole events, but their stream id: the read asked for it, so it is not sent on every row.
-  const loadPage: (streamId: StreamId.StreamId, from: number, limit: number) => Effect.Effect<EventStore.LoadPage, StoreError> =
-    pageFrom(readPageText, (rows, streamId) => decodeEventRowsSync(rows, 0, streamId))
+  const loadPage: EventStore.Storage["loadPage"] = pageFrom(readPageText, (rows, streamId) => decodeEventRowsSync(rows, 0, streamId))
 
   // A load's page: only the columns a fold reads (the rest of each row would be sent and decoded for nothing).
-  const loadFoldPage: (streamId: StreamId.StreamId, from: number, limit: number) => Effect.Effect<EventStore.FoldPage, StoreError> =
-    pageFrom(loadPageText, decodeFoldRowsSync)
+  const loadFoldPage: NonNullable<EventStore.Storage["loadFoldPage"]> = pageFrom(loadPageText, decodeFoldRowsSync)
 
   // One statement: the snapshot (its state on the first row only), the stream's version, and the
   // events from the snapshot's version (the anchor) or from 1; one row of NULL events when there are none.
-  const loadSnapshotPage = (streamId: StreamId.StreamId, limit: number) =>
-    execute(snapshotPageText, [streamId, limit]).pipe(
+  const loadSnapshotPage = (streamId: StreamId.StreamId, limit: number, span?: Tracer.AnySpan) =>
+    execute(snapshotPageText, [streamId, limit], span).pipe(
       refail("loadSnapshotted"),
       Effect.flatMap((rows): Effect.Effect<EventStore.SnapshotLoadPage, StoreError> => {
         const first = rows[0]

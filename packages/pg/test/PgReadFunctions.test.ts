@@ -15,6 +15,7 @@ import * as Stream from "effect/Stream"
 import { account, Deposited, Opened, unique } from "@mire/core/conformance"
 import { decodeEventRow, decodeEventRowsSync } from "../src/internal/rows.js"
 import { storeLayer } from "./utils.js"
+import { traced } from "../../../test/spans.js"
 
 const readFunctions = ["mire_load_page", "mire_load_snapshot_page", "mire_read_stream_page"] as const
 
@@ -74,6 +75,28 @@ describe("reads through functions: postgres", () => {
           assert.include(row.config ?? [], "plan_cache_mode=force_generic_plan", row.proname)
           assert.isTrue((row.config ?? []).some((c) => c.startsWith("search_path=")), row.proname)
         }
+      })
+    )
+
+    it.effect("a load's and a snapshotted load's statements are children of their EventStore.readStream spans", () =>
+      Effect.gen(function* () {
+        const Account = account(unique("rt"), 2)
+        yield* EventStore.saveSnapshotting(
+          AggregateRoot.record(AggregateRoot.make(Account, "1"), Opened.make({ owner: "Ada" }), Deposited.make({ amount: 1 }))
+        )
+        const { spans } = yield* traced(Effect.zipRight(EventStore.load(Account, "1"), EventStore.loadSnapshotted(Account, "1")))
+        const byId = new Map(spans.map((s) => [s.spanId, s]))
+        const parentOf = (span: (typeof spans)[number] | undefined) =>
+          span === undefined ? undefined : Option.getOrUndefined(Option.map(span.parent, (p) => byId.get(p.spanId)))
+        const statements = spans.filter((s) => s.name === "sql.execute")
+        // Each statement's parent and grandparent, by name.
+        assert.deepStrictEqual(
+          statements.map((s) => [parentOf(s)?.name, parentOf(parentOf(s))?.name]),
+          [
+            ["EventStore.readStream", "EventStore.load"],
+            ["EventStore.readStream", "EventStore.loadSnapshotted"]
+          ]
+        )
       })
     )
 

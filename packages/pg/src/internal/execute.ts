@@ -27,9 +27,17 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
+import type * as Tracer from "effect/Tracer"
 
-/** Runs one statement's text with its parameters: its rows. */
-export type Execute = (text: string, params: ReadonlyArray<unknown>) => Effect.Effect<ReadonlyArray<unknown>, SqlError.SqlError>
+/**
+ * Runs one statement's text with its parameters: its rows. Its span's parent is `parent` when
+ * given (a span the caller holds but did not put in the context), else the context's.
+ */
+export type Execute = (
+  text: string,
+  params: ReadonlyArray<unknown>,
+  parent?: Tracer.AnySpan
+) => Effect.Effect<ReadonlyArray<unknown>, SqlError.SqlError>
 
 /** The span attributes `@effect/sql-pg` gives a statement (those of its `PgClient`, when provided). */
 const spanAttributes = (client: Option.Option<PgClient.PgClient>): Record<string, unknown> =>
@@ -63,13 +71,14 @@ const spanAttributes = (client: Option.Option<PgClient.PgClient>): Record<string
  */
 export const make = (client: SqlClient.SqlClient, pg: Option.Option<PgClient.PgClient>): Execute => {
   const attributes = spanAttributes(pg)
-  const execute: Execute = (text, params) =>
+  const execute: Execute = (text, params, parent) =>
     Effect.uninterruptibleMask((restore) =>
       Effect.flatMap(
         Effect.makeSpan("sql.execute", {
           kind: "client",
           captureStackTrace: false,
-          attributes: { ...attributes, "db.operation.name": "execute", "db.query.text": text }
+          attributes: { ...attributes, "db.operation.name": "execute", "db.query.text": text },
+          ...(parent === undefined ? {} : { parent })
         }),
         (span) =>
           // The pool's connection is reserved into this scope, closed with `Exit.void` (the rows stay out of it).
