@@ -21,6 +21,7 @@
  */
 import * as PgClient from "@effect/sql-pg/PgClient"
 import * as SqlClient from "@effect/sql/SqlClient"
+import type { SqlError } from "@effect/sql/SqlError"
 import * as Aggregate from "@mire/core/Aggregate"
 import * as AggregateRoot from "@mire/core/AggregateRoot"
 import * as EventStore from "@mire/core/EventStore"
@@ -477,6 +478,38 @@ const appends = (db: pg.Pool, runId: string) =>
 
     }
 
+    // The stack's ceiling (diagnostic): the raw side's INSERT, sent through `@effect/sql` from 16
+    // fibers, one statement per append, as an Effect application without mire would send it.
+    if (selected("append-new-sql")) {
+      const sql = yield* SqlClient.SqlClient
+      results.push(
+        yield* compare({
+          key: "append-new-sql",
+          label: `1-event append, new streams, ${writers} concurrent: the raw INSERT through @effect/sql (diagnostic)`,
+          kind: "rate",
+          target: undefined,
+          before: reset,
+          warmup: warmSeconds,
+          mire: (round, seconds) => {
+            let n = 0
+            return rateMire(seconds, writers, (w) =>
+              Effect.as(
+                sql`INSERT INTO raw_events (stream_id, stream_version, event_type, data)
+                    VALUES (${`${Cart.category}-${tag(round, "s")}w${w}n${n++}`}, 1, ${eventType}, ${payloadJson})`,
+                1
+              )
+            )
+          },
+          raw: (round, seconds) => {
+            let n = 0
+            return rateRaw(seconds, writers, (w) =>
+              Raw.appendOne(db, `${Cart.category}-${tag(round, "r")}w${w}n${n++}`, 1, eventType, payloadJson)
+            )
+          }
+        })
+      )
+    }
+
     if (selected("batch")) {
       const events = repeat(batchEvents, newEvent)
       const versions = range(batchEvents).map((v) => v + 1)
@@ -548,7 +581,8 @@ const appends = (db: pg.Pool, runId: string) =>
 
 interface ReadOp {
   readonly label: string
-  readonly target: number
+  /** None for a diagnostic line. */
+  readonly target: number | undefined
   readonly mire: Effect.Effect<unknown, EventStore.LoadError | BenchFailure, EventStore.EventStore>
   readonly raw: Effect.Effect<unknown, RawError | BenchFailure>
 }
@@ -556,7 +590,7 @@ interface ReadOp {
 const reads = (db: pg.Pool) =>
   Effect.gen(function* () {
     const results: Array<Result> = []
-    const keys = ["read", "load", "load1", "snapshot"].filter(selected)
+    const keys = ["read", "read-sql", "load", "load1", "load1-sql", "snapshot"].filter(selected)
     if (keys.length === 0) return results
     yield* truncate(db)
     const longId = "long"
@@ -593,7 +627,27 @@ const reads = (db: pg.Pool) =>
     const expectVersion = (version: number) => (loaded: Option.Option<{ readonly version: number }>) =>
       check(Option.isSome(loaded) && loaded.value.version === version, `loaded the wrong version (expected ${version})`)
 
+    // The stack's ceiling (diagnostic): the raw side's statement through `@effect/sql`.
+    const rawSelect = (streamId: string) =>
+      sql<Raw.RawRow>`SELECT * FROM raw_events WHERE stream_id = ${streamId} ORDER BY stream_version`.pipe(
+        Effect.mapError((error) => new BenchFailure({ message: error.message }))
+      )
     const ops: Record<string, ReadOp> = {
+      "read-sql": {
+        label: `read a ${fmt(readEvents)}-event stream: the raw SELECT through @effect/sql (diagnostic, time)`,
+        target: undefined,
+        mire: rawSelect(longStream).pipe(Effect.tap((rows) => check(rows.length === readEvents, "short read"))),
+        raw: raw(() => Raw.readStream(db, longStream)).pipe(Effect.tap((rows) => check(rows.length === readEvents, "short read")))
+      },
+      "load1-sql": {
+        label: "load a 1-event aggregate: the raw SELECT and fold through @effect/sql (diagnostic, time)",
+        target: undefined,
+        mire: rawSelect(oneStream).pipe(
+          Effect.map((rows) => Raw.fold(rows, initial, rawApply)),
+          Effect.tap((l) => check(l.version === 1, "load1 through @effect/sql: wrong version"))
+        ),
+        raw: raw(() => Raw.load(db, oneStream, initial, rawApply)).pipe(Effect.tap((l) => check(l.version === 1, "raw load1: wrong version")))
+      },
       read: {
         label: `read a ${fmt(readEvents)}-event stream (time)`,
         target: 1.2,
@@ -657,7 +711,7 @@ const catchUpRate = (key: string, events: number, millis: number) =>
 const catchUps = (db: pg.Pool, runId: string) =>
   Effect.gen(function* () {
     const results: Array<Result> = []
-    const keys = ["sub", "alo", "tx"].filter(selected)
+    const keys = ["sub", "sub-sql", "alo", "tx", "tx-sql"].filter(selected)
     if (keys.length === 0) return results
     const sql = yield* SqlClient.SqlClient
     yield* truncate(db)
@@ -666,6 +720,30 @@ const catchUps = (db: pg.Pool, runId: string) =>
     yield* vacuum(db)
     const options = { workerId: `bench-${runId}`, batchSize: catchupBatch } as const
     const cap = catchupSeconds * 1000
+
+    // The stack's ceiling (diagnostic): the raw side's catch-ups, their statements sent through
+    // `@effect/sql` (each page, UPDATE and checkpoint a statement of its template).
+    const rawPage = (cursor: readonly [string, string]) =>
+      sql<Raw.RawRow>`SELECT * FROM raw_events
+        WHERE (transaction_id, global_position) > (${cursor[0]}::xid8, ${cursor[1]}::int8)
+          AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+        ORDER BY transaction_id, global_position
+        LIMIT ${catchupBatch}`
+    const stackCatchUp = (handle: (rows: ReadonlyArray<Raw.RawRow>, cursor: readonly [string, string]) => Effect.Effect<unknown, SqlError>) =>
+      Effect.gen(function* () {
+        const started = now()
+        let cursor: readonly [string, string] = ["0", "0"]
+        let seen = 0
+        while (seen < catchupEvents && now() - started < cap) {
+          const rows = yield* rawPage(cursor)
+          const last = rows[rows.length - 1]
+          if (last === undefined) break
+          cursor = [last.transaction_id, last.global_position]
+          yield* handle(rows, cursor)
+          seen += rows.length
+        }
+        return { seen, millis: now() - started }
+      })
 
     if (selected("sub")) {
       results.push(
@@ -695,6 +773,22 @@ const catchUps = (db: pg.Pool, runId: string) =>
           raw: () =>
             once(raw(() => Raw.catchUp(db, catchupEvents, catchupBatch, now() + cap))).pipe(
               Effect.flatMap((r) => catchUpRate("sub", r.value, r.millis))
+            )
+        })
+      )
+    }
+
+    if (selected("sub-sql")) {
+      results.push(
+        yield* compare({
+          key: "sub-sql",
+          label: `catch-up ${fmt(catchupEvents)}: the raw pages through @effect/sql (diagnostic)`,
+          kind: "rate",
+          target: undefined,
+          mire: () => Effect.flatMap(stackCatchUp(() => Effect.void), (r) => catchUpRate("sub-sql", r.seen, r.millis)),
+          raw: () =>
+            once(raw(() => Raw.catchUp(db, catchupEvents, catchupBatch, now() + cap))).pipe(
+              Effect.flatMap((r) => catchUpRate("sub-sql", r.value, r.millis))
             )
         })
       )
@@ -799,6 +893,39 @@ const catchUps = (db: pg.Pool, runId: string) =>
           raw: (round) =>
             once(raw(() => Raw.catchUpTransactional(db, `raw-tx-${runId}-${round}`, catchupEvents, catchupBatch, now() + cap))).pipe(
               Effect.flatMap((r) => catchUpRate("tx", r.value, r.millis))
+            )
+        })
+      )
+    }
+    if (selected("tx-sql")) {
+      const checkpointUpdate = (id: string, cursor: readonly [string, string]) =>
+        sql`UPDATE raw_checkpoints SET transaction_id = ${cursor[0]}::xid8, global_position = ${cursor[1]}
+            WHERE subscription_id = ${id} AND fence_token = ${1}`
+      results.push(
+        yield* compare({
+          key: "tx-sql",
+          label: `catch-up ${fmt(catchupEvents)}, 1 UPDATE/event: the raw transactions through @effect/sql (diagnostic)`,
+          kind: "rate",
+          target: undefined,
+          mire: (round) => {
+            const id = `tx-sql-${runId}-${round}`
+            return Effect.gen(function* () {
+              yield* sql`INSERT INTO raw_checkpoints (subscription_id) VALUES (${id})`
+              yield* sql`INSERT INTO bench_totals (id) VALUES (${id})`
+              const r = yield* stackCatchUp((rows, cursor) =>
+                sql.withTransaction(
+                  Effect.gen(function* () {
+                    for (let i = 0; i < rows.length; i++) yield* sql`UPDATE bench_totals SET n = n + 1 WHERE id = ${id}`
+                    yield* checkpointUpdate(id, cursor)
+                  })
+                )
+              )
+              return yield* catchUpRate("tx-sql", r.seen, r.millis)
+            })
+          },
+          raw: (round) =>
+            once(raw(() => Raw.catchUpTransactional(db, `raw-txs-${runId}-${round}`, catchupEvents, catchupBatch, now() + cap))).pipe(
+              Effect.flatMap((r) => catchUpRate("tx-sql", r.value, r.millis))
             )
         })
       )

@@ -91,14 +91,17 @@ export interface RawRow {
 export const readStream = async (db: pg.Pool, streamId: string): Promise<ReadonlyArray<RawRow>> =>
   (await db.query<RawRow>("SELECT * FROM raw_events WHERE stream_id = $1 ORDER BY stream_version", [streamId])).rows
 
-/** Load + fold: one SELECT, then a plain JS fold of the parsed `data`. */
-export const load = async <S>(db: pg.Pool, streamId: string, initial: S, apply: (state: S, data: RawData) => S) => {
-  const rows = await readStream(db, streamId)
+/** A plain JS fold of a stream's rows (their parsed `data`): the state and the last version. */
+export const fold = <S>(rows: ReadonlyArray<RawRow>, initial: S, apply: (state: S, data: RawData) => S) => {
   let state = initial
   for (const row of rows) state = apply(state, row.data)
   const last = rows[rows.length - 1]
   return { state, version: last === undefined ? 0 : Number(last.stream_version) }
 }
+
+/** Load + fold: one SELECT, then a plain JS fold of the parsed `data`. */
+export const load = async <S>(db: pg.Pool, streamId: string, initial: S, apply: (state: S, data: RawData) => S) =>
+  fold(await readStream(db, streamId), initial, apply)
 
 interface SnapshotRow<S> {
   readonly snapshot_version: string
