@@ -1,4 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
+// node:assert's deepStrictEqual: chai's takes `Option.none()` for equal to any `Option.some(…)`.
+import { deepStrictEqual } from "@effect/vitest/utils"
 import {
   retentionSuite,
   truncationDeadLetterSuite,
@@ -31,7 +33,7 @@ const policy = (p: Retention.Policy): Retention.CheckedPolicy => Either.getOrThr
 
 describe("Retention.validate", () => {
   it("accepts maxAge, maxCount or both", () => {
-    assert.deepStrictEqual(policy({ maxCount: 5 }), { maxAge: Option.none(), maxCount: Option.some(5) })
+    deepStrictEqual(policy({ maxCount: 5 }), { maxAge: Option.none(), maxCount: Option.some(5) })
     const aged = policy({ maxAge: "2 days" })
     assert.strictEqual(Duration.toMillis(Option.getOrThrow(aged.maxAge)), 172_800_000)
     assert.isTrue(Option.isSome(policy({ maxAge: 0, maxCount: 1 }).maxCount))
@@ -47,7 +49,7 @@ describe("Retention.validate", () => {
   })
 
   it("cutoff is now minus maxAge, none without maxAge", () => {
-    assert.deepStrictEqual(Retention.cutoff(policy({ maxAge: "1 second" }), 10_000), Option.some(new Date(9_000)))
+    deepStrictEqual(Retention.cutoff(policy({ maxAge: "1 second" }), 10_000), Option.some(new Date(9_000)))
     assert.isTrue(Option.isNone(Retention.cutoff(policy({ maxCount: 1 }), 10_000)))
   })
 })

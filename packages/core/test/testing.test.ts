@@ -3,6 +3,8 @@
  * projection specs and whenCaughtUp on the in-memory store.
  */
 import { assert, describe, it } from "@effect/vitest"
+// node:assert's deepStrictEqual: chai's takes `Option.none()` for equal to any `Option.some(…)`.
+import { deepStrictEqual } from "@effect/vitest/utils"
 import * as Data from "effect/Data"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
@@ -190,7 +192,7 @@ describe("ProjectionSpec", () => {
         ProjectionSpec.stream(Account, "a2", opened),
         ProjectionSpec.stream(Account, "a1", Withdrawn.make({ amount: 3 }))
       ).thenReads(Effect.all([read("a1"), read("a2"), read("a3")]), [Option.some(7), Option.some(0), Option.none()])
-      assert.deepStrictEqual(got, [Option.some(7), Option.some(0), Option.none()])
+      deepStrictEqual(got, [Option.some(7), Option.some(0), Option.none()])
     }).pipe(Effect.provide(InMemory.layer)))
 
   it.live("thenReads: another read model fails the spec", () =>
@@ -230,7 +232,7 @@ describe("ProjectionSpec", () => {
       for (let i = 1; i <= 5; i++) {
         yield* EventStore.save(AggregateRoot.record(yield* EventStore.loadOrDefault(Account, "live"), Deposited.make({ amount: i })))
         yield* running.whenCaughtUp()
-        assert.deepStrictEqual(yield* read("live"), Option.some((i * (i + 1)) / 2))
+        deepStrictEqual(yield* read("live"), Option.some((i * (i + 1)) / 2))
       }
       const status = yield* running.status
       assert.strictEqual(status.state, "leader")
@@ -274,7 +276,7 @@ describe("ProjectionSpec", () => {
     return Effect.gen(function* () {
       yield* ProjectionSpec.stream(Account, "l1", opened, Deposited.make({ amount: 2 }))
       yield* ProjectionSpec.whenCaughtUp(projection)
-      assert.deepStrictEqual(yield* read("l1"), Option.some(2))
+      deepStrictEqual(yield* read("l1"), Option.some(2))
       const missing = yield* Effect.flip(ProjectionSpec.whenCaughtUp("not-run-here"))
       assert.strictEqual(missing._tag, "InvalidInput")
     }).pipe(

@@ -6,6 +6,8 @@
  * start option never overwrites it.
  */
 import { assert, describe, layer } from "@effect/vitest"
+// node:assert's deepStrictEqual: chai's takes `Option.none()` for equal to any `Option.some(…)`.
+import { deepStrictEqual } from "@effect/vitest/utils"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { collectUntil } from "@mire/core/conformance"
 import * as Cursor from "@mire/core/Cursor"
@@ -44,7 +46,7 @@ describe("rolling deploy: checkpoints written by code older than 0018", () => {
                        delivered = '{}'::jsonb, updated_at = now()
                    WHERE subscription_id = 'rolling'`
         const read = yield* store.readCheckpoint("rolling")
-        assert.deepStrictEqual(Option.map(read, (c) => c.cursor), Option.some(first))
+        deepStrictEqual(Option.map(read, (c) => c.cursor), Option.some(first))
         // A new replica starting with `startFrom: "head"` keeps the old replica's progress: b is delivered.
         const sub = yield* Subscription.make({ subscriptionId: "rolling", categories: ["roll"], startFrom: "head" })
         const got = yield* collectUntil(sub, (events) => events.length > 0)
@@ -52,7 +54,7 @@ describe("rolling deploy: checkpoints written by code older than 0018", () => {
           got.map((e) => e.data["mark"]),
           ["b"]
         )
-        assert.deepStrictEqual(Option.map(yield* store.readCheckpoint("rolling"), (c) => c.cursor), Option.some(first))
+        deepStrictEqual(Option.map(yield* store.readCheckpoint("rolling"), (c) => c.cursor), Option.some(first))
       }))
   })
 })
