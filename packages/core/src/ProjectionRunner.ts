@@ -69,6 +69,7 @@ import * as Metrics from "./Metrics.js"
 import type * as Projection from "./Projection.js"
 import type { RecordedEvent } from "./RecordedEvent.js"
 import * as Subscription from "./Subscription.js"
+import { releaseEvents } from "./internal/release.js"
 import * as Checkpoint from "./Checkpoint.js"
 import * as LeaseStore from "./LeaseStore.js"
 import * as SubscriptionStore from "./SubscriptionStore.js"
@@ -1009,7 +1010,13 @@ const lead = <R, E>(
     // checkpoint): a poll's round trip overlaps the handler's and the checkpoint's, never their order.
     const work = sub.checkpointed.pipe(
       Stream.buffer({ capacity: 1 }),
-      Stream.mapEffect((batch) => Effect.zipRight(atBoundary, Effect.as(inBatch.withPermits(1)(processBatch(batch)), batch.events.length))),
+      Stream.mapEffect((batch) => {
+        const size = batch.events.length
+        // Handled and checkpointed: its array is let go of (see `releaseEvents`).
+        return Effect.zipRight(atBoundary, Effect.as(inBatch.withPermits(1)(processBatch(batch)), size)).pipe(
+          Effect.tap(() => releaseEvents(batch.events))
+        )
+      }),
       Stream.scan(0, (done, n) => done + n),
       Stream.drop(1),
       Stream.mapEffect((done) => Effect.map(onBatch(done), (more) => ({ done, more }))),
