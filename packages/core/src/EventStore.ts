@@ -1247,7 +1247,6 @@ const snapshots = (
   loaded: Pick<EventStore, "load">,
   saving: Pick<EventStore, "save">
 ): Pick<EventStore, "loadSnapshotted" | "saveSnapshotting"> => {
-
   // Not `Effect.fn`, for the reason `load` gives.
   const loadSnapshotted = <S, E>(
     aggregate: Aggregate.Aggregate<S, E>,
