@@ -64,7 +64,7 @@ export const make = <I, A, E>(options: {
     // The calls no worker has taken, in arrival order. A plain array and a `Deferred` replaced
     // when it is completed, not a `Queue`: a submit is on the path of every append, and this
     // costs it a third of the Effect operations.
-    let waiting: Array<Entry<I, A, E>> = []
+    const waiting: Array<Entry<I, A, E>> = []
     let open = true
     // Completed (and replaced) when a call arrives to find none waiting, or when the scope closes.
     let arrived = Deferred.unsafeMake<void>(FiberId.none)
@@ -77,8 +77,7 @@ export const make = <I, A, E>(options: {
     yield* Effect.addFinalizer(() =>
       Effect.suspend(() => {
         open = false
-        const left = waiting
-        waiting = []
+        const left = waiting.splice(0)
         signal()
         return Effect.forEach(left, (entry) => Deferred.interrupt(entry.deferred), { discard: true })
       })
@@ -103,9 +102,7 @@ export const make = <I, A, E>(options: {
     // A worker takes every waiting call (at most `max`), or waits for one to arrive.
     const next: Effect.Effect<void> = Effect.suspend(() => {
       if (waiting.length === 0) return open ? Deferred.await(arrived) : Effect.never
-      const taken = waiting.length <= options.max ? waiting : waiting.slice(0, options.max)
-      waiting = waiting.length <= options.max ? [] : waiting.slice(options.max)
-      const entries = taken.filter((entry) => !entry.cancelled)
+      const entries = waiting.splice(0, options.max).filter((entry) => !entry.cancelled)
       return entries.length === 0 ? Effect.void : batch(entries)
     })
     for (let i = 0; i < options.workers; i++) yield* Effect.forkScoped(Effect.forever(next))
