@@ -412,6 +412,13 @@ const appends = (db: pg.Pool, runId: string) =>
     ) => Effect.Effect<number, EventStore.AppendError, EventStore.EventStore | SqlClient.SqlClient>
     const alone: Store = (effect) =>
       Effect.provide(effect, PgEventStore.layer.pipe(Layer.provide(PgEventStore.layerCoalescing({ statements: 0 })), Layer.orDie))
+    // The raw side of the new-stream appends (and of their `-sql` line): one INSERT per append.
+    const rawNewStreams = (round: number, seconds: number) => {
+      let n = 0
+      return rateRaw(seconds, writers, (w) =>
+        Raw.appendOne(db, `${Cart.category}-${tag(round, "r")}w${w}n${n++}`, 1, eventType, payloadJson)
+      )
+    }
     const variants: ReadonlyArray<{ suffix: string; label: string; target: number | undefined; store: Store }> = [
       { suffix: "", label: "", target: 0.6, store: (effect) => effect },
       { suffix: "-alone", label: ", each its own statement (diagnostic)", target: undefined, store: alone }
@@ -434,12 +441,7 @@ const appends = (db: pg.Pool, runId: string) =>
               ]).pipe(Effect.as(1))
             ))
           },
-          raw: (round, seconds) => {
-            let n = 0
-            return rateRaw(seconds, writers, (w) =>
-              Raw.appendOne(db, `${Cart.category}-${tag(round, "r")}w${w}n${n++}`, 1, eventType, payloadJson)
-            )
-          }
+          raw: rawNewStreams
         })
       )
     }
@@ -500,12 +502,7 @@ const appends = (db: pg.Pool, runId: string) =>
               )
             )
           },
-          raw: (round, seconds) => {
-            let n = 0
-            return rateRaw(seconds, writers, (w) =>
-              Raw.appendOne(db, `${Cart.category}-${tag(round, "r")}w${w}n${n++}`, 1, eventType, payloadJson)
-            )
-          }
+          raw: rawNewStreams
         })
       )
     }
@@ -627,6 +624,9 @@ const reads = (db: pg.Pool) =>
     const expectVersion = (version: number) => (loaded: Option.Option<{ readonly version: number }>) =>
       check(Option.isSome(loaded) && loaded.value.version === version, `loaded the wrong version (expected ${version})`)
 
+    // The raw sides of `read` and `load1`, which their `-sql` lines share.
+    const rawRead = raw(() => Raw.readStream(db, longStream)).pipe(Effect.tap((rows) => check(rows.length === readEvents, "short read")))
+    const rawLoad1 = raw(() => Raw.load(db, oneStream, initial, rawApply)).pipe(Effect.tap((l) => check(l.version === 1, "raw load1: wrong version")))
     // The stack's ceiling (diagnostic): the raw side's statement through `@effect/sql`.
     const rawSelect = (streamId: string) =>
       sql<Raw.RawRow>`SELECT * FROM raw_events WHERE stream_id = ${streamId} ORDER BY stream_version`.pipe(
@@ -637,7 +637,7 @@ const reads = (db: pg.Pool) =>
         label: `read a ${fmt(readEvents)}-event stream: the raw SELECT through @effect/sql (diagnostic, time)`,
         target: undefined,
         mire: rawSelect(longStream).pipe(Effect.tap((rows) => check(rows.length === readEvents, "short read"))),
-        raw: raw(() => Raw.readStream(db, longStream)).pipe(Effect.tap((rows) => check(rows.length === readEvents, "short read")))
+        raw: rawRead
       },
       "load1-sql": {
         label: "load a 1-event aggregate: the raw SELECT and fold through @effect/sql (diagnostic, time)",
@@ -646,7 +646,7 @@ const reads = (db: pg.Pool) =>
           Effect.map((rows) => Raw.fold(rows, initial, rawApply)),
           Effect.tap((l) => check(l.version === 1, "load1 through @effect/sql: wrong version"))
         ),
-        raw: raw(() => Raw.load(db, oneStream, initial, rawApply)).pipe(Effect.tap((l) => check(l.version === 1, "raw load1: wrong version")))
+        raw: rawLoad1
       },
       read: {
         label: `read a ${fmt(readEvents)}-event stream (time)`,
@@ -654,7 +654,7 @@ const reads = (db: pg.Pool) =>
         mire: Stream.runCollect(EventStore.readStream(longStream)).pipe(
           Effect.tap((c) => check(c.length === readEvents, "short read"))
         ),
-        raw: raw(() => Raw.readStream(db, longStream)).pipe(Effect.tap((rows) => check(rows.length === readEvents, "short read")))
+        raw: rawRead
       },
       load: {
         label: `load + fold a ${fmt(readEvents)}-event aggregate (time)`,
@@ -668,7 +668,7 @@ const reads = (db: pg.Pool) =>
         label: "load a 1-event aggregate (time)",
         target: 2,
         mire: EventStore.load(Cart, oneId).pipe(Effect.tap(expectVersion(1))),
-        raw: raw(() => Raw.load(db, oneStream, initial, rawApply)).pipe(Effect.tap((l) => check(l.version === 1, "raw load1: wrong version")))
+        raw: rawLoad1
       },
       snapshot: {
         label: `loadSnapshotted, ${fmt(readEvents)} events, snapshot at head (time)`,
@@ -721,6 +721,16 @@ const catchUps = (db: pg.Pool, runId: string) =>
     const options = { workerId: `bench-${runId}`, batchSize: catchupBatch } as const
     const cap = catchupSeconds * 1000
 
+    // The raw sides of `sub` and `tx`, which their `-sql` lines share (rates counted under `key`).
+    const rawCatchUp = (key: string) =>
+      once(raw(() => Raw.catchUp(db, catchupEvents, catchupBatch, now() + cap))).pipe(
+        Effect.flatMap((r) => catchUpRate(key, r.value, r.millis))
+      )
+    const rawTransactional = (key: string, subscriptionId: string) =>
+      once(raw(() => Raw.catchUpTransactional(db, subscriptionId, catchupEvents, catchupBatch, now() + cap))).pipe(
+        Effect.flatMap((r) => catchUpRate(key, r.value, r.millis))
+      )
+
     // The stack's ceiling (diagnostic): the raw side's catch-ups, their statements sent through
     // `@effect/sql` (each page, UPDATE and checkpoint a statement of its template).
     const rawPage = (cursor: readonly [string, string]) =>
@@ -770,10 +780,7 @@ const catchUps = (db: pg.Pool, runId: string) =>
                 return yield* catchUpRate("sub", seen, now() - started)
               })
             ),
-          raw: () =>
-            once(raw(() => Raw.catchUp(db, catchupEvents, catchupBatch, now() + cap))).pipe(
-              Effect.flatMap((r) => catchUpRate("sub", r.value, r.millis))
-            )
+          raw: () => rawCatchUp("sub")
         })
       )
     }
@@ -786,10 +793,7 @@ const catchUps = (db: pg.Pool, runId: string) =>
           kind: "rate",
           target: undefined,
           mire: () => Effect.flatMap(stackCatchUp(() => Effect.void), (r) => catchUpRate("sub-sql", r.seen, r.millis)),
-          raw: () =>
-            once(raw(() => Raw.catchUp(db, catchupEvents, catchupBatch, now() + cap))).pipe(
-              Effect.flatMap((r) => catchUpRate("sub-sql", r.value, r.millis))
-            )
+          raw: () => rawCatchUp("sub-sql")
         })
       )
     }
@@ -890,10 +894,7 @@ const catchUps = (db: pg.Pool, runId: string) =>
               )
             )
           },
-          raw: (round) =>
-            once(raw(() => Raw.catchUpTransactional(db, `raw-tx-${runId}-${round}`, catchupEvents, catchupBatch, now() + cap))).pipe(
-              Effect.flatMap((r) => catchUpRate("tx", r.value, r.millis))
-            )
+          raw: (round) => rawTransactional("tx", `raw-tx-${runId}-${round}`)
         })
       )
     }
@@ -923,10 +924,7 @@ const catchUps = (db: pg.Pool, runId: string) =>
               return yield* catchUpRate("tx-sql", r.seen, r.millis)
             })
           },
-          raw: (round) =>
-            once(raw(() => Raw.catchUpTransactional(db, `raw-txs-${runId}-${round}`, catchupEvents, catchupBatch, now() + cap))).pipe(
-              Effect.flatMap((r) => catchUpRate("tx-sql", r.value, r.millis))
-            )
+          raw: (round) => rawTransactional("tx-sql", `raw-txs-${runId}-${round}`)
         })
       )
     }
