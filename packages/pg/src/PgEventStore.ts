@@ -11,7 +11,7 @@
  *   statement (`mire_append_each`, see {@link Coalescing}), each still
  *   decided on its own.
  * - One stream's forward reads and loads are functions too
- *   (`mire_read_stream_page`, `mire_load_page`, `mire_load_snapshot_page`).
+ *   (`mire_read_stream_rows`, `mire_load_page`, `mire_load_snapshot_page`).
  * - It notifies `mire_events` after the commit, never inside the appending
  *   transaction (a notifying commit takes a database-wide lock through its
  *   WAL flush, which serialises commits): each store layer has one notifier
@@ -59,6 +59,7 @@ import {
   corruptRow,
   decodeEventRows,
   decodeEventRowsSync,
+  knownStream,
   decodeFoldRowsSync,
   eventColumns
 } from "./internal/rows.js"
@@ -665,41 +666,45 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
   const stateOf = (u: unknown): EventStore.StreamState | undefined => (u === "deleted" || u === "archived" ? u : undefined)
 
   /**
-   * The reads of one stream forward are functions of migration 0021 (`mire_read_stream_page`,
-   * `mire_load_page`, `mire_load_snapshot_page`): their plans are kept for the session, where
-   * an unnamed statement is parsed and planned on every call (more than a short load costs).
+   * The reads of one stream forward are functions of migrations 0021 (`mire_load_page`,
+   * `mire_load_snapshot_page`) and 0023 (`mire_read_stream_rows`): their plans are kept for the
+   * session, where an unnamed statement is parsed and planned on every call (more than a short
+   * load costs).
    */
-  const readPageText = `SELECT * FROM ${names.qualify("mire_read_stream_page")}($1, $2, $3)`
+  const readRowsText = `SELECT * FROM ${names.qualify("mire_read_stream_rows")}($1, $2, $3)`
   const loadPageText = `SELECT * FROM ${names.qualify("mire_load_page")}($1, $2, $3)`
   const snapshotPageText = `SELECT * FROM ${names.qualify("mire_load_snapshot_page")}($1, $2)`
 
-  /**
-   * One statement: a stream's events from version `from` (checked by `decode`) and the
-   * stream's version and state as the same statement saw them.
-   */
-  const pageFrom =
-    <A>(text: string, decode: (rows: ReadonlyArray<unknown>, streamId: StreamId.StreamId) => Array<A> | StoreError) =>
-    (streamId: StreamId.StreamId, from: number, limit: number, span?: Tracer.AnySpan) =>
-      execute(text, [streamId, from, limit], span).pipe(
-        refail("load"),
-        Effect.flatMap((rows) => {
-          const events = decode(rows, streamId)
-          if (events instanceof StoreError) return Effect.fail(events)
-          // The decode checked the rows are records; with no events the stream row is not read.
-          const first = events.length === 0 ? undefined : rows[0]
-          return Effect.succeed({
-            version: Predicate.isRecord(first) ? headOf(first.head) : 0,
-            events,
-            state: Predicate.isRecord(first) ? stateOf(first.streamState) : undefined
-          })
-        })
-      )
+  /** A page of a stream's events and its stream row (version and state) as one statement saw them. */
+  const pageOf = <A>(stream: unknown, events: Array<A>) =>
+    // With no events the stream row is not read.
+    events.length === 0 || !Predicate.isRecord(stream)
+      ? { version: 0, events }
+      : { version: headOf(stream.head), events, state: stateOf(stream.streamState) }
 
-  // Whole events, but their stream id: the read asked for it, so it is not sent on every row.
-  const loadPage: EventStore.Storage["loadPage"] = pageFrom(readPageText, (rows, streamId) => decodeEventRowsSync(rows, 0, streamId))
+  // Whole events: the stream row first (its category, version and state), then the events without
+  // what repeats (their stream id, which the read asked for; the stream's category; empty metadata).
+  const loadPage: EventStore.Storage["loadPage"] = (streamId, from, limit, span) =>
+    execute(readRowsText, [streamId, from, limit], span).pipe(
+      refail("load"),
+      Effect.flatMap((rows) => {
+        const stream = rows[0]
+        if (!Predicate.isRecord(stream)) return Effect.fail(corruptRow(0, stream === undefined ? "no row" : "is not an object"))
+        const events = decodeEventRowsSync(rows, 1, knownStream(streamId, stream.category))
+        return events instanceof StoreError ? Effect.fail(events) : Effect.succeed(pageOf(stream, events))
+      })
+    )
 
-  // A load's page: only the columns a fold reads (the rest of each row would be sent and decoded for nothing).
-  const loadFoldPage: NonNullable<EventStore.Storage["loadFoldPage"]> = pageFrom(loadPageText, decodeFoldRowsSync)
+  // A load's page: only the columns a fold reads (the rest of each row would be sent and decoded for
+  // nothing), with the stream's version and state on every row.
+  const loadFoldPage: NonNullable<EventStore.Storage["loadFoldPage"]> = (streamId, from, limit, span) =>
+    execute(loadPageText, [streamId, from, limit], span).pipe(
+      refail("load"),
+      Effect.flatMap((rows) => {
+        const events = decodeFoldRowsSync(rows, streamId)
+        return events instanceof StoreError ? Effect.fail(events) : Effect.succeed(pageOf(rows[0], events))
+      })
+    )
 
   // One statement: the snapshot (its state on the first row only), the stream's version, and the
   // events from the snapshot's version (the anchor) or from 1; one row of NULL events when there are none.

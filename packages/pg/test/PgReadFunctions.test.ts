@@ -1,5 +1,5 @@
 /**
- * The reads of one stream forward go through migration 0021's functions,
+ * The reads of one stream forward go through migrations 0021's and 0023's functions,
  * whose plans PostgreSQL keeps for the session (an unnamed statement is
  * planned on every call): a load, a snapshotted load and a stream read are
  * each one call of their function, and their plans are generic.
@@ -8,16 +8,17 @@ import { assert, describe, it, layer } from "@effect/vitest"
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as AggregateRoot from "@mire/core/AggregateRoot"
 import * as EventStore from "@mire/core/EventStore"
+import * as ExpectedVersion from "@mire/core/ExpectedVersion"
 import * as StreamId from "@mire/core/StreamId"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import { account, Deposited, Opened, unique } from "@mire/core/conformance"
-import { decodeEventRow, decodeEventRowsSync } from "../src/internal/rows.js"
+import { decodeEventRow, decodeEventRowsSync, knownStream } from "../src/internal/rows.js"
 import { storeLayer } from "./utils.js"
 import { traced } from "../../../test/spans.js"
 
-const readFunctions = ["mire_load_page", "mire_load_snapshot_page", "mire_read_stream_page"] as const
+const readFunctions = ["mire_load_page", "mire_load_snapshot_page", "mire_read_stream_rows"] as const
 
 describe("reads through functions: postgres", () => {
   layer(storeLayer(), { timeout: "60 seconds", excludeTestServices: true })((it) => {
@@ -135,6 +136,44 @@ describe("reads through functions: postgres", () => {
         )
       })
     )
+
+    it.effect("a stream read's function: the stream row first, then events without what repeats", () =>
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        const category = unique("rr")
+        const streamId = `${category}-1`
+        yield* EventStore.append(streamId, category, ExpectedVersion.NoStream, [
+          { eventType: "x", schemaVersion: 1, data: {} },
+          { eventType: "x", schemaVersion: 1, data: {}, metadata: { correlationId: "c" } }
+        ])
+        yield* EventStore.append(streamId, "rrother", ExpectedVersion.Exact(2), [{ eventType: "x", schemaVersion: 1, data: {} }])
+        const rows = yield* sql<{
+          readonly eventId: string | null
+          readonly category: string | null
+          readonly streamVersion: number | null
+          readonly metadata: unknown
+          readonly head: number | null
+          readonly streamState: string | null
+        }>`SELECT "eventId", category, "streamVersion", metadata, head, "streamState"
+           FROM mire_read_stream_rows(${streamId}, 1, 10)`
+        assert.deepStrictEqual(
+          rows.map((r) => [r.eventId === null, r.category, r.streamVersion, r.metadata, r.head, r.streamState]),
+          [
+            [true, category, null, null, 3, null],
+            [false, null, 1, null, null, null],
+            [false, null, 2, { correlationId: "c" }, null, null],
+            [false, "rrother", 3, null, null, null]
+          ]
+        )
+        // No stream row: one row of NULLs.
+        const none = yield* sql<{ readonly category: string | null; readonly head: number | null }>`
+          SELECT category, head FROM mire_read_stream_rows(${`${category}-none`}, 1, 10)`
+        assert.deepStrictEqual(
+          none.map((r) => [r.category, r.head]),
+          [[null, null]]
+        )
+      })
+    )
   })
 })
 
@@ -152,19 +191,30 @@ describe("event rows of one stream's read", () => {
     recordedAt: 0
   }
 
-  it.effect("decode with the stream id the read asked for: the row need not carry it", () =>
-      Effect.sync(() => {
-        const known = StreamId.fromStored("acct-1")
-        const event = decodeEventRow(row, known)
-        assert.isFalse(typeof event === "string")
-        if (typeof event !== "string") {
-          assert.strictEqual(event.streamId, "acct-1")
-          assert.strictEqual(event.aggregateId, "1")
-        }
-        // Without the known id, a row without `streamId` is corrupt.
-        assert.strictEqual(decodeEventRow(row), "streamId is not a string")
-        const decoded = decodeEventRowsSync([row, row], 1, known)
-        assert.isTrue(Array.isArray(decoded) && decoded.length === 1 && decoded[0]!.streamId === "acct-1")
-      })
+  it.effect("decode with what the read knows of its stream: the rows need not carry it", () =>
+    Effect.sync(() => {
+      const known = knownStream(StreamId.fromStored("acct-1"), "acct")
+      const bare = { ...row, category: null, metadata: null }
+      const event = decodeEventRow(bare, known)
+      assert.isFalse(typeof event === "string")
+      if (typeof event !== "string") {
+        assert.strictEqual(event.streamId, "acct-1")
+        assert.strictEqual(event.category, "acct")
+        assert.strictEqual(event.aggregateId, "1")
+        assert.deepStrictEqual(event.metadata, {})
+      }
+      // A category or metadata the row carries is kept.
+      const own = decodeEventRow({ ...row, category: "other", metadata: { correlationId: "c" } }, known)
+      assert.isTrue(typeof own !== "string" && own.category === "other" && own.metadata.correlationId === "c")
+      // Without it, a row without `streamId`, or with NULL category or metadata, is corrupt.
+      assert.strictEqual(decodeEventRow(row), "streamId is not a string")
+      assert.strictEqual(decodeEventRow({ ...bare, streamId: "acct-1" }), "category is not a string")
+      assert.strictEqual(decodeEventRow({ ...row, streamId: "acct-1", metadata: null }), "metadata is not a JSON object")
+      // Nor does the stream's category stand in for a category that is not a string.
+      assert.strictEqual(decodeEventRow({ ...row, category: 7 }, known), "category is not a string")
+      assert.strictEqual(decodeEventRow(bare, knownStream(known.streamId, null)), "category is not a string")
+      const decoded = decodeEventRowsSync([row, bare], 1, known)
+      assert.isTrue(Array.isArray(decoded) && decoded.length === 1 && decoded[0]!.streamId === "acct-1")
+    })
   )
 })

@@ -92,6 +92,37 @@ export const eventStoreSuite = (name: string, storeLayer: Layer.Layer<EventStore
           assert.strictEqual(yield* EventStore.streamVersion(`${category}-s`), 3)
         }))
 
+      it.effect("a stream's events keep the category and metadata each append gave them", () =>
+        Effect.gen(function* () {
+          const category = unique("mc")
+          const other = unique("mo")
+          const s = `${category}-s`
+          const empty = ev("1")
+          const tagged: NewEvent = { ...ev("2"), metadata: { correlationId: "c-2", custom: { k: "v" } } }
+          yield* EventStore.append(s, category, ExpectedVersion.NoStream, [empty, tagged])
+          // The same stream, another category: an append names the category of its events.
+          yield* EventStore.append(s, other, ExpectedVersion.Exact(2), [ev("3")])
+          yield* EventStore.append(s, category, ExpectedVersion.Exact(3), [{ ...ev("4"), metadata: {} }])
+          const read = (options?: EventStore.ReadStreamOptions) =>
+            EventStore.readStream(s, options).pipe(
+              Stream.map((e): readonly [number, string, string, unknown] => [e.streamVersion, e.category, e.aggregateId, e.metadata]),
+              Stream.runCollect,
+              Effect.map(Chunk.toReadonlyArray)
+            )
+          const expected: ReadonlyArray<readonly [number, string, string, unknown]> = [
+            [1, category, "s", {}],
+            [2, category, "s", { correlationId: "c-2", custom: { k: "v" } }],
+            [3, other, s, {}],
+            [4, category, "s", {}]
+          ]
+          assert.deepStrictEqual(yield* read(), expected)
+          assert.deepStrictEqual(yield* read({ from: 3 }), expected.slice(2))
+          assert.deepStrictEqual(yield* read({ direction: "backward" }), [...expected].reverse())
+          const events = Chunk.toReadonlyArray(yield* Stream.runCollect(EventStore.readStream(s)))
+          // Each event its own metadata object, never one shared by several.
+          assert.notStrictEqual(events[0]!.metadata, events[2]!.metadata)
+        }))
+
       it.effect("every ExpectedVersion, right and wrong", () =>
         Effect.gen(function* () {
           const category = unique("ev")

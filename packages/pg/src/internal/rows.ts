@@ -54,6 +54,27 @@ const onlyMetadataFields = (metadata: { readonly [key: string]: unknown }): bool
 }
 
 /**
+ * What a read of one stream knows of its rows (migration 0023's
+ * `mire_read_stream_rows`): the stream id, which the read asked for and its
+ * rows do not carry, and the stream's category (the stream row's), which an
+ * event row carries only where it differs (NULL otherwise). Such a row's
+ * `metadata` is NULL where it is the empty object.
+ */
+export interface KnownStream {
+  readonly streamId: StreamId.StreamId
+  readonly category: unknown
+  /** The aggregate id of the stream's events of its own category: one string for all of them. */
+  readonly aggregateId: string | undefined
+}
+
+/** What a read of `streamId` knows from its stream row's `category` (see {@link KnownStream}). */
+export const knownStream = (streamId: StreamId.StreamId, category: unknown): KnownStream => ({
+  streamId,
+  category,
+  aggregateId: typeof category === "string" ? aggregateIdOf(streamId, category) : undefined
+})
+
+/**
  * Decodes one event row (the {@link eventColumns}), checking every field in
  * one pass: the reason it is not an event row, or the event. `data` and
  * `metadata.custom` are kept as the JSON parser made them (never copied, so
@@ -61,12 +82,14 @@ const onlyMetadataFields = (metadata: { readonly [key: string]: unknown }): bool
  * known fields, as the `EventMetadata` Schema does. `streamId` and
  * `category` are branded, not checked again: an append validated them before
  * storing them, and a pattern test per row would slow every read. A read of
- * one stream passes its id (`known`): its rows then need no `streamId`.
+ * one stream passes what it knows of the stream (`known`, see {@link KnownStream}).
  */
-export const decodeEventRow = (row: unknown, known?: StreamId.StreamId): RecordedEvent | string => {
+export const decodeEventRow = (row: unknown, known?: KnownStream): RecordedEvent | string => {
   if (!Predicate.isRecord(row)) return "is not an object"
-  const { eventId, category, streamVersion, eventType, schemaVersion, data, metadata, recordedAt } = row
-  const streamId = known ?? row.streamId
+  const { eventId, streamVersion, eventType, schemaVersion, data, recordedAt } = row
+  const streamId = known === undefined ? row.streamId : known.streamId
+  const category = known === undefined || row.category !== null ? row.category : known.category
+  const metadata = known === undefined || row.metadata !== null ? row.metadata : {}
   if (typeof eventId !== "string") return "eventId is not a string"
   if (typeof streamId !== "string") return "streamId is not a string"
   if (typeof category !== "string") return "category is not a string"
@@ -88,7 +111,8 @@ export const decodeEventRow = (row: unknown, known?: StreamId.StreamId): Recorde
     eventId,
     streamId: StreamId.fromStored(streamId),
     category: StreamId.categoryFromStored(category),
-    aggregateId: aggregateIdOf(streamId, category),
+    aggregateId:
+      known?.aggregateId !== undefined && category === known.category ? known.aggregateId : aggregateIdOf(streamId, category),
     streamVersion,
     globalPosition,
     transactionId,
@@ -142,17 +166,17 @@ export const corruptRow = (index: number, reason: string): StoreError =>
   new StoreError({ kind: "Other", operation: "decode event row", cause: new Error(`row ${index}: ${reason}`) })
 
 /**
- * Decodes rows `start…` of `rows` as events (of `streamId` when given: rows of one stream's read,
- * without the column); a row of the wrong shape is a `StoreError`.
+ * Decodes rows `start…` of `rows` as events (rows of one stream's read when `known` is given, see
+ * {@link KnownStream}); a row of the wrong shape is a `StoreError`.
  */
 export const decodeEventRowsSync = (
   rows: ReadonlyArray<unknown>,
   start = 0,
-  streamId?: StreamId.StreamId
+  known?: KnownStream
 ): Array<RecordedEvent> | StoreError => {
   const out: Array<RecordedEvent> = []
   for (let i = start; i < rows.length; i++) {
-    const event = decodeEventRow(rows[i], streamId)
+    const event = decodeEventRow(rows[i], known)
     if (typeof event === "string") return corruptRow(i, event)
     out.push(event)
   }
