@@ -28,7 +28,8 @@ export type Outcome<A, E> = Exit.Exit<A, E> | typeof alone
 
 interface Entry<I, A, E> {
   readonly input: I
-  readonly deferred: Deferred.Deferred<A, E>
+  /** Resumes the caller with the effect it runs next, in its own fiber (its exit, or its append alone). */
+  readonly resume: (effect: Effect.Effect<A, E>) => void
   /** Set when the caller stopped waiting before its batch went out: the batch leaves it out. */
   cancelled: boolean
 }
@@ -75,29 +76,33 @@ export const make = <I, A, E>(options: {
     }
     // Runs after the workers are interrupted (finalizers run in reverse): nobody waits forever.
     yield* Effect.addFinalizer(() =>
-      Effect.suspend(() => {
+      Effect.sync(() => {
         open = false
         const left = waiting.splice(0)
         signal()
-        return Effect.forEach(left, (entry) => Deferred.interrupt(entry.deferred), { discard: true })
+        for (const entry of left) entry.resume(Effect.interrupt)
       })
     )
-    // Each caller's deferred gets its exit, or the effect `alone(input)`, which a deferred's waiter
-    // runs itself (`Deferred.completeWith`'s semantics): so the caller's own fiber runs it.
+    // Each caller resumes with its exit, or with the effect `alone(input)`, which it then runs in
+    // its own fiber.
     const settle = (entries: ReadonlyArray<Entry<I, A, E>>, exit: Exit.Exit<ReadonlyArray<Outcome<A, E>>>) =>
       Effect.sync(() => {
         const failed = Exit.isFailure(exit) ? Exit.failCause(exit.cause) : undefined
         for (let i = 0; i < entries.length; i++) {
           const entry = entries[i]!
           const outcome = failed ?? (Exit.isSuccess(exit) ? exit.value[i] : undefined) ?? noResult
-          Deferred.unsafeDone(entry.deferred, outcome === alone ? options.alone(entry.input) : outcome)
+          entry.resume(outcome === alone ? options.alone(entry.input) : outcome)
         }
       })
     const batch = (entries: ReadonlyArray<Entry<I, A, E>>) =>
       options.run(entries.map((entry) => entry.input)).pipe(
         Effect.exit,
         Effect.flatMap((exit) => settle(entries, exit)),
-        Effect.onInterrupt(() => Effect.forEach(entries, (entry) => Deferred.interrupt(entry.deferred), { discard: true }))
+        Effect.onInterrupt(() =>
+          Effect.sync(() => {
+            for (const entry of entries) entry.resume(Effect.interrupt)
+          })
+        )
       )
     // A worker takes every waiting call (at most `max`), or waits for one to arrive.
     const next: Effect.Effect<void> = Effect.suspend(() => {
@@ -106,18 +111,22 @@ export const make = <I, A, E>(options: {
       return entries.length === 0 ? Effect.void : batch(entries)
     })
     for (let i = 0; i < options.workers; i++) yield* Effect.forkScoped(Effect.forever(next))
+    // A caller waits in `Effect.async`, its entry holding the resume callback. A `Deferred` per
+    // call cost more (each is made by spreading Effect's prototype into a new object, then
+    // awaited under an interruptible mask): with it, 16 writers of 1-event appends spent 63–76 µs
+    // of Node CPU per append, without it 51–61 (PG 15, alternating runs). The entry is queued
+    // and its canceller installed in one step, so an interrupt cannot fall between them.
     return {
       submit: (input) =>
-        Effect.uninterruptibleMask((restore) =>
-          Effect.withFiberRuntime<A, E>((fiber) => {
-            if (!open) return Effect.interrupt
-            const deferred = Deferred.unsafeMake<A, E>(fiber.id())
-            const entry: Entry<I, A, E> = { input, deferred, cancelled: false }
-            waiting.push(entry)
-            // A worker waits for `arrived` only when it found none waiting.
-            if (waiting.length === 1) signal()
-            return restore(Deferred.await(deferred)).pipe(Effect.onInterrupt(() => Effect.sync(() => (entry.cancelled = true))))
+        Effect.async<A, E>((resume) => {
+          if (!open) return resume(Effect.interrupt)
+          const entry: Entry<I, A, E> = { input, resume, cancelled: false }
+          waiting.push(entry)
+          // A worker waits for `arrived` only when it found none waiting.
+          if (waiting.length === 1) signal()
+          return Effect.sync(() => {
+            entry.cancelled = true
           })
-        )
+        })
     }
   })
