@@ -1103,6 +1103,9 @@ const header = (source: string, db: pg.Pool) =>
       `settings: PostgreSQL ${s.version}, fsync=${s.fsync}, synchronous_commit=${s.synchronous_commit}, shared_buffers=${s.shared_buffers}`
     )
     yield* log(`client:   Node ${process.version}, ${availableParallelism()} CPUs, 1-min load average at start ${loadavg()[0]!.toFixed(2)}`)
+    // V8's young generation decides much of the catch-up and read rows (bench/README.md): say how it was sized.
+    const flags = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? "").split(" ")].filter((f) => f.startsWith("--max-semi") || f.startsWith("--min-semi"))
+    yield* log(`V8:       young generation ${flags.length === 0 ? "as V8 sizes it (no --max-semi-space-size)" : flags.join(" ")}`)
     yield* log(
       `sizes:    rounds ${rounds}, append runs ${appendSeconds} s, read runs >= ${readSeconds} s, ${writers} writers, batch ${batchEvents}, ` +
         `appendMany ${manyStreams}x${manyEvents}, read ${readEvents}, catch-up ${catchupEvents} (batch ${catchupBatch}), wake-up ${wakeSeconds} s/round\n`
