@@ -59,9 +59,9 @@ import {
   corruptRow,
   decodeEventRows,
   decodeEventRowsSync,
-  knownStream,
   decodeFoldRowsSync,
-  eventColumns
+  eventColumns,
+  knownStream
 } from "./internal/rows.js"
 import * as Lifecycle from "./internal/lifecycle.js"
 import { AfterCommit, transaction as transactionWith } from "./internal/transaction.js"
