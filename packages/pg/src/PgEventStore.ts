@@ -542,6 +542,12 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
       })
     )
 
+  /** {@link appendAlone}, its category marked (see `notifyCommitted`) when it committed. */
+  const appendAloneNotified = (
+    request: EventStore.StorableAppend
+  ): Effect.Effect<CommittedEvents | undefined, SqlError.SqlError | EventStore.AppendError> =>
+    Effect.tap(appendAlone(request), (committed) => (committed === undefined ? Effect.void : notifyCommitted([request.category])))
+
   /** The outcome of one append: its committed events, or why its compare-and-set refused it. */
   const refusedOr =
     (request: EventStore.StorableAppend) =>
@@ -592,16 +598,19 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
     })
     const sorted = order.map((i) => requests[i]!)
     return appendEachStatement(sorted).pipe(
-      Effect.map((rows): ReadonlyArray<Coalesced> => {
+      Effect.flatMap((rows): Effect.Effect<ReadonlyArray<Coalesced>> => {
         const results: Array<Coalesced> = requests.map(() => Exit.succeed(undefined))
+        // The categories of the appends that held, marked once for the statement (it committed).
+        const committed = new Set<string>()
         for (const raw of rows) {
           const ord = Predicate.isRecord(raw) ? raw.ord : undefined
           const at = typeof ord === "number" && Number.isSafeInteger(ord) ? order[ord - 1] : undefined
-          if (at === undefined) return requests.map(() => Exit.fail(appendRowFault("ord is not an index of the batch")))
+          if (at === undefined) return Effect.succeed(requests.map(() => Exit.fail(appendRowFault("ord is not an index of the batch"))))
           const row = appendRow(raw, requests[at]!.streamId)
           results[at] = row instanceof StoreError ? Exit.fail(row) : Exit.succeed(row)
+          committed.add(requests[at]!.category)
         }
-        return results
+        return committed.size === 0 ? Effect.succeed(results) : Effect.as(notifier.mark([...committed]), results)
       }),
       Effect.catchAll((error) =>
         Effect.succeed(
@@ -614,19 +623,21 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
   const coalescing = yield* Coalescing
   const coalescer =
     coalescing.statements > 0
-      ? yield* Coalesce.make({ workers: coalescing.statements, max: coalescing.maxAppends, run: appendBatch, alone: appendAlone })
+      ? yield* Coalesce.make({ workers: coalescing.statements, max: coalescing.maxAppends, run: appendBatch, alone: appendAloneNotified })
       : undefined
 
   /**
    * One append through the coalescer (outside a transaction), or alone (inside one). An append
-   * its statement could not decide (see `appendBatch`) runs alone here, in this fiber.
+   * its statement could not decide (see `appendBatch`) runs alone here, in this fiber. Its
+   * category is marked once it commits: by the coalescer's worker for the whole statement, or
+   * here.
    */
   const appendCoalesced = (
     request: EventStore.StorableAppend
   ): Effect.Effect<ReadonlyArray<CommittedEvents>, SqlError.SqlError | EventStore.AppendError> =>
-    Effect.flatMap(inTransaction, (nested) => (nested || coalescer === undefined ? appendAlone(request) : coalescer.submit(request))).pipe(
-      Effect.flatMap(refusedOr(request))
-    )
+    Effect.flatMap(inTransaction, (nested) =>
+      nested || coalescer === undefined ? appendAloneNotified(request) : coalescer.submit(request)
+    ).pipe(Effect.flatMap(refusedOr(request)))
 
   const append = (
     requests: ReadonlyArray<EventStore.StorableAppend>
@@ -637,7 +648,9 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
     // transaction; a single stream's lost expectation raises nothing.
     const raises = requests.length > 1 || requests.some((r) => r.events.some((e) => e.eventIdGiven))
     const once = raises
-      ? Effect.flatMap(inTransaction, (nested) => (nested ? transaction(appendOnce(requests)) : appendOnce(requests)))
+      ? Effect.flatMap(inTransaction, (nested) => (nested ? transaction(appendOnce(requests)) : appendOnce(requests))).pipe(
+          Effect.tap(() => notifyCommitted(categoriesOf(requests)))
+        )
       : appendCoalesced(requests[0]!)
     // `Any` can lose the race to create a stream; it has no expectation to violate, so it tries again.
     const retried = requests.some((r) => r.expected._tag === "Any")
@@ -647,10 +660,7 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
             e._tag === "ConcurrencyConflict" && requests.some((r) => r.streamId === e.streamId && r.expected._tag === "Any")
         })
       : once
-    return retried.pipe(
-      Effect.tap(() => notifyCommitted(categoriesOf(requests))),
-      refail("append")
-    )
+    return refail("append")(retried)
   }
 
   const readStreamPage = (streamId: string, from: number, direction: EventStore.Direction, limit: number) =>
