@@ -247,9 +247,13 @@ export interface Storage {
   /**
    * Appends all requests atomically (all or nothing), checking each
    * expectation. An event id already stored is `InvalidInput` naming it.
+   * `span`, when given, is the span the append belongs to
+   * (`EventStore.appendMany`'s, which is not put in the context): a store that
+   * traces its statements makes it their parent.
    */
   readonly append: (
-    requests: ReadonlyArray<StorableAppend>
+    requests: ReadonlyArray<StorableAppend>,
+    span?: Tracer.AnySpan
   ) => Effect.Effect<ReadonlyArray<CommittedEvents>, AppendError>
   /** Up to `limit` events of a stream from version `from` (inclusive) in `direction`. */
   readonly readStreamPage: (
@@ -864,25 +868,32 @@ const appends = (storage: Storage, limits: Options): Pick<EventStore, "append" |
         validated.length === 1
           ? validated
           : [...validated].sort((a, b) => (a.streamId < b.streamId ? -1 : a.streamId > b.streamId ? 1 : 0))
-      const stored = Effect.zipRight(Metric.increment(Metrics.appends), storage.append(sorted)).pipe(
-        Effect.tap(() => Metric.incrementBy(Metrics.eventsAppended, eventCount)),
-        Effect.tapErrorTag("ConcurrencyConflict", () => Metric.increment(Metrics.conflicts))
+      // The span is made with its attributes, once the batch is known to be valid, and handed to
+      // the store for its statements, not put in the context: nothing else under it reads it, and
+      // putting it there cost an append 30% of its Effect operations (87 against 61 with 16
+      // writers on Postgres, counted with a tracer's `context` hook).
+      const traced = Effect.useSpan(
+        "EventStore.appendMany",
+        {
+          captureStackTrace: false,
+          attributes: {
+            "mire.stream_count": validated.length,
+            "mire.event_count": eventCount,
+            "mire.stream_id":
+              validated.length === 1
+                ? validated[0]!.streamId
+                : validated
+                    .map((r) => r.streamId)
+                    .join(",")
+                    .slice(0, 1024)
+          }
+        },
+        (span) =>
+          Effect.zipRight(Metric.increment(Metrics.appends), storage.append(sorted, span)).pipe(
+            Effect.tap(() => Metric.incrementBy(Metrics.eventsAppended, eventCount)),
+            Effect.tapErrorTag("ConcurrencyConflict", () => Metric.increment(Metrics.conflicts))
+          )
       )
-      // The span is made with its attributes, once the batch is known to be valid.
-      const traced = Effect.withSpan(stored, "EventStore.appendMany", {
-        captureStackTrace: false,
-        attributes: {
-          "mire.stream_count": validated.length,
-          "mire.event_count": eventCount,
-          "mire.stream_id":
-            validated.length === 1
-              ? validated[0]!.streamId
-              : validated
-                  .map((r) => r.streamId)
-                  .join(",")
-                  .slice(0, 1024)
-        }
-      })
       if (validated.length === 1) return traced
       return Effect.map(traced, (committed) => {
         const byStream = new Map(committed.map((c) => [c.streamId, c]))

@@ -160,6 +160,9 @@ const categoriesOf = (requests: ReadonlyArray<EventStore.StorableAppend>): Reado
   return [...new Set(requests.map((r) => r.category))]
 }
 
+/** Runs an effect with a span as its parent, or as it is. */
+type UnderSpan = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
+
 const appendRowFault = (reason: string): StoreError =>
   new StoreError({ kind: "Other", operation: "decode append row", cause: new Error(reason) })
 
@@ -552,7 +555,10 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
   const refusedOr =
     (request: EventStore.StorableAppend) =>
     (committed: CommittedEvents | undefined): Effect.Effect<ReadonlyArray<CommittedEvents>, SqlError.SqlError | EventStore.AppendError> =>
-      committed === undefined ? Effect.flatMap(conflictOf(request), Effect.fail) : Effect.succeed([committed])
+      committed === undefined ? refused(request) : Effect.succeed([committed])
+
+  /** Why an append's compare-and-set refused it, as its failure. */
+  const refused = (request: EventStore.StorableAppend) => Effect.flatMap(conflictOf(request), Effect.fail)
 
   const appendOnce = (
     requests: ReadonlyArray<EventStore.StorableAppend>
@@ -633,25 +639,39 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
    * here.
    */
   const appendCoalesced = (
-    request: EventStore.StorableAppend
+    request: EventStore.StorableAppend,
+    under: UnderSpan
   ): Effect.Effect<ReadonlyArray<CommittedEvents>, SqlError.SqlError | EventStore.AppendError> =>
     Effect.flatMap(inTransaction, (nested) =>
-      nested || coalescer === undefined ? appendAloneNotified(request) : coalescer.submit(request)
-    ).pipe(Effect.flatMap(refusedOr(request)))
+      nested || coalescer === undefined
+        ? under(Effect.flatMap(appendAloneNotified(request), refusedOr(request)))
+        : Effect.flatMap(coalescer.submit(request), (committed) =>
+            committed === undefined ? under(refused(request)) : Effect.succeed([committed])
+          )
+    )
 
+  /**
+   * The statements an append runs in its caller's fiber are children of its `EventStore.appendMany`
+   * span (`span`, which is not in the context). A coalesced statement, shared by several callers,
+   * is its worker's.
+   */
   const append = (
-    requests: ReadonlyArray<EventStore.StorableAppend>
+    requests: ReadonlyArray<EventStore.StorableAppend>,
+    span?: Tracer.AnySpan
   ): Effect.Effect<ReadonlyArray<CommittedEvents>, EventStore.AppendError> => {
+    const under: UnderSpan = span === undefined ? (effect) => effect : (effect) => Effect.withParentSpan(effect, span)
     // Each append function is one statement, atomic on its own. Inside a transaction, a
     // statement that can raise (several streams, or an event id the caller gave, which may
     // already be stored) runs in a savepoint, so its refusal does not abort the caller's
     // transaction; a single stream's lost expectation raises nothing.
     const raises = requests.length > 1 || requests.some((r) => r.events.some((e) => e.eventIdGiven))
     const once = raises
-      ? Effect.flatMap(inTransaction, (nested) => (nested ? transaction(appendOnce(requests)) : appendOnce(requests))).pipe(
-          Effect.tap(() => notifyCommitted(categoriesOf(requests)))
+      ? under(
+          Effect.flatMap(inTransaction, (nested) => (nested ? transaction(appendOnce(requests)) : appendOnce(requests))).pipe(
+            Effect.tap(() => notifyCommitted(categoriesOf(requests)))
+          )
         )
-      : appendCoalesced(requests[0]!)
+      : appendCoalesced(requests[0]!, under)
     // `Any` can lose the race to create a stream; it has no expectation to violate, so it tries again.
     const retried = requests.some((r) => r.expected._tag === "Any")
       ? Effect.retry(once, {
