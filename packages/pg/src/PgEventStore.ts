@@ -163,6 +163,8 @@ const categoriesOf = (requests: ReadonlyArray<EventStore.StorableAppend>): Reado
 /** Runs an effect with a span as its parent, or as it is. */
 type UnderSpan = <A, E, R>(effect: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
 
+const asIs: UnderSpan = (effect) => effect
+
 const appendRowFault = (reason: string): StoreError =>
   new StoreError({ kind: "Other", operation: "decode append row", cause: new Error(reason) })
 
@@ -551,14 +553,14 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
   ): Effect.Effect<CommittedEvents | undefined, SqlError.SqlError | EventStore.AppendError> =>
     Effect.tap(appendAlone(request), (committed) => (committed === undefined ? Effect.void : notifyCommitted([request.category])))
 
-  /** The outcome of one append: its committed events, or why its compare-and-set refused it. */
+  /**
+   * The outcome of one append: its committed events, or why its compare-and-set refused it (read
+   * `under` the append's span).
+   */
   const refusedOr =
-    (request: EventStore.StorableAppend) =>
+    (request: EventStore.StorableAppend, under: UnderSpan = asIs) =>
     (committed: CommittedEvents | undefined): Effect.Effect<ReadonlyArray<CommittedEvents>, SqlError.SqlError | EventStore.AppendError> =>
-      committed === undefined ? refused(request) : Effect.succeed([committed])
-
-  /** Why an append's compare-and-set refused it, as its failure. */
-  const refused = (request: EventStore.StorableAppend) => Effect.flatMap(conflictOf(request), Effect.fail)
+      committed === undefined ? under(Effect.flatMap(conflictOf(request), Effect.fail)) : Effect.succeed([committed])
 
   const appendOnce = (
     requests: ReadonlyArray<EventStore.StorableAppend>
@@ -645,9 +647,7 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
     Effect.flatMap(inTransaction, (nested) =>
       nested || coalescer === undefined
         ? under(Effect.flatMap(appendAloneNotified(request), refusedOr(request)))
-        : Effect.flatMap(coalescer.submit(request), (committed) =>
-            committed === undefined ? under(refused(request)) : Effect.succeed([committed])
-          )
+        : Effect.flatMap(coalescer.submit(request), refusedOr(request, under))
     )
 
   /**
@@ -659,7 +659,7 @@ export const makeStorage: Effect.Effect<EventStore.Storage, never, SqlClient.Sql
     requests: ReadonlyArray<EventStore.StorableAppend>,
     span?: Tracer.AnySpan
   ): Effect.Effect<ReadonlyArray<CommittedEvents>, EventStore.AppendError> => {
-    const under: UnderSpan = span === undefined ? (effect) => effect : (effect) => Effect.withParentSpan(effect, span)
+    const under: UnderSpan = span === undefined ? asIs : (effect) => Effect.withParentSpan(effect, span)
     // Each append function is one statement, atomic on its own. Inside a transaction, a
     // statement that can raise (several streams, or an event id the caller gave, which may
     // already be stored) runs in a savepoint, so its refusal does not abort the caller's
