@@ -21,7 +21,7 @@ import { root } from "./packages.mjs"
 const read = (tarball, file) => execFileSync("tar", ["-xOzf", tarball, `package/${file}`])
 
 /** Every target path named by a package.json's main/types/bin/exports (patterns skipped). */
-const targets = (manifest) => {
+export const targets = (manifest) => {
   const out = []
   const walk = (value) => {
     if (typeof value === "string") {
