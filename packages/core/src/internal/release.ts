@@ -3,6 +3,10 @@
  *
  * @internal
  */
+import * as Clock from "effect/Clock"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import type * as Tracer from "effect/Tracer"
 
 /**
  * Empties a batch's events array once its consumer is done with it (the
@@ -25,3 +29,29 @@
 export const releaseEvents = (events: ReadonlyArray<unknown>): void => {
   if (Array.isArray(events)) events.length = 0
 }
+
+/**
+ * `effect` in a span of its own, made like `Effect.withSpan` makes one (its
+ * statements are its children), but ended with the number of items `effect`
+ * returned instead of the items: a span keeps the exit it ends with, and a
+ * span made before a read's statement is old by the time the rows arrive, so
+ * the page it kept would survive young-generation collections (measured on
+ * `Subscription.poll`: about 500 B per event promoted to the old generation,
+ * half of a catch-up's Node CPU in garbage collection). `annotate` sets the
+ * span's attributes from the result.
+ *
+ * @internal
+ */
+export const countedSpan = <A, E, R>(
+  name: string,
+  options: { readonly attributes: Record<string, unknown> },
+  effect: Effect.Effect<ReadonlyArray<A>, E, R>,
+  annotate: (span: Tracer.Span, items: ReadonlyArray<A>) => void = () => {}
+): Effect.Effect<ReadonlyArray<A>, E, R> =>
+  Effect.flatMap(Effect.makeSpan(name, { attributes: options.attributes, captureStackTrace: false }), (span) =>
+    Effect.onExit(
+      Effect.tap(Effect.withParentSpan(effect, span), (items) => Effect.sync(() => annotate(span, items))),
+      (exit) =>
+        Effect.flatMap(Clock.currentTimeNanos, (now) => Effect.sync(() => span.end(now, Exit.map(exit, (items) => items.length))))
+    )
+  )
