@@ -587,7 +587,7 @@ interface ReadOp {
 const reads = (db: pg.Pool) =>
   Effect.gen(function* () {
     const results: Array<Result> = []
-    const keys = ["read", "read-sql", "load", "load1", "load1-sql", "snapshot"].filter(selected)
+    const keys = ["read", "read-stream", "read-sql", "load", "load1", "load1-sql", "snapshot"].filter(selected)
     if (keys.length === 0) return results
     yield* truncate(db)
     const longId = "long"
@@ -651,6 +651,12 @@ const reads = (db: pg.Pool) =>
       read: {
         label: `read a ${fmt(readEvents)}-event stream (time)`,
         target: 1.2,
+        mire: EventStore.readStreamEvents(longStream).pipe(Effect.tap((events) => check(events.length === readEvents, "short read"))),
+        raw: rawRead
+      },
+      "read-stream": {
+        label: `read a ${fmt(readEvents)}-event stream as a Stream, collected (diagnostic, time)`,
+        target: undefined,
         mire: Stream.runCollect(EventStore.readStream(longStream)).pipe(
           Effect.tap((c) => check(c.length === readEvents, "short read"))
         ),

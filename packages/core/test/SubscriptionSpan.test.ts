@@ -6,16 +6,14 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
-import * as Option from "effect/Option"
 import * as EventStore from "../src/EventStore.js"
 import * as ExpectedVersion from "../src/ExpectedVersion.js"
 import * as InMemory from "../src/InMemory.js"
 import * as Subscription from "../src/Subscription.js"
 import { unique } from "@mire/core/conformance"
 import { memoryRaw } from "./memoryRaw.js"
-import { traced } from "../../../test/spans.js"
+import { assertEndedWithCount, traced } from "../../../test/spans.js"
 
 const store = memoryRaw.pipe(Layer.provideMerge(InMemory.layer))
 
@@ -37,16 +35,7 @@ describe("Subscription.poll span", () => {
       for (const [span, delivered] of polls.map((s, i) => [s, i === 0 ? 3 : 0] as const)) {
         assert.strictEqual(span.attributes.get("mire.subscription_id"), subscriptionId)
         assert.strictEqual(span.attributes.get("mire.batch_size"), delivered)
-        assert.strictEqual(
-          Option.match(span.parent, { onNone: () => undefined, onSome: (p) => (p._tag === "Span" ? p.name : undefined) }),
-          "caller"
-        )
-        assert.strictEqual(span.status._tag, "Ended")
-        if (span.status._tag === "Ended") {
-          const exit = span.status.exit
-          assert.isTrue(Exit.isSuccess(exit))
-          if (Exit.isSuccess(exit)) assert.strictEqual(exit.value, delivered)
-        }
+        assertEndedWithCount(span, "caller", delivered)
       }
     }).pipe(Effect.provide(store)))
 })

@@ -26,6 +26,15 @@ const versions = (streamId: string, options?: EventStore.ReadStreamOptions) =>
     Effect.map(Chunk.toReadonlyArray)
   )
 
+/** A stream's versions read both ways, `readStream` and `readStreamEvents`, which must give the same events. */
+const versionsBothWays = (streamId: string, options?: EventStore.ReadStreamOptions) =>
+  Effect.gen(function* () {
+    const streamed = Chunk.toReadonlyArray(yield* Stream.runCollect(EventStore.readStream(streamId, options)))
+    const collected = yield* EventStore.readStreamEvents(streamId, options)
+    assert.deepStrictEqual(collected, streamed, `readStreamEvents against readStream, ${JSON.stringify(options ?? {})}`)
+    return streamed.map((e) => e.streamVersion)
+  })
+
 // What a caller without the type checker (plain JavaScript, decoded JSON) can
 // pass: the store must refuse it at run time, so the suite builds it on purpose.
 const illTyped = (data: unknown): NewEvent => ({ eventType: "x", schemaVersion: 1, data }) as NewEvent
@@ -231,6 +240,8 @@ export const eventStoreSuite = (name: string, storeLayer: Layer.Layer<EventStore
             assert.strictEqual(e._tag, "InvalidInput", `stream id ${JSON.stringify(id.slice(0, 20))}`)
             const r = yield* Effect.flip(Stream.runDrain(EventStore.readStream(id)))
             assert.strictEqual(r._tag, "InvalidInput")
+            const a = yield* Effect.flip(EventStore.readStreamEvents(id))
+            assert.strictEqual(a._tag, "InvalidInput")
           }
           for (const bad of ["", "has-dash", "1digit", "a'b"]) {
             const e = yield* Effect.flip(EventStore.append(`${category}-s`, bad, ExpectedVersion.Any, [ev("x")]))
@@ -248,9 +259,11 @@ export const eventStoreSuite = (name: string, storeLayer: Layer.Layer<EventStore
             ])
           )
           assert.strictEqual(badData._tag, "InvalidInput")
-          for (const options of [{ limit: 0 }, { limit: -1 }, { from: -1 }, { limit: 1.5 }]) {
+          for (const options of [{ limit: 0 }, { limit: -1 }, { from: -1 }, { limit: 1.5 }, { pageSize: 0 }]) {
             const e = yield* Effect.flip(Stream.runDrain(EventStore.readStream(`${category}-s`, options)))
             assert.strictEqual(e._tag, "InvalidInput")
+            const a = yield* Effect.flip(EventStore.readStreamEvents(`${category}-s`, options))
+            assert.strictEqual(a._tag, "InvalidInput")
           }
           const Account = account(category)
           const failing = AggregateRoot.record(
@@ -275,14 +288,14 @@ export const eventStoreSuite = (name: string, storeLayer: Layer.Layer<EventStore
           yield* EventStore.append(s, category, ExpectedVersion.NoStream, Array.from({ length: 25 }, (_, i) => ev(`${i}`)))
           yield* EventStore.append(`${category}-t`, category, ExpectedVersion.NoStream, [ev("t1")])
           const all = Array.from({ length: 25 }, (_, i) => i + 1)
-          assert.deepStrictEqual(yield* versions(s), all)
-          assert.deepStrictEqual(yield* versions(s, { pageSize: 4 }), all)
-          assert.deepStrictEqual(yield* versions(s, { direction: "backward", pageSize: 7 }), [...all].reverse())
-          assert.deepStrictEqual(yield* versions(s, { from: 20 }), [20, 21, 22, 23, 24, 25])
-          assert.deepStrictEqual(yield* versions(s, { from: 5, limit: 3 }), [5, 6, 7])
-          assert.deepStrictEqual(yield* versions(s, { from: 5, direction: "backward", limit: 10, pageSize: 2 }), [5, 4, 3, 2, 1])
-          assert.deepStrictEqual(yield* versions(s, { limit: 9, pageSize: 4 }), all.slice(0, 9))
-          assert.deepStrictEqual(yield* versions(`${category}-nothing`), [])
+          assert.deepStrictEqual(yield* versionsBothWays(s), all)
+          assert.deepStrictEqual(yield* versionsBothWays(s, { pageSize: 4 }), all)
+          assert.deepStrictEqual(yield* versionsBothWays(s, { direction: "backward", pageSize: 7 }), [...all].reverse())
+          assert.deepStrictEqual(yield* versionsBothWays(s, { from: 20 }), [20, 21, 22, 23, 24, 25])
+          assert.deepStrictEqual(yield* versionsBothWays(s, { from: 5, limit: 3 }), [5, 6, 7])
+          assert.deepStrictEqual(yield* versionsBothWays(s, { from: 5, direction: "backward", limit: 10, pageSize: 2 }), [5, 4, 3, 2, 1])
+          assert.deepStrictEqual(yield* versionsBothWays(s, { limit: 9, pageSize: 4 }), all.slice(0, 9))
+          assert.deepStrictEqual(yield* versionsBothWays(`${category}-nothing`), [])
           const inCategory = Chunk.toReadonlyArray(yield* Stream.runCollect(EventStore.readCategory(category, { pageSize: 6 })))
           assert.strictEqual(inCategory.length, 26)
           assert.isTrue(inCategory.every((e, i) => i === 0 || e.globalPosition > inCategory[i - 1]!.globalPosition))
