@@ -1109,9 +1109,15 @@ const header = (source: string, db: pg.Pool) =>
       `settings: PostgreSQL ${s.version}, fsync=${s.fsync}, synchronous_commit=${s.synchronous_commit}, shared_buffers=${s.shared_buffers}`
     )
     yield* log(`client:   Node ${process.version}, ${availableParallelism()} CPUs, 1-min load average at start ${loadavg()[0]!.toFixed(2)}`)
-    // V8's young generation decides much of the catch-up and read rows (bench/README.md): say how it was sized.
-    const flags = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? "").split(" ")].filter((f) => f.startsWith("--max-semi") || f.startsWith("--min-semi"))
-    yield* log(`V8:       young generation ${flags.length === 0 ? "as V8 sizes it (no --max-semi-space-size)" : flags.join(" ")}`)
+    // V8's young generation and its pretenuring decide much of the catch-up and read rows (bench/README.md):
+    // say how they were set.
+    const v8Flags = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? "").split(" ")]
+    const flags = v8Flags.filter((f) => f.startsWith("--max-semi") || f.startsWith("--min-semi"))
+    const pretenuring = v8Flags.includes("--no-allocation-site-pretenuring") ? "off (--no-allocation-site-pretenuring)" : "on (V8's default)"
+    yield* log(
+      `V8:       young generation ${flags.length === 0 ? "as V8 sizes it (no --max-semi-space-size)" : flags.join(" ")}; ` +
+        `allocation-site pretenuring ${pretenuring}`
+    )
     yield* log(
       `sizes:    rounds ${rounds}, append runs ${appendSeconds} s, read runs >= ${readSeconds} s, ${writers} writers, batch ${batchEvents}, ` +
         `appendMany ${manyStreams}x${manyEvents}, read ${readEvents}, catch-up ${catchupEvents} (batch ${catchupBatch}), wake-up ${wakeSeconds} s/round\n`
