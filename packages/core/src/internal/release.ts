@@ -48,10 +48,13 @@ export const countedSpan = <A, E, R>(
   effect: Effect.Effect<ReadonlyArray<A>, E, R>,
   annotate: (span: Tracer.Span, items: ReadonlyArray<A>) => void = () => {}
 ): Effect.Effect<ReadonlyArray<A>, E, R> =>
-  Effect.flatMap(Effect.makeSpan(name, { attributes: options.attributes, captureStackTrace: false }), (span) =>
-    Effect.onExit(
-      Effect.tap(Effect.withParentSpan(effect, span), (items) => Effect.sync(() => annotate(span, items))),
-      (exit) =>
-        Effect.flatMap(Clock.currentTimeNanos, (now) => Effect.sync(() => span.end(now, Exit.map(exit, (items) => items.length))))
+  // The span is made and its end installed uninterruptibly, so it always ends.
+  Effect.uninterruptibleMask((restore) =>
+    Effect.flatMap(Effect.makeSpan(name, { attributes: options.attributes, captureStackTrace: false }), (span) =>
+      Effect.onExit(
+        restore(Effect.tap(Effect.withParentSpan(effect, span), (items) => Effect.sync(() => annotate(span, items)))),
+        (exit) =>
+          Effect.flatMap(Clock.currentTimeNanos, (now) => Effect.sync(() => span.end(now, Exit.map(exit, (items) => items.length))))
+      )
     )
   )
