@@ -15,6 +15,7 @@ import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as FiberRef from "effect/FiberRef"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
@@ -265,8 +266,8 @@ export interface Storage {
   ) => Effect.Effect<ReadonlyArray<RecordedEvent>, StoreError>
   /**
    * One read (one statement): up to `limit` events of a stream from version `from` forward, and its
-   * version. `span`, when given, is the span the read belongs to (a load's `EventStore.readStream`,
-   * which is not put in the context): a store that traces its statements makes it their parent.
+   * version. `span`, when given, is the span the read belongs to (the load's own, which is not put
+   * in the context): a store that traces its statements makes it their parent.
    */
   readonly loadPage: (
     streamId: StreamId.StreamId,
@@ -1063,7 +1064,7 @@ const reads = (storage: Storage): Pick<EventStore, "readStream" | "readStreamEve
 /** How a load reads a page: only the fold's columns when the store can, whole events otherwise. */
 type FoldReader = (streamId: StreamId.StreamId, from: number, limit: number) => Effect.Effect<FoldPage, StoreError>
 
-/** A load's page reads, under its `EventStore.readStream` span. */
+/** A load's page reads, their statements children of the load's span. */
 const foldReader =
   (storage: Storage, span: Tracer.AnySpan): FoldReader =>
   (streamId, from, limit) =>
@@ -1109,21 +1110,25 @@ const replayRest = <S, E>(
   })
 
 /**
- * A load's reads, traced as the stream read they are, a child of the load's span (`parent`), and
- * handed to `f` for the reads to name as their statements' parent (see `Storage.loadPage`): not put
- * in the context either. The stack trace is the enclosing operation's (this span's own would only
- * show mire's internals), and capturing one per load costs.
- */
-const readSpan = <A, E>(streamId: string, parent: Tracer.Span, f: (span: Tracer.Span) => Effect.Effect<A, E>): Effect.Effect<A, E> =>
-  Effect.useSpan("EventStore.readStream", { attributes: { "mire.stream_id": streamId }, captureStackTrace: false, parent }, f)
-
-/**
- * The span of a load, handed to `f` rather than put in the context: its reads name it as their
- * parent (`readSpan`) and its attributes are set on it. A load changes no context for its spans,
- * where each change (a fiber-ref round trip) costs a short load a few microseconds.
+ * The span of a load, handed to `f` rather than put in the context: the load's statements name
+ * it as their parent (see `Storage.loadPage`) and its attributes are set on it. When `f`
+ * succeeds, its duration by the `Clock` goes to `Metrics.loadDuration`, with the fiber's metric
+ * labels as `Metric.update` would take them. The clock is read and the span made in one step:
+ * every command loads, and on a 1-event load each Effect operation mire adds is measurable
+ * (bench/README.md). The stack trace is the enclosing operation's; capturing one per load costs.
  */
 const loadSpan = <A, E>(name: string, streamId: string, f: (span: Tracer.Span) => Effect.Effect<A, E>): Effect.Effect<A, E> =>
-  Effect.useSpan(name, { attributes: { "mire.stream_id": streamId }, captureStackTrace: false }, f)
+  Effect.withFiberRuntime((fiber) => {
+    const clock = Context.get(fiber.currentDefaultServices, Clock.Clock)
+    const start = clock.unsafeCurrentTimeNanos()
+    return Effect.useSpan(name, { attributes: { "mire.stream_id": streamId }, captureStackTrace: false }, (span) =>
+      Effect.map(f(span), (a) => {
+        const millis = Number(clock.unsafeCurrentTimeNanos() - start) / 1_000_000
+        Metrics.loadDuration.unsafeUpdate(millis, fiber.getFiberRef(FiberRef.currentMetricLabels))
+        return a
+      })
+    )
+  })
 
 /** Is a page's stream left out of a load: deleted, or archived unless the load asks for it? */
 const hidden = (page: FoldPage, options: LoadOptions | undefined): boolean =>
@@ -1137,27 +1142,18 @@ const replayAll = <S, E>(
   span: Tracer.Span,
   options?: LoadOptions
 ) =>
-  readSpan(streamId, span, (readStream) => {
-    const read = foldReader(storage, readStream)
-    return Effect.flatMap(read(streamId, 1, loadPageSize), (page) =>
-      hidden(page, options)
-        ? Effect.succeed<Aggregate.Folded<S>>({ state: aggregate.initial, version: 0 })
-        : replay(read, aggregate, streamId, { state: aggregate.initial, version: 0 }, page)
-    )
-  })
+{
+  const read = foldReader(storage, span)
+  return Effect.flatMap(read(streamId, 1, loadPageSize), (page) =>
+    hidden(page, options)
+      ? Effect.succeed<Aggregate.Folded<S>>({ state: aggregate.initial, version: 0 })
+      : replay(read, aggregate, streamId, { state: aggregate.initial, version: 0 }, page)
+  )
+}
 
 /** The root of a fold: `None` when the stream has no events. */
 const rootOf = <S, E>(aggregate: Aggregate.Aggregate<S, E>, id: string, folded: Aggregate.Folded<S>) =>
   folded.version === 0 ? Option.none() : Option.some(AggregateRoot.make(aggregate, id, folded.state, folded.version))
-
-/** Records a load's duration (by the `Clock`) when it succeeds. */
-const timed = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-  Effect.clockWith((clock) => {
-    const start = clock.unsafeCurrentTimeNanos()
-    return Effect.tap(effect, () =>
-      Metric.update(Metrics.loadDuration, Number(clock.unsafeCurrentTimeNanos() - start) / 1_000_000)
-    )
-  })
 
 /** The load part of the service: a fold of the whole stream, with or without a row lock. */
 const loads = (storage: Storage): Pick<EventStore, "load" | "loadOrDefault" | "loadForUpdate"> => {
@@ -1172,7 +1168,7 @@ const loads = (storage: Storage): Pick<EventStore, "load" | "loadOrDefault" | "l
     const streamId = StreamId.parseAggregate(aggregate.category, id)
     if (streamId instanceof InvalidInput) return Effect.withSpan(streamId, "EventStore.load", { captureStackTrace: false })
     return loadSpan("EventStore.load", streamId, (span) =>
-      Effect.map(timed(replayAll(storage, aggregate, streamId, span, options)), (folded) => {
+      Effect.map(replayAll(storage, aggregate, streamId, span, options), (folded) => {
         span.attribute("mire.version", folded.version)
         return rootOf(aggregate, id, folded)
       })
@@ -1342,14 +1338,10 @@ const snapshots = (
       // A full load, when the snapshot cannot be used, is a child of this one.
       const full = Effect.withParentSpan(loaded.load(aggregate, id, options), span)
       // One statement: the snapshot and the events from its version (from 1 without a snapshot).
-      return timed(
-        readSpan(streamId, span, (readStream) =>
-          Effect.flatMap(storage.loadSnapshotPage(streamId, loadPageSize, readStream), (page) =>
-            hidden(page, options)
-              ? Effect.succeed({ result: Option.some<Aggregate.Folded<S>>({ state: aggregate.initial, version: 0 }), hit: false })
-              : fromSnapshot(foldReader(storage, readStream), aggregate, definition, streamId, page)
-          )
-        )
+      return Effect.flatMap(storage.loadSnapshotPage(streamId, loadPageSize, span), (page) =>
+        hidden(page, options)
+          ? Effect.succeed({ result: Option.some<Aggregate.Folded<S>>({ state: aggregate.initial, version: 0 }), hit: false })
+          : fromSnapshot(foldReader(storage, span), aggregate, definition, streamId, page)
       ).pipe(
         Effect.flatMap(({ result, hit }) => {
           if (Option.isNone(result)) return full

@@ -26,7 +26,6 @@ describe("telemetry example", () => {
         "EventStore.save",
         "EventStore.appendMany",
         "EventStore.loadSnapshotted",
-        "EventStore.readStream",
         "ProjectionRunner.batch",
         "Subscription.poll"
       ]) {

@@ -79,7 +79,7 @@ describe("reads through functions: postgres", () => {
       })
     )
 
-    it.effect("a load's and a snapshotted load's statements are children of their EventStore.readStream spans", () =>
+    it.effect("a load's and a snapshotted load's statements are children of their spans", () =>
       Effect.gen(function* () {
         const Account = account(unique("rt"), 2)
         yield* EventStore.saveSnapshotting(
@@ -90,12 +90,12 @@ describe("reads through functions: postgres", () => {
         const parentOf = (span: (typeof spans)[number] | undefined) =>
           span === undefined ? undefined : Option.getOrUndefined(Option.map(span.parent, (p) => byId.get(p.spanId)))
         const statements = spans.filter((s) => s.name === "sql.execute")
-        // Each statement's parent and grandparent, by name.
+        // Each statement's parent, by name, and that span's stream id.
         assert.deepStrictEqual(
-          statements.map((s) => [parentOf(s)?.name, parentOf(parentOf(s))?.name]),
+          statements.map((s) => [parentOf(s)?.name, parentOf(s)?.attributes.get("mire.stream_id")]),
           [
-            ["EventStore.readStream", "EventStore.load"],
-            ["EventStore.readStream", "EventStore.loadSnapshotted"]
+            ["EventStore.load", `${Account.category}-1`],
+            ["EventStore.loadSnapshotted", `${Account.category}-1`]
           ]
         )
       })
