@@ -325,6 +325,8 @@ const compare = <E1, R1, E2, R2, E3 = never, R3 = never>(spec: {
   readonly target: number | undefined
   readonly before?: Effect.Effect<void, E3, R3>
   readonly warmup?: number
+  /** Seconds each timed run takes (the append workloads' `BENCH_SECONDS` when not given). */
+  readonly seconds?: number
   readonly mire: (round: number, seconds: number) => Effect.Effect<number, E1, R1>
   readonly raw: (round: number, seconds: number) => Effect.Effect<number, E2, R2>
   readonly note?: string
@@ -345,7 +347,7 @@ const compare = <E1, R1, E2, R2, E3 = never, R3 = never>(spec: {
         }
         if (spec.before !== undefined) yield* spec.before
         const started = now()
-        const value = yield* run(side, round, appendSeconds)
+        const value = yield* run(side, round, spec.seconds ?? appendSeconds)
         gc[side].push(yield* gcShare(started, now()))
         if (side === "mire") mire.push(value)
         else rawRuns.push(value)
@@ -695,8 +697,12 @@ const reads = (db: pg.Pool) =>
           label: op.label,
           kind: "time",
           target: op.target,
-          mire: () => perOp(readSeconds, op.mire),
-          raw: () => perOp(readSeconds, op.raw),
+          // An untimed run of the same length first: from cold, a 1-event load takes about 2 s of
+          // calls to reach its steady time (bench/README.md).
+          warmup: readSeconds,
+          seconds: readSeconds,
+          mire: (_round, seconds) => perOp(seconds, op.mire),
+          raw: (_round, seconds) => perOp(seconds, op.raw),
           note: `statements: mire ${statements}, raw 1`
         })
       )
