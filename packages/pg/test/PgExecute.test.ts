@@ -2,7 +2,7 @@
  * The executor of mire's hot statements (issue 12): the connection it runs
  * on, the span it leaves, and a pool connection never lost to an interrupt.
  */
-import { assert, describe, layer } from "@effect/vitest"
+import { assert, describe, it, layer } from "@effect/vitest"
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
@@ -11,9 +11,54 @@ import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
+import * as Scope from "effect/Scope"
 import * as Execute from "../src/internal/execute.js"
 import { clientLayer, database } from "./utils.js"
 import { traced } from "../../../test/spans.js"
+
+/** All four connections of the pool are back: four transactions hold one each at once. */
+const allFourBack = Effect.gen(function* () {
+  const sql = yield* SqlClient.SqlClient
+  const together = yield* Deferred.make<void>()
+  let running = 0
+  yield* Effect.forEach(
+    [1, 2, 3, 4],
+    () =>
+      sql.withTransaction(
+        Effect.zipRight(
+          Effect.suspend(() => (++running === 4 ? Deferred.succeed(together, undefined) : Effect.void)),
+          Deferred.await(together)
+        )
+      ),
+    { concurrency: "unbounded", discard: true }
+  ).pipe(
+    Effect.timeoutFail({
+      duration: "10 seconds",
+      onTimeout: () => new Error(`only ${running} of the pool's 4 connections came back`)
+    })
+  )
+})
+
+describe("StatementScope", () => {
+  it.effect("runs its finalizers once, in reverse order, each whatever the others do; a late one at once", () =>
+    Effect.gen(function* () {
+      const scope = new Execute.StatementScope()
+      const ran: Array<string> = []
+      const record = (name: string) => (exit: Exit.Exit<unknown, unknown>) =>
+        Effect.sync(() => ran.push(`${name}:${Exit.isSuccess(exit) ? "ok" : "failed"}`))
+      yield* Scope.addFinalizerExit(scope, record("first"))
+      yield* Scope.addFinalizerExit(scope, () => Effect.die("boom"))
+      yield* Scope.addFinalizerExit(scope, record("third"))
+      const closed = yield* Effect.exit(Scope.close(scope, Exit.void))
+      assert.deepStrictEqual(ran, ["third:ok", "first:ok"])
+      assert.isTrue(Exit.isFailure(closed), "the dying finalizer did not fail the close")
+      yield* Scope.close(scope, Exit.fail("again"))
+      assert.deepStrictEqual(ran, ["third:ok", "first:ok"], "a second close ran finalizers again")
+      yield* Scope.addFinalizerExit(scope, record("late"))
+      assert.deepStrictEqual(ran, ["third:ok", "first:ok", "late:ok"])
+    })
+  )
+})
 
 describe("Execute (postgres)", () => {
   layer(clientLayer({ maxConnections: 4 }).pipe(Layer.provideMerge(database)), { timeout: "60 seconds", excludeTestServices: true })(
@@ -96,25 +141,30 @@ describe("Execute (postgres)", () => {
             Effect.timeoutFail({ duration: "10 seconds", onTimeout: () => new Error("the interrupt never completed") })
           )
           assert.isTrue(Exit.isInterrupted(exit), "the waiting statement was not interrupted")
-          // All four connections are back: four transactions hold one each at once.
-          const together = yield* Deferred.make<void>()
-          let running = 0
-          yield* Effect.forEach(
-            [1, 2, 3, 4],
-            () =>
-              sql.withTransaction(
-                Effect.zipRight(
-                  Effect.suspend(() => (++running === 4 ? Deferred.succeed(together, undefined) : Effect.void)),
-                  Deferred.await(together)
-                )
-              ),
-            { concurrency: "unbounded", discard: true }
-          ).pipe(
-            Effect.timeoutFail({
-              duration: "10 seconds",
-              onTimeout: () => new Error(`only ${running} of the pool's 4 connections came back`)
-            })
+          yield* allFourBack
+        })
+      )
+
+      it.effect("a statement that fails, or is interrupted while it runs, gives its connection back", () =>
+        Effect.gen(function* () {
+          const sql = yield* SqlClient.SqlClient
+          const execute = yield* Execute.fromContext
+          // More failures than the pool has connections.
+          for (let i = 0; i < 6; i++) {
+            const failed = yield* Effect.exit(execute("SELECT 1 / $1::int AS n", [0]))
+            assert.isTrue(Exit.isFailure(failed), "division by zero succeeded")
+          }
+          const marker = `execute_interrupt_${Date.now()}`
+          const sleeping = yield* Effect.fork(execute(`SELECT pg_sleep(30), '${marker}' AS marker`, []))
+          yield* Effect.repeat(
+            sql<{ readonly n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity WHERE state = 'active' AND query LIKE ${`%${marker}%`} AND query NOT LIKE '%pg_stat_activity%'`,
+            { until: (rows) => rows[0]?.n === 1, schedule: Schedule.spaced("10 millis") }
+          ).pipe(Effect.timeoutFail({ duration: "10 seconds", onTimeout: () => new Error("the statement never ran") }))
+          const exit = yield* Fiber.interrupt(sleeping).pipe(
+            Effect.timeoutFail({ duration: "10 seconds", onTimeout: () => new Error("the interrupt did not cancel the statement") })
           )
+          assert.isTrue(Exit.isInterrupted(exit), "the running statement was not interrupted")
+          yield* allFourBack
         })
       )
     }

@@ -25,8 +25,10 @@ import type * as Statement from "@effect/sql/Statement"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
+import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
+import * as Pipeable from "effect/Pipeable"
 import * as Scope from "effect/Scope"
 import type * as Tracer from "effect/Tracer"
 
@@ -54,6 +56,49 @@ const spanAttributes = (client: Option.Option<PgClient.PgClient>): Record<string
   })
 
 /**
+ * The scope a statement's pool connection is reserved into. `client.reserve` adds one finalizer
+ * to it (the connection's release), run when the statement ends. A scope of `Scope.make` closes
+ * through its release map (a `forEach` over its finalizers, then their exits collected): 13
+ * Effect operations and about 10 µs of Node CPU more per statement (a 1-event load, measured).
+ * As with any scope, finalizers run in the reverse order of their addition, each whatever the
+ * others do (the first failure fails the close), and one added after the close runs at once.
+ */
+export class StatementScope extends Pipeable.Class() implements Scope.CloseableScope {
+  readonly [Scope.ScopeTypeId]: Scope.ScopeTypeId = Scope.ScopeTypeId
+  readonly [Scope.CloseableScopeTypeId]: Scope.CloseableScopeTypeId = Scope.CloseableScopeTypeId
+  readonly strategy: ExecutionStrategy.ExecutionStrategy = ExecutionStrategy.sequential
+  private finalizers: Array<Scope.Scope.Finalizer> = []
+  private closed: Exit.Exit<unknown, unknown> | undefined = undefined
+
+  fork(strategy: ExecutionStrategy.ExecutionStrategy): Effect.Effect<Scope.CloseableScope> {
+    return Effect.flatMap(Scope.make(strategy), (child) => Effect.as(this.addFinalizer((exit) => Scope.close(child, exit)), child))
+  }
+
+  addFinalizer(finalizer: Scope.Scope.Finalizer): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      if (this.closed !== undefined) return Effect.asVoid(finalizer(this.closed))
+      this.finalizers.push(finalizer)
+      return Effect.void
+    })
+  }
+
+  close(exit: Exit.Exit<unknown, unknown>): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      if (this.closed !== undefined) return Effect.void
+      this.closed = exit
+      const finalizers = this.finalizers.reverse()
+      this.finalizers = []
+      const only = finalizers.length === 1 ? finalizers[0] : undefined
+      if (only !== undefined) return Effect.asVoid(only(exit))
+      return Effect.flatMap(
+        Effect.forEach(finalizers, (finalizer) => Effect.exit(finalizer(exit))),
+        (exits) => Effect.asVoid(Effect.all(exits))
+      )
+    })
+  }
+}
+
+/**
  * The executor of the `SqlClient`'s pool.
  *
  * Outside a transaction the connection is reserved uninterruptibly, as
@@ -69,23 +114,22 @@ const spanAttributes = (client: Option.Option<PgClient.PgClient>): Record<string
  * statement's context, where nothing would read it: a context change costs
  * a fiber-ref round trip, a quarter of the Effect operations a statement ran
  * (125 against 83, counted with a tracer's `context` hook). The transaction,
- * if any, and the clock are read in one step with the fiber (79 operations);
- * inside a transaction no scope is made.
+ * if any, and the clock are read in one step with the fiber, and the
+ * connection is reserved into a {@link StatementScope}: 70 operations now.
+ * Inside a transaction no scope is made.
  */
 export const make = (client: SqlClient.SqlClient, pg: Option.Option<PgClient.PgClient>): Execute => {
-  const attributes = spanAttributes(pg)
+  // Made once: a new object per statement, spread from these, cost more than the rest of the span.
+  const attributes = { ...spanAttributes(pg), "db.operation.name": "execute" }
+  const options = { kind: "client", captureStackTrace: false, attributes } as const
   const execute: Execute = (text, params, parent) =>
     Effect.uninterruptibleMask((restore) =>
       Effect.flatMap(
-        Effect.makeSpan("sql.execute", {
-          kind: "client",
-          captureStackTrace: false,
-          attributes: { ...attributes, "db.operation.name": "execute", "db.query.text": text },
-          ...(parent === undefined ? {} : { parent })
-        }),
+        Effect.makeSpan("sql.execute", parent === undefined ? options : { kind: "client", captureStackTrace: false, attributes, parent }),
         (span) =>
-          // The transaction, if any, and the clock the span ends by, read in one step.
+          // The statement's text, then the transaction, if any, and the clock the span ends by, in one step.
           Effect.withFiberRuntime<ReadonlyArray<unknown>, SqlError.SqlError>((fiber) => {
+            span.attribute("db.query.text", text)
             const clock = Context.get(fiber.currentDefaultServices, Clock.Clock)
             const end = (exit: Exit.Exit<ReadonlyArray<unknown>, SqlError.SqlError>) =>
               span.end(clock.unsafeCurrentTimeNanos(), Exit.map(exit, (rows) => rows.length))
@@ -94,11 +138,10 @@ export const make = (client: SqlClient.SqlClient, pg: Option.Option<PgClient.PgC
               return Effect.onExit(restore(transaction.value[0].execute(text, params, undefined)), (exit) => Effect.sync(() => end(exit)))
             }
             // The pool's connection is reserved into this scope, closed with `Exit.void` (the rows stay out of it).
-            return Effect.flatMap(Scope.make(), (scope) =>
-              Effect.onExit(
-                Effect.flatMap(Scope.extend(client.reserve, scope), (connection) => restore(connection.execute(text, params, undefined))),
-                (exit) => Effect.zipRight(Scope.close(scope, Exit.void), Effect.sync(() => end(exit)))
-              )
+            const scope = new StatementScope()
+            return Effect.onExit(
+              Effect.flatMap(Scope.extend(client.reserve, scope), (connection) => restore(connection.execute(text, params, undefined))),
+              (exit) => Effect.zipRight(scope.close(Exit.void), Effect.sync(() => end(exit)))
             )
           })
       )
