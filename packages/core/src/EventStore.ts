@@ -1141,8 +1141,7 @@ const replayAll = <S, E>(
   streamId: StreamId.StreamId,
   span: Tracer.Span,
   options?: LoadOptions
-) =>
-{
+) => {
   const read = foldReader(storage, span)
   return Effect.flatMap(read(streamId, 1, loadPageSize), (page) =>
     hidden(page, options)
