@@ -5,6 +5,7 @@
  */
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
+import * as Predicate from "effect/Predicate"
 import { InvalidInput } from "./EventStoreError.js"
 
 /**
@@ -76,7 +77,8 @@ export const format = (expected: ExpectedVersion): string =>
   })
 
 /**
- * Refuses an `Exact` version that is not a non-negative safe integer.
+ * Refuses an `Exact` version that is not a non-negative safe integer, and
+ * anything that is not one of the four expectations.
  *
  * @since 0.1.0
  */
@@ -86,14 +88,29 @@ export const validate = (expected: ExpectedVersion): Effect.Effect<ExpectedVersi
 }
 
 /**
- * The reason an expectation is refused, or `undefined` when it is valid.
+ * The reason an expectation is refused, or `undefined` when it is valid. A
+ * JavaScript caller can pass anything, so the value is checked as unknown:
+ * `undefined`, or an object of another `_tag`, is refused too (rather than
+ * failing later as a defect).
  *
  * @since 0.1.0
  */
-export const invalid = (expected: ExpectedVersion): InvalidInput | undefined =>
-  expected._tag === "Exact" && !(Number.isSafeInteger(expected.version) && expected.version >= 0)
-    ? new InvalidInput({ field: "expectedVersion", reason: `${expected.version} is not a non-negative integer` })
-    : undefined
+export const invalid = (expected: ExpectedVersion): InvalidInput | undefined => {
+  const value: unknown = expected
+  if (!Predicate.isRecord(value)) return new InvalidInput({ field: "expectedVersion", reason: "is not an ExpectedVersion" })
+  switch (value._tag) {
+    case "Any":
+    case "NoStream":
+    case "StreamExists":
+      return undefined
+    case "Exact":
+      return typeof value.version === "number" && Number.isSafeInteger(value.version) && value.version >= 0
+        ? undefined
+        : new InvalidInput({ field: "expectedVersion", reason: `${String(value.version)} is not a non-negative integer` })
+    default:
+      return new InvalidInput({ field: "expectedVersion", reason: "is not an ExpectedVersion" })
+  }
+}
 
 /**
  * Does a stream at `current` (0 = no stream) satisfy the expectation? Both

@@ -39,6 +39,9 @@ const versionsBothWays = (streamId: string, options?: EventStore.ReadStreamOptio
 // pass: the store must refuse it at run time, so the suite builds it on purpose.
 const illTyped = (data: unknown): NewEvent => ({ eventType: "x", schemaVersion: 1, data }) as NewEvent
 
+/** A value a JavaScript caller could pass where an `ExpectedVersion` belongs. */
+const illTypedExpectation = (value: unknown): ExpectedVersion.ExpectedVersion => value as ExpectedVersion.ExpectedVersion
+
 /**
  * Registers the event store suite under `describe`; `storeLayer` provides the
  * store under test and its `Raw` row access.
@@ -251,6 +254,16 @@ export const eventStoreSuite = (name: string, storeLayer: Layer.Layer<EventStore
             const e = yield* Effect.flip(EventStore.append(`${category}-s`, category, ExpectedVersion.Exact(version), [ev("x")]))
             assert.strictEqual(e._tag, "InvalidInput")
           }
+          // What a JavaScript caller could pass as an expectation.
+          for (const expected of [undefined, null, "Any", { _tag: "Bogus" }, { _tag: "Exact" }, { _tag: "Exact", version: "1" }]) {
+            const e = yield* Effect.flip(
+              EventStore.appendMany([
+                { streamId: `${category}-m`, category, expected: ExpectedVersion.NoStream, events: [ev("x")] },
+                { streamId: `${category}-s`, category, expected: illTypedExpectation(expected), events: [ev("x")] }
+              ])
+            )
+            assert.strictEqual(e._tag, "InvalidInput", `expectation ${JSON.stringify(expected)}`)
+          }
           const empty = yield* Effect.flip(EventStore.append(`${category}-s`, category, ExpectedVersion.Any, []))
           assert.strictEqual(empty._tag, "InvalidInput")
           const badData = yield* Effect.flip(
@@ -279,6 +292,7 @@ export const eventStoreSuite = (name: string, storeLayer: Layer.Layer<EventStore
           assert.strictEqual(yield* raw.count, before)
           assert.strictEqual(yield* EventStore.streamVersion(`${category}-1`), 0)
           assert.strictEqual(yield* EventStore.streamVersion(`${category}-s`), 0)
+          assert.strictEqual(yield* EventStore.streamVersion(`${category}-m`), 0)
         }))
 
       it.effect("reads forward, backward, from and limit; category and all", () =>
