@@ -97,16 +97,16 @@ export const validate = (expected: ExpectedVersion): Effect.Effect<ExpectedVersi
  */
 export const invalid = (expected: ExpectedVersion): InvalidInput | undefined => {
   const value: unknown = expected
-  if (!Predicate.isRecord(value)) return new InvalidInput({ field: "expectedVersion", reason: "is not an ExpectedVersion" })
-  switch (value._tag) {
+  const record = Predicate.isRecord(value) ? value : {}
+  switch (record._tag) {
     case "Any":
     case "NoStream":
     case "StreamExists":
       return undefined
     case "Exact":
-      return typeof value.version === "number" && Number.isSafeInteger(value.version) && value.version >= 0
+      return typeof record.version === "number" && Number.isSafeInteger(record.version) && record.version >= 0
         ? undefined
-        : new InvalidInput({ field: "expectedVersion", reason: `${String(value.version)} is not a non-negative integer` })
+        : new InvalidInput({ field: "expectedVersion", reason: `${String(record.version)} is not a non-negative integer` })
     default:
       return new InvalidInput({ field: "expectedVersion", reason: "is not an ExpectedVersion" })
   }
