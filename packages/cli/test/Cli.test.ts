@@ -12,6 +12,7 @@ import * as Projection from "@mire/core/Projection"
 import * as ProjectionRunner from "@mire/core/ProjectionRunner"
 import * as Subscription from "@mire/core/Subscription"
 import * as Checkpoint from "@mire/core/Checkpoint"
+import { untilCommitSafe } from "@mire/core/conformance"
 import * as LeaseStore from "@mire/core/LeaseStore"
 import * as SubscriptionStore from "@mire/core/SubscriptionStore"
 import * as PgLeaseStore from "@mire/pg/PgLeaseStore"
@@ -136,6 +137,9 @@ describe("mire status and tail", () => {
         const leases = yield* LeaseStore.LeaseStore
         yield* EventStore.append("ledger-1", "ledger", ExpectedVersion.NoStream, [event(1), event(2), event(3)])
         yield* EventStore.append("ledger-2", "ledger", ExpectedVersion.NoStream, [event(4), event(5)])
+        // Each projection reads its events in one poll: all five must be readable (another test's open
+        // transaction holds the commit-safe head back).
+        yield* untilCommitSafe
         // Two projections as a runner leaves them: a fenced lease each, a checkpoint written under it.
         const project = (subscriptionId: string, workerId: string, events: number) =>
           Effect.gen(function* () {
@@ -211,6 +215,9 @@ describe("mire status and tail", () => {
         const { url } = yield* TestDatabase
         const sql = yield* PgClient.PgClient
         yield* EventStore.append("tail-0", "tailed", ExpectedVersion.NoStream, [event(0)])
+        // tail starts at the commit-safe head: an event above it (another test's transaction open on the
+        // server) is after the start, and would be printed.
+        yield* untilCommitSafe
         const output: Output = { stdout: [], stderr: [] }
         const fiber = yield* Effect.fork(mireInto(output, ["tail", "tailed", "other", "--url", url]))
         yield* eventually(Effect.filterOrFail(Effect.sync(() => output.stderr.join("\n")), (s) => s.includes("following")))

@@ -4,6 +4,7 @@
  */
 import { assert, describe, layer } from "@effect/vitest"
 import * as NodeContext from "@effect/platform-node/NodeContext"
+import { untilCommitSafe } from "@mire/core/conformance"
 import * as Cursor from "@mire/core/Cursor"
 import * as EventStore from "@mire/core/EventStore"
 import * as ExpectedVersion from "@mire/core/ExpectedVersion"
@@ -18,7 +19,6 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import * as Schedule from "effect/Schedule"
 import * as Stream from "effect/Stream"
 import { storeLayer, TestDatabase } from "../../pg/test/utils.js"
 import * as Cli from "../src/Cli.js"
@@ -75,10 +75,7 @@ describe("mire reset", () => {
         // A subscription that has read everything and checkpointed (its row records its categories).
         const e3 = yield* positionOf("ledger-1", 3)
         // Below the commit-safe head (the server's oldest open transaction may be another test's).
-        yield* Effect.repeat(store.locate("head"), {
-          until: (head) => Option.isSome(head) && Cursor.order(head.value, Cursor.of(e3)) >= 0,
-          schedule: Schedule.spaced("20 millis")
-        }).pipe(Effect.timeout("30 seconds"))
+        yield* untilCommitSafe
         const sub = yield* Subscription.make({ subscriptionId: "ledger-view", categories: ["ledger"] })
         assert.strictEqual((yield* sub.poll).length, 3)
         assert.isTrue(yield* sub.checkpoint())

@@ -18,7 +18,7 @@ import * as Subscription from "../Subscription.js"
 import type * as LeaseStore from "../LeaseStore.js"
 import type * as SubscriptionStore from "../SubscriptionStore.js"
 import { unique } from "./fixtures.js"
-import { waitUntil } from "./scopes.js"
+import { untilCommitSafe, waitUntil } from "./scopes.js"
 
 type Env = EventStore.EventStore | SubscriptionStore.SubscriptionStore | LeaseStore.LeaseStore
 
@@ -53,6 +53,8 @@ export const catchUpSuite = <E>(name: string, storeLayer: Layer.Layer<Env, E>) =
             assert.strictEqual(Subscription.defaultBatchSize, 1000)
             const category = unique("cupage")
             yield* seed(category, 15, 100)
+            // Each page's length is asserted: every seeded event must be readable at the first poll.
+            yield* untilCommitSafe
             const sub = yield* Subscription.make({ subscriptionId: unique("cu-page-"), categories: [category] })
             const first = yield* sub.poll
             const second = yield* sub.poll
@@ -65,6 +67,7 @@ export const catchUpSuite = <E>(name: string, storeLayer: Layer.Layer<Env, E>) =
         Effect.gen(function* () {
           const category = unique("curun")
           yield* seed(category, 15, 100)
+          yield* untilCommitSafe
           const progress: Array<number> = []
           const projection = Projection.atLeastOnce({
             subscriptionId: unique("cu-run-"),

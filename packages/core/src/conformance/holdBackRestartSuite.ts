@@ -20,7 +20,7 @@ import type { NewEvent, RecordedEvent } from "../RecordedEvent.js"
 import * as Subscription from "../Subscription.js"
 import type * as SubscriptionStore from "../SubscriptionStore.js"
 import { Raw, unique } from "./fixtures.js"
-import { begin, collectUntil, perStreamOrdered } from "./scopes.js"
+import { begin, collectUntil, perStreamOrdered, untilCommitSafe } from "./scopes.js"
 
 const ev = (mark: string): NewEvent => ({ eventType: "ordering.marked", schemaVersion: 1, data: { mark } })
 
@@ -49,6 +49,8 @@ const invertedLog = (category: string, s: string, b: string) =>
     yield* EventStore.append(b, category, ExpectedVersion.NoStream, [ev("b1")])
     yield* holdsB.run(EventStore.append(b, category, ExpectedVersion.Exact(1), [ev("b2")]))
     yield* holdsB.commit
+    // The pages the tests assert are the whole log's: every event must be readable at once.
+    yield* untilCommitSafe
     const [s4, s5, b1, b2] = [yield* cursorOf(s, 4), yield* cursorOf(s, 5), yield* cursorOf(b, 1), yield* cursorOf(b, 2)]
     assert.isTrue(
       Cursor.order(b2, s5) < 0 && Cursor.order(s5, s4) < 0 && Cursor.order(s4, b1) < 0,

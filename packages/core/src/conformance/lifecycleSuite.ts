@@ -24,7 +24,7 @@ import type { NewEvent, RecordedEvent } from "../RecordedEvent.js"
 import * as Subscription from "../Subscription.js"
 import type * as SubscriptionStore from "../SubscriptionStore.js"
 import { account, Deposited, Opened, unique } from "./fixtures.js"
-import { begin, collectUntil, perStreamOrdered } from "./scopes.js"
+import { begin, collectUntil, perStreamOrdered, untilCommitSafe } from "./scopes.js"
 
 const ev = (mark: string): NewEvent => ({ eventType: "lifecycle.marked", schemaVersion: 1, data: { mark } })
 
@@ -189,6 +189,7 @@ export const lifecycleSuite = (
             const category = unique("delsub")
             const [s, t] = [`${category}-s`, `${category}-t`]
             yield* EventStore.append(s, category, ExpectedVersion.NoStream, [ev("s1"), ev("s2"), ev("s3")])
+            yield* untilCommitSafe
             // One subscription read part of s before the deletion; another starts after it.
             const partial = yield* Subscription.make({ subscriptionId: unique("delsub"), categories: [category], batchSize: 2 })
             assert.deepStrictEqual(versionsOf(yield* partial.poll, s), [1, 2])
@@ -219,6 +220,8 @@ export const lifecycleSuite = (
             yield* EventStore.append(s, category, ExpectedVersion.Exact(1), [ev("s2")])
             yield* early.run(EventStore.append(s, category, ExpectedVersion.Exact(2), [ev("s3")]))
             yield* early.commit
+            // The first page's content is asserted: all three must be readable.
+            yield* untilCommitSafe
             const sub = yield* Subscription.make({ subscriptionId: unique("delheld"), categories: [category], batchSize: 2 })
             // The first page is s v1 and s v3: v1 is delivered, v3 held for v2.
             const first = yield* collectUntil(sub, (events) => events.length >= 1)

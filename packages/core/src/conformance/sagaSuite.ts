@@ -331,7 +331,8 @@ export const sagaSuite = (name: string, storeLayer: Layer.Layer<Env>) =>
       it.effect("a timeout compensates in reverse order (a short real timeout)", () =>
         Effect.gen(function* () {
           const store = yield* SagaStore.SagaStore
-          const w = world({ shipTimeout: "1 second" })
+          // Long enough that the waiting state is seen by a status read on a loaded machine.
+          const w = world({ shipTimeout: "3 seconds" })
           const worker = yield* startWorker(w, "w1")
           yield* w.place("noship", 10)
           const id = `${w.Order.category}-noship`

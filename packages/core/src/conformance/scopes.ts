@@ -9,10 +9,14 @@
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
+import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
+import * as Cursor from "../Cursor.js"
 import * as EventStore from "../EventStore.js"
+import type { StoreError } from "../EventStoreError.js"
 import type { RecordedEvent } from "../RecordedEvent.js"
 import type * as Subscription from "../Subscription.js"
+import * as SubscriptionStore from "../SubscriptionStore.js"
 
 type Command = { readonly _tag: "Run"; readonly run: Effect.Effect<void> } | { readonly _tag: "End"; readonly commit: boolean }
 
@@ -129,3 +133,23 @@ export const waitUntil = <E, R>(check: Effect.Effect<boolean, E, R>, what: strin
       yield* Effect.sleep("10 millis")
     }
   })
+
+/**
+ * Waits until every event committed so far lies at or below the commit-safe
+ * head, so that a poll reads them all. On Postgres a transaction open anywhere
+ * on the server (another test's, in another database) holds the head back
+ * from events committed after it took its id; a test that asserts what one
+ * poll returns waits for this first.
+ *
+ * @since 0.2.0
+ * @category helpers
+ */
+export const untilCommitSafe: Effect.Effect<void, StoreError, SubscriptionStore.SubscriptionStore> = Effect.gen(function* () {
+  const store = yield* SubscriptionStore.SubscriptionStore
+  const last = yield* store.locate("last")
+  if (Option.isNone(last)) return
+  yield* waitUntil(
+    Effect.map(store.locate("head"), (head) => Option.exists(head, (h) => Cursor.order(h, last.value) >= 0)),
+    "the commit-safe head to reach the last committed event"
+  )
+})
